@@ -1,0 +1,49 @@
+# ganlab — every target sets up .venv/ first when it is missing or pyproject.toml changed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The CPU build of torch (~200 MB). Elsewhere, add its index if pip would pick a CUDA build:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+DEMO_DIR    ?= outputs/demo
+
+.PHONY: install test test-slow demo bench lint gpu-check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow and not cuda"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m "slow and not cuda"
+
+# The ring8 smoothing ablation: 3 variants x 3 seeds on CPU, then a table over seeds.
+demo: $(STAMP)
+	rm -rf $(DEMO_DIR)
+	$(PY) -m ganlab.train -m data=ring8 smoothing=none,one_sided,two_sided seed=0,1,2 \
+		train.steps=3000 train.batch_size=256 train.lr_g=1e-3 train.lr_d=1e-3 \
+		eval.every=1000 hydra.sweep.dir=$(DEMO_DIR)
+	$(PY) -m ganlab.summary $(DEMO_DIR)
+	@echo "runs, samples and result.json files: $(DEMO_DIR)/"
+
+bench: $(STAMP)
+	$(PY) -m ganlab.bench --device cpu
+
+lint: $(STAMP)
+	$(PY) -m ruff check ganlab tests
+
+# On a CUDA machine: the CUDA tests, then the bench on the GPU; its table prints last.
+gpu-check: $(STAMP)
+	$(PY) -m pytest -m cuda -q
+	$(PY) -m ganlab.bench --device cuda
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,38 @@
+"""Hydra callbacks: the sweep's closing summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ganlab.result import read_result
+
+log = logging.getLogger("ganlab.sweep")
+
+
+def sweep_status_counts(sweep_dir: Path) -> Counter:
+    counts: Counter = Counter()
+    for path in sorted(sweep_dir.rglob("result.json")):
+        result = read_result(path.parent)
+        counts[result["status"] if result else "unreadable"] += 1
+    return counts
+
+
+class SweepSummary(Callback):
+    """Count the sweep's runs by status at the end; a sweep with failed runs exits 1."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        counts = sweep_status_counts(sweep_dir)
+        line = (f"sweep {sweep_dir}: {counts['completed']} completed, "
+                f"{counts['diverged']} diverged, {counts['failed']} failed"
+                + (f", {counts['running']} unfinished" if counts["running"] else ""))
+        log.info(line)
+        if counts["failed"] or counts["unreadable"]:
+            sys.exit(1)

@@ -1,0 +1,29 @@
+"""Data sources: one `build_data(cfg.data, seed, device)` for every dataset name.
+
+A source has `kind` ("toy2d" or "image"), `num_classes`, `sample_shape`,
+`sample(batch_size) -> (x, y)`, and `state_dict()` / `load_state_dict()` for exact resume.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ganlab.config import DataConfig, data_root
+from ganlab.data.images import ImageDataset, load_cifar10, load_idx_dataset
+from ganlab.data.toy import MIXTURES, GaussianMixture2D
+
+TOY = tuple(MIXTURES)
+
+
+def build_data(cfg: DataConfig, seed: int, device: torch.device):
+    if cfg.name in MIXTURES:
+        return GaussianMixture2D(cfg.name, seed, device)
+    if cfg.name == "cifar10":
+        images, labels = load_cifar10(data_root(cfg.root), cfg.split, cfg.download)
+    else:
+        images, labels = load_idx_dataset(cfg.name, data_root(cfg.root), cfg.split, cfg.download)
+    expected = (cfg.channels, cfg.image_size, cfg.image_size)
+    if tuple(images.shape[1:]) != expected:
+        raise ValueError(f"data={cfg.name}: images are {tuple(images.shape[1:])}, "
+                         f"config says {expected}")
+    return ImageDataset(images, labels, cfg.num_classes, seed, device)

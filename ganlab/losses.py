@@ -1,0 +1,70 @@
+"""The GAN game's costs, all in logits and all with one interface.
+
+D's cost is the tutorial's cross-entropy with targets (Eq. 8 with one-sided/two-sided
+smoothing, §4.2):
+
+    J(D) = -1/2 E_x[t_r log D(x) + (1 - t_r) log(1 - D(x))]
+           -1/2 E_z[t_f log D(G(z)) + (1 - t_f) log(1 - D(G(z)))]
+
+with t_r = `real_target` (1 - alpha) and t_f = `fake_target` (beta). G's cost is the loss's
+own (`loss=minimax|non_saturating`); smoothing shapes D's targets only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor  # the scalar to minimise
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # detached, for logging
+
+
+class GANLoss:
+    """Base: D's cost with targets; subclasses define G's cost."""
+
+    name = "base"
+
+    def __init__(self, real_target: float = 1.0, fake_target: float = 0.0):
+        self.real_target = real_target
+        self.fake_target = fake_target
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> LossTerms:
+        real = F.binary_cross_entropy_with_logits(
+            real_logits, torch.full_like(real_logits, self.real_target))
+        fake = F.binary_cross_entropy_with_logits(
+            fake_logits, torch.full_like(fake_logits, self.fake_target))
+        total = 0.5 * (real + fake)
+        return LossTerms(total, {"loss_d_real": real.detach(), "loss_d_fake": fake.detach()})
+
+    def g_loss(self, fake_logits: torch.Tensor) -> LossTerms:
+        raise NotImplementedError
+
+
+class Minimax(GANLoss):
+    """G minimises 1/2 E log(1 - D(G(z))) = -1/2 E softplus(l): the zero-sum game."""
+
+    name = "minimax"
+
+    def g_loss(self, fake_logits: torch.Tensor) -> LossTerms:
+        return LossTerms(-0.5 * F.softplus(fake_logits).mean())
+
+
+class NonSaturating(GANLoss):
+    """G minimises -1/2 E log D(G(z)) = 1/2 E softplus(-l): the heuristic game."""
+
+    name = "non_saturating"
+
+    def g_loss(self, fake_logits: torch.Tensor) -> LossTerms:
+        return LossTerms(0.5 * F.softplus(-fake_logits).mean())
+
+
+LOSSES: dict[str, type[GANLoss]] = {cls.name: cls for cls in (Minimax, NonSaturating)}
+
+
+def build_loss(name: str, real_target: float, fake_target: float) -> GANLoss:
+    return LOSSES[name](real_target, fake_target)

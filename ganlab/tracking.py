@@ -1,0 +1,84 @@
+"""Experiment tracking: Weights & Biases, offline unless the user asks for online.
+
+A tracker never kills training: the first W&B error is reported once, and the tracker turns
+itself off for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class NullTracker:
+    def log(self, metrics: dict[str, Any], step: int) -> None: ...
+    def log_image(self, key: str, path: Path, step: int) -> None: ...
+    def summary(self, values: dict[str, Any]) -> None: ...
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+class WandbTracker(NullTracker):
+    def __init__(self, *, run_dir: Path, project: str, entity: str | None, mode: str,
+                 group: str | None, tags: list[str], name: str, config: dict[str, Any]):
+        self.run = None
+        id_file = run_dir / "wandb_id.txt"  # a resumed run appends to the same W&B run
+        try:
+            import wandb
+
+            self._wandb = wandb
+            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+            id_file.write_text(run_id)
+            self.run = wandb.init(
+                project=project, entity=entity, mode=mode, group=group, tags=tags, name=name,
+                id=run_id, resume="allow", dir=str(run_dir), config=config, reinit="create_new",
+                settings=wandb.Settings(silent=True, console="off"))
+        except Exception as e:  # no login, no network, bad entity...: train anyway
+            self._fail("init", e)
+
+    def _fail(self, what: str, e: Exception) -> None:
+        log.warning("W&B %s failed (%s: %s); continuing without W&B", what, type(e).__name__, e)
+        self.run = None
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self.run is not None:
+            try:
+                self.run.log(metrics, step=step)
+            except Exception as e:
+                self._fail("log", e)
+
+    def log_image(self, key: str, path: Path, step: int) -> None:
+        if self.run is not None:
+            try:
+                self.run.log({key: self._wandb.Image(str(path))}, step=step)
+            except Exception as e:
+                self._fail("log_image", e)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.run is not None:
+            try:
+                self.run.summary.update(values)
+            except Exception as e:
+                self._fail("summary", e)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            try:
+                self.run.finish(exit_code=exit_code)
+            except Exception as e:
+                self._fail("finish", e)
+
+
+def build_tracker(logger_cfg, *, run_dir: Path, name: str, group: str | None, tags: list[str],
+                  config: dict[str, Any]) -> NullTracker:
+    if logger_cfg.name == "none" or logger_cfg.mode == "disabled":
+        return NullTracker()
+    # An explicit WANDB_MODE in the environment wins (e.g. CI forcing offline).
+    mode = os.environ.get("WANDB_MODE", logger_cfg.mode)
+    return WandbTracker(run_dir=run_dir, project=logger_cfg.project, entity=logger_cfg.entity,
+                        mode=mode, group=logger_cfg.group or group,
+                        tags=list(logger_cfg.tags) + tags, name=name, config=config)

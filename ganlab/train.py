@@ -1,0 +1,283 @@
+"""Train one GAN from a composed config: `python -m ganlab.train [overrides]` (`-m` sweeps).
+
+The loop knows counters, schedules and bookkeeping; what a trick does lives in the pieces it
+is built from (data, nets, norm layers, losses). Running the same command into the same run
+directory resumes from `checkpoints/last.pt`, bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from ganlab.checkpoint import load_checkpoint, save_checkpoint
+from ganlab.config import ConfigError, register_configs, validate
+from ganlab.data import TOY, build_data
+from ganlab.evaluate import evaluate_samples, protocol
+from ganlab.gan import GAN
+from ganlab.losses import build_loss
+from ganlab.nets import build_nets
+from ganlab.plots import save_samples
+from ganlab.result import (
+    TERMINAL,
+    ResultFile,
+    comparability_dict,
+    flatten,
+    hparams_dict,
+    read_result,
+    trick_dict,
+)
+from ganlab.tracking import build_tracker
+
+log = logging.getLogger("ganlab.train")
+
+# Changing these between a run and its resumption cannot change what the run computes.
+RESUMABLE_KEYS = ("train.steps", "train.device", "train.progress", "train.checkpoint_every",
+                  "train.log_every", "eval.every", "logger.", "data.root", "data.download")
+# Test hook: SIGKILL the process after this many G steps, to test resume from a real kill.
+KILL_AFTER_STEP_ENV = "GANLAB_KILL_AFTER_STEP"
+
+
+class Diverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class Counters:
+    step: int = 0  # G rounds completed (the x-axis of every curve)
+    d_updates: int = 0  # D optimiser steps
+    g_updates: int = 0  # G optimiser steps
+    images_seen: int = 0  # real images shown to D
+    wall_s: float = 0.0  # training time, excluding evaluation and checkpoint I/O
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """Independent, stable seeds for each random stream of a run."""
+    words = [seed] + [ord(ch) for ch in stream]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} is not available on this machine; "
+                          "choose one of: auto, cpu")
+    return torch.device(name)
+
+
+def _experiment_config(cfg: DictConfig) -> dict:
+    return {k: v for k, v in flatten(cfg).items() if not k.startswith(RESUMABLE_KEYS)}
+
+
+def _config_drift(saved: dict, current: dict) -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k)!r} vs {current.get(k)!r}" for k in keys
+            if saved.get(k) != current.get(k)]
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path, result: ResultFile):
+        self.cfg, self.run_dir, self.result = cfg, run_dir, result
+        self.device = resolve_device(cfg.train.device)
+        self.ckpt_path = run_dir / "checkpoints" / "last.pt"
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        self.data = build_data(cfg.data, derive_seed(cfg.seed, "data"), self.device)
+        G, D = build_nets(cfg.model, cfg.norm, self.data)
+        loss = build_loss(cfg.loss.name, cfg.smoothing.real_target, cfg.smoothing.fake_target)
+        t = cfg.train
+        self.gan = GAN(G, D, loss, self.data, z_dim=cfg.model.z_dim, batch_size=t.batch_size,
+                       d_steps=t.d_steps, g_steps=t.g_steps, lr_g=t.lr_g, lr_d=t.lr_d,
+                       betas_g=t.betas_g, betas_d=t.betas_d,
+                       split_real_fake=cfg.norm.split_real_fake,
+                       noise_seed=derive_seed(cfg.seed, "noise"), device=self.device)
+        self.counters = Counters()
+        self.history: list[dict] = []
+        self.last_train: dict[str, float] = {}
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save(self) -> None:
+        save_checkpoint({"gan": self.gan.state_dict(), "counters": asdict(self.counters),
+                         "history": self.history, "last_train": self.last_train,
+                         "config": _experiment_config(self.cfg),
+                         "torch_rng": torch.get_rng_state()}, self.ckpt_path)
+
+    def try_resume(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        state = load_checkpoint(self.ckpt_path)
+        drift = _config_drift(state["config"], _experiment_config(self.cfg))
+        if drift:
+            raise ConfigError(f"{self.run_dir} holds a checkpoint of another experiment "
+                              f"({'; '.join(drift)}); use a new run directory")
+        self.gan.load_state_dict(state["gan"])
+        self.counters = Counters(**state["counters"])
+        self.history = list(state["history"])
+        self.last_train = dict(state["last_train"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s at step %d", self.ckpt_path, self.counters.step)
+        return True
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        c, e = self.counters, self.cfg.eval
+        # A fresh generator per step: evaluation never touches the training streams, and
+        # every evaluation of a resumed run sees the same z as the uninterrupted run.
+        gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, f"eval{c.step}"))
+        samples = self.gan.generate(e.num_samples, gen, e.batch_size)
+        metrics = evaluate_samples(samples, self.data, e)
+        path = self.run_dir / "samples" / f"step_{c.step:07d}.png"
+        save_samples(samples, self.data, path, f"{self.cfg.data.name}  step {c.step}",
+                     e.grid_size)
+        entry = {"step": c.step, "images_seen": c.images_seen, "d_updates": c.d_updates,
+                 "wall_s": round(c.wall_s, 3), "metrics": {**self.last_train, **metrics}}
+        self.history.append(entry)
+        self.tracker.log(metrics, c.step)
+        self.tracker.log_image("samples", path, c.step)
+        return metrics
+
+    def _read_stats(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
+        values = {f"train/{k}": float(v) for k, v in stats.items()}
+        bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+        if bad:
+            raise Diverged(f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} "
+                           f"at step {self.counters.step}")
+        return values
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg = self.cfg
+        t, e = cfg.train, cfg.eval
+        previous = read_result(self.run_dir)
+        resumed = self.try_resume()
+        c = self.counters  # after resuming: the restored counters
+        if resumed and previous and previous["status"] in TERMINAL and c.step >= t.steps:
+            log.info("%s is already %s; nothing to do", self.run_dir, previous["status"])
+            self.result.update(**previous)
+            return self.result.data
+        if resumed:
+            self.result.update(step=c.step, history=self.history,
+                               metrics=self.history[-1]["metrics"] if self.history else {})
+        self.tracker = build_tracker(
+            cfg.logger, run_dir=self.run_dir, name=self.run_dir.name,
+            group=_sweep_cell(), tags=[f"{k}={v}" for k, v in trick_dict(cfg).items()],
+            config=flatten(cfg))
+        kill_at = int(os.environ.get(KILL_AFTER_STEP_ENV, "0"))
+        bar = tqdm(total=t.steps, initial=c.step, desc=self.run_dir.name, dynamic_ncols=True,
+                   disable=not (t.progress and sys.stderr.isatty()), leave=False)
+        status, error = "completed", None
+        try:
+            start = time.perf_counter()
+            while c.step < t.steps:
+                stats = self.gan.train_step()
+                c.step += 1
+                c.d_updates += t.d_steps
+                c.g_updates += t.g_steps
+                c.images_seen += t.d_steps * t.batch_size
+                bar.update()
+                eval_due = c.step == t.steps or (e.every > 0 and c.step % e.every == 0)
+                ckpt_due = c.step == t.steps or (t.checkpoint_every > 0
+                                                 and c.step % t.checkpoint_every == 0)
+                if not (eval_due or ckpt_due or c.step % t.log_every == 0):
+                    continue
+                self.last_train = self._read_stats(stats)  # the one sync with the device
+                self.tracker.log(self.last_train, c.step)
+                bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in self.last_train.items()
+                                 if k in ("train/loss_d", "train/loss_g")})
+                if eval_due or ckpt_due:
+                    c.wall_s += time.perf_counter() - start
+                    if eval_due:
+                        metrics = self.evaluate()
+                        log.info("step %d/%d  %s", c.step, t.steps, _fmt(
+                            {**self.last_train, **metrics}))
+                        self.result.update(step=c.step, metrics={**self.last_train, **metrics},
+                                           history=self.history)
+                    if ckpt_due:
+                        self.save()
+                    if kill_at and c.step >= kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    start = time.perf_counter()
+        except Diverged as err:
+            status, error = "diverged", str(err)
+            log.warning("run diverged: %s", err)
+        finally:
+            bar.close()
+        final = self.history[-1]["metrics"] if self.history else {}
+        self.result.update(status=status, error=error, step=c.step, metrics=final,
+                           history=self.history)
+        self.tracker.summary({"status": status, **final})
+        self.tracker.finish(exit_code=0 if status == "completed" else 1)
+        return self.result.data
+
+
+def _fmt(values: dict) -> str:
+    return "  ".join(f"{k.split('/')[-1]}={v:.4g}" if isinstance(v, float) else
+                     f"{k.split('/')[-1]}={v}" for k, v in values.items())
+
+
+def _sweep_cell() -> str | None:
+    """The W&B group: the sweep cell (overrides without the seed), for multiruns."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    return (hc.job.override_dirname or "base") if hc.mode == RunMode.MULTIRUN else None
+
+
+def run(cfg: DictConfig, run_dir: Path | str) -> dict:
+    """Train one run into `run_dir`; always leaves its result.json. Returns its contents."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = ResultFile(run_dir / "result.json")
+    try:
+        eval_protocol = protocol("toy2d" if cfg.data.name in TOY else "image", cfg.eval)
+        result.update(seed=cfg.seed, trick=trick_dict(cfg), hparams=hparams_dict(cfg),
+                      comparability=comparability_dict(cfg, eval_protocol))
+        validate(cfg)
+        return Trainer(cfg, run_dir, result).fit()
+    except ConfigError as err:
+        result.update(status="failed", error=f"config error: {err}")
+        raise
+    except Exception as err:
+        result.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict | None:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        return run(cfg, run_dir)
+    except ConfigError as err:
+        if not multirun:
+            print(f"ganlab: config error: {err}", file=sys.stderr)
+            sys.exit(2)
+        log.error("config error: %s", err)
+    except Exception:
+        if not multirun:
+            raise
+        # The run's result.json already says failed; the sweep goes on to the next run.
+        log.exception("run %s failed", run_dir)
+    return read_result(run_dir)
+
+
+if __name__ == "__main__":
+    main()
