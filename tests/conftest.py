@@ -1,0 +1,43 @@
+"""Shared fixtures: composed configs, the offline MNIST copy, quiet W&B."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ganlab.config import compose
+
+REPO = Path(__file__).resolve().parents[1]
+# CI and offline machines keep the MNIST files in a shared folder beside the checkout.
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def find_mnist_root() -> Path | None:
+    for root in (os.environ.get("GANLAB_DATA_ROOT"), SHARED_DATA):
+        if root and (Path(root) / "MNIST" / "raw").is_dir():
+            return Path(root)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    root = find_mnist_root()
+    if root is None:
+        pytest.skip("MNIST IDX files not found (set GANLAB_DATA_ROOT)")
+    return root
+
+
+@pytest.fixture
+def make_cfg():
+    """compose(overrides) with quiet, CPU-only, no-logger defaults for tests."""
+
+    def _make(*overrides: str):
+        base = ["logger=none", "train.device=cpu", "train.progress=false"]
+        return compose(base + list(overrides))
+
+    return _make
