@@ -1,0 +1,172 @@
+"""The training loop end to end: every registry entry runs, runs are reproducible and
+resumable bit for bit, and every ending (completed, diverged, failed) leaves result.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ganlab.config import ConfigError
+from ganlab.train import KILL_AFTER_STEP_ENV, run
+from tests.helpers import assert_same_tensors, load_weights, run_cli, write_fake_fashion
+
+TINY = ["train.steps=2", "train.batch_size=8", "eval.num_samples=64", "eval.grid_size=16"]
+
+
+def _data_overrides(data: str, mnist_root, tmp_path) -> list[str]:
+    if data in ("ring8", "grid25"):
+        return [f"data={data}", "model=mlp"]
+    if data == "mnist":
+        return ["data=mnist", "model=dcgan", f"data.root={mnist_root()}"]
+    return ["data=fashion_mnist", "model=dcgan", f"data.root={write_fake_fashion(tmp_path)}",
+            "data.download=false"]
+
+
+@pytest.fixture
+def lazy_mnist_root(request):
+    return lambda: request.getfixturevalue("mnist_root")
+
+
+@pytest.mark.parametrize("smoothing", ["none", "one_sided", "two_sided"])
+@pytest.mark.parametrize("loss", ["minimax", "non_saturating"])
+@pytest.mark.parametrize("data", ["ring8", "grid25", "mnist", "fashion_mnist"])
+def test_one_step_smoke_for_every_data_loss_smoothing(make_cfg, lazy_mnist_root, tmp_path,
+                                                       data, loss, smoothing):
+    cfg = make_cfg(*_data_overrides(data, lazy_mnist_root, tmp_path), f"loss={loss}",
+                   f"smoothing={smoothing}", *TINY)
+    result = run(cfg, tmp_path / "run")
+    assert result["status"] == "completed", result["error"]
+    assert result["step"] == 2
+    assert result["trick"]["loss"] == loss
+    assert result["trick"]["smoothing.real_target"] == cfg.smoothing.real_target
+    assert result["comparability"]["dataset"] == cfg.data.name
+    assert result["history"][-1]["images_seen"] == 2 * 8
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "run" / "samples" / "step_0000002.png").exists()
+    on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert on_disk["status"] == "completed"
+    if data in ("ring8", "grid25"):
+        assert 0 <= on_disk["metrics"]["eval/modes_covered"] <= cfg.data.num_classes
+
+
+@pytest.mark.parametrize("data", ["ring8", "fashion_mnist"])
+@pytest.mark.parametrize("norm_g, norm_d, split", [("batch", "batch", False),
+                                                   ("batch", "batch", True),
+                                                   ("none", "batch", True)])
+def test_norm_options_train(make_cfg, lazy_mnist_root, tmp_path, data, norm_g, norm_d, split):
+    cfg = make_cfg(*_data_overrides(data, lazy_mnist_root, tmp_path), f"norm.g={norm_g}",
+                   f"norm.d={norm_d}", f"norm.split_real_fake={split}", *TINY)
+    result = run(cfg, tmp_path / "run")
+    assert result["status"] == "completed", result["error"]
+    assert result["trick"]["norm.g"] == norm_g and result["trick"]["norm.split_real_fake"] == split
+    bn = [m for m in load_weights(tmp_path / "run")["G"] if "running_mean" in m]
+    assert bool(bn) == (norm_g == "batch")
+
+
+def test_k_d_steps_and_g_steps_are_counted(make_cfg, tmp_path):
+    cfg = make_cfg("train.steps=6", "train.d_steps=3", "train.g_steps=2",
+                   "train.batch_size=16", "eval.every=3", "eval.num_samples=64")
+    result = run(cfg, tmp_path / "run")
+    assert [h["step"] for h in result["history"]] == [3, 6]
+    assert [h["d_updates"] for h in result["history"]] == [9, 18]
+    assert [h["images_seen"] for h in result["history"]] == [3 * 3 * 16, 6 * 3 * 16]
+    opt_g = load_weights(tmp_path / "run")["opt_g"]["state"]
+    opt_d = load_weights(tmp_path / "run")["opt_d"]["state"]
+    assert float(opt_g[0]["step"]) == 12 and float(opt_d[0]["step"]) == 18
+
+
+def test_same_seed_same_weights_other_seed_other_weights(make_cfg, tmp_path):
+    args = ["train.steps=30", "norm.g=batch", "eval.every=10", "eval.num_samples=200"]
+    a = run(make_cfg(*args, "seed=3"), tmp_path / "a")
+    b = run(make_cfg(*args, "seed=3"), tmp_path / "b")
+    c = run(make_cfg(*args, "seed=4"), tmp_path / "c")
+    assert_same_tensors(load_weights(tmp_path / "a"), load_weights(tmp_path / "b"))
+    assert a["metrics"] == b["metrics"]
+    wa, wc = load_weights(tmp_path / "a")["G"], load_weights(tmp_path / "c")["G"]
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    assert a["metrics"] != c["metrics"]
+
+
+RESUME_ARGS = ["train.steps=120", "train.checkpoint_every=40", "eval.every=40",
+               "eval.num_samples=500", "norm.g=batch", "norm.d=batch", "logger=none",
+               "train.progress=false", "train.device=cpu"]
+
+
+def _history_without_clock(result: dict) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "wall_s"} for h in result["history"]]
+
+
+def test_killed_run_resumes_bit_exactly(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert run_cli(*RESUME_ARGS, f"hydra.run.dir={full}").returncode == 0
+
+    killed = run_cli(*RESUME_ARGS, f"hydra.run.dir={cut}", env={KILL_AFTER_STEP_ENV: "80"})
+    assert killed.returncode == -9  # SIGKILL: no chance to clean up
+    mid = json.loads((cut / "result.json").read_text())
+    assert mid["status"] == "running" and mid["step"] == 80
+    assert torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["counters"]["step"] == 80
+
+    resumed = run_cli(*RESUME_ARGS, f"hydra.run.dir={cut}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    a = json.loads((full / "result.json").read_text())
+    b = json.loads((cut / "result.json").read_text())
+    assert b["status"] == "completed" and b["step"] == 120
+    assert a["metrics"] == b["metrics"]
+    assert _history_without_clock(a) == _history_without_clock(b)
+    assert_same_tensors(load_weights(full), load_weights(cut))
+
+
+def test_resume_on_dcgan_mnist_is_bit_exact(mnist_root, tmp_path):
+    args = ["data=mnist", "model=dcgan", f"data.root={mnist_root}", "train.steps=6",
+            "train.batch_size=8", "train.checkpoint_every=3", "eval.every=3",
+            "eval.num_samples=16", "model.g_width=8", "model.d_width=8", "norm.g=batch",
+            "logger=none", "train.progress=false", "train.device=cpu"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0
+    assert run_cli(*args, f"hydra.run.dir={cut}", env={KILL_AFTER_STEP_ENV: "3"}
+                   ).returncode == -9
+    assert run_cli(*args, f"hydra.run.dir={cut}").returncode == 0
+    assert_same_tensors(load_weights(full), load_weights(cut))
+
+
+def test_relaunching_a_finished_run_does_nothing_and_more_steps_extend_it(make_cfg, tmp_path):
+    first = run(make_cfg("train.steps=20", "eval.every=10", "eval.num_samples=100"),
+                tmp_path / "r")
+    again = run(make_cfg("train.steps=20", "eval.every=10", "eval.num_samples=100"),
+                tmp_path / "r")
+    assert again["history"] == first["history"] and again["status"] == "completed"
+    longer = run(make_cfg("train.steps=30", "eval.every=10", "eval.num_samples=100"),
+                 tmp_path / "r")
+    assert [h["step"] for h in longer["history"]] == [10, 20, 30]
+    assert longer["history"][:2] == first["history"]
+
+
+def test_resume_refuses_a_different_experiment_naming_the_key(make_cfg, tmp_path):
+    run(make_cfg("train.steps=10", "eval.num_samples=100"), tmp_path / "r")
+    with pytest.raises(ConfigError, match=r"train.lr_d: 0.0002 vs 0.001"):
+        run(make_cfg("train.steps=20", "train.lr_d=1e-3", "eval.num_samples=100"),
+            tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["status"] == "failed"
+
+
+def test_absurd_learning_rate_diverges_and_says_so(make_cfg, tmp_path):
+    cfg = make_cfg("train.steps=200", "train.lr_d=1e30", "train.lr_g=1e30", "eval.every=0")
+    result = run(cfg, tmp_path / "r")
+    assert result["status"] == "diverged"
+    assert "non-finite" in result["error"] and "train/loss_d" in result["error"]
+    assert result["step"] < 200
+    on_disk = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert on_disk["status"] == "diverged" and on_disk["error"] == result["error"]
+
+
+def test_missing_dataset_fails_with_result_json(make_cfg, tmp_path):
+    cfg = make_cfg("data=mnist", "model=dcgan", f"data.root={tmp_path / 'empty'}",
+                   "data.download=false")
+    with pytest.raises(ConfigError, match="train-images-idx3-ubyte.gz"):
+        run(cfg, tmp_path / "r")
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["status"] == "failed" and "data.root" in result["error"]
+    assert result["trick"]["loss"] == "non_saturating"  # the record still says what it was
