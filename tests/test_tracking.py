@@ -1,0 +1,65 @@
+"""W&B: offline by default with metrics and samples in the run folder; never fatal."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ganlab.config import compose
+from ganlab.tracking import NullTracker, WandbTracker, build_tracker
+from ganlab.train import run
+
+ARGS = ["train.steps=20", "eval.every=10", "eval.num_samples=100", "train.log_every=5",
+        "train.device=cpu", "train.progress=false"]
+
+
+def test_offline_run_writes_a_wandb_run_with_metrics_and_images(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the config's own default: offline
+    result = run(compose(ARGS + ["logger=wandb"]), tmp_path / "r")
+    assert result["status"] == "completed"
+    runs = list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    (log_file,) = runs[0].glob("*.wandb")
+    assert log_file.stat().st_size > 0
+    # sample scatter plots went to W&B as images at both evaluations
+    assert len(list((runs[0] / "files" / "media" / "images").glob("samples_*.png"))) == 2
+    # the W&B run id is kept so a resumed run appends to the same W&B run
+    run_id = (tmp_path / "r" / "wandb_id.txt").read_text()
+    assert runs[0].name.endswith(run_id)
+
+
+def test_a_broken_wandb_never_kills_training(tmp_path, monkeypatch, caplog):
+    import wandb
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no route to host")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    with caplog.at_level(logging.WARNING, logger="ganlab.tracking"):
+        result = run(compose(ARGS + ["logger=wandb"]), tmp_path / "r")
+    assert result["status"] == "completed"
+    assert "W&B init failed (RuntimeError: no route to host)" in caplog.text
+
+
+def test_log_errors_after_init_disable_the_tracker(tmp_path, caplog):
+    tracker = WandbTracker.__new__(WandbTracker)
+
+    class Exploding:
+        def log(self, *a, **k):
+            raise OSError("disk full")
+
+    tracker.run = Exploding()
+    with caplog.at_level(logging.WARNING, logger="ganlab.tracking"):
+        tracker.log({"train/loss_d": 1.0}, step=1)
+        tracker.log({"train/loss_d": 1.0}, step=2)  # already off: no second warning
+    assert tracker.run is None
+    assert caplog.text.count("W&B log failed") == 1
+
+
+@pytest.mark.parametrize("name, mode", [("none", "offline"), ("wandb", "disabled")])
+def test_no_tracker_when_switched_off(tmp_path, name, mode):
+    cfg = compose([f"logger={name}", f"logger.mode={mode}"])
+    tracker = build_tracker(cfg.logger, run_dir=tmp_path, name="r", group=None, tags=[],
+                            config={})
+    assert type(tracker) is NullTracker
