@@ -18,12 +18,16 @@ from ganlab.result import read_result
 
 
 def load_results(dirs: list[Path]) -> list[dict]:
-    results = []
+    results, seen = [], set()
     for d in dirs:
         for path in sorted(Path(d).rglob("result.json")):
-            result = read_result(path.parent)
+            run_dir = path.parent.resolve()
+            if run_dir in seen:  # overlapping dirs: count each run once
+                continue
+            seen.add(run_dir)
+            result = read_result(run_dir)
             if result is not None:
-                result["run_dir"] = str(path.parent)
+                result["run_dir"] = str(run_dir)
                 results.append(result)
     return results
 
@@ -32,8 +36,13 @@ def _key(d: dict) -> str:
     return json.dumps(d, sort_keys=True)
 
 
-def variant_label(trick: dict, varying: list[str]) -> str:
-    return ", ".join(f"{k}={trick.get(k)}" for k in varying) or "(single variant)"
+def variant_settings(run: dict) -> dict:
+    """Everything that makes a variant: trick toggles and other hyper-parameters, no seed."""
+    return {**run.get("hparams", {}), **run["trick"]}
+
+
+def variant_label(settings: dict, varying: list[str]) -> str:
+    return ", ".join(f"{k}={settings.get(k)}" for k in varying) or "(single variant)"
 
 
 def summarise(results: list[dict]) -> list[dict]:
@@ -43,16 +52,17 @@ def summarise(results: list[dict]) -> list[dict]:
         classes[_key(r["comparability"])].append(r)
     tables = []
     for runs in classes.values():
-        keys = sorted({k for r in runs for k in r["trick"]})
-        varying = [k for k in keys if len({_key({"v": r["trick"].get(k)}) for r in runs}) > 1]
+        settings = [variant_settings(r) for r in runs]
+        keys = sorted({k for s in settings for k in s})
+        varying = [k for k in keys if len({_key({"v": s.get(k)}) for s in settings}) > 1]
         variants: dict[str, list[dict]] = defaultdict(list)
-        for r in runs:
-            variants[_key({k: r["trick"].get(k) for k in varying})].append(r)
+        for r, s in zip(runs, settings, strict=True):
+            variants[_key({k: s.get(k) for k in varying})].append(r)
         metric_names = sorted({m for r in runs for m in r["metrics"] if m.startswith("eval/")})
         rows = []
         for group in variants.values():
             done = [r for r in group if r["status"] == "completed"]
-            row = {"variant": variant_label(group[0]["trick"], varying), "n": len(group),
+            row = {"variant": variant_label(variant_settings(group[0]), varying), "n": len(group),
                    "completed": len(done),
                    "diverged": sum(r["status"] == "diverged" for r in group),
                    "failed": sum(r["status"] == "failed" for r in group), "metrics": {}}
@@ -88,7 +98,7 @@ def format_tables(tables: list[dict]) -> str:
             lines.append(cells)
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         for i, line in enumerate(lines):
-            out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+            out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
             if i == 0:
                 out.append("  ".join("-" * w for w in widths))
         out.append("")

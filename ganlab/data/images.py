@@ -54,15 +54,24 @@ _IDX_DTYPES = {0x08: np.uint8}
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (big-endian header: magic with dtype and rank, then dims)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile) as e:  # an interrupted copy or download
+        raise ValueError(f"{path} is a damaged gzip file ({e}); replace it") from None
+    if len(raw) < 4:
+        raise ValueError(f"{path} is truncated inside its IDX header")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated inside its IDX header")
     dims = struct.unpack(f">{ndim}i", raw[4:4 + 4 * ndim])
     payload = np.frombuffer(raw, dtype=_IDX_DTYPES[dtype_code], offset=4 + 4 * ndim)
-    if payload.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {payload.size} values")
+    expected = int(np.prod(dims))
+    if payload.size != expected:
+        what = "truncated" if payload.size < expected else "longer than its header says"
+        raise ValueError(f"{path} is {what}: header says {dims}, found {payload.size} values")
     return payload.reshape(dims)
 
 

@@ -1,0 +1,86 @@
+"""Sample pictures: the image grid's layout and pixel mapping, and the files written."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganlab.data.toy import GaussianMixture2D
+from ganlab.plots import image_grid, save_samples
+
+
+def five_grey_images() -> torch.Tensor:
+    """Five 1x2x2 images: one ramp, then constants (one of them out of range)."""
+    images = torch.empty(5, 1, 2, 2)
+    images[0, 0] = torch.tensor([[-1.0, -0.5], [0.5, 1.0]])
+    for i, value in zip(range(1, 5), (1.0, 0.0, 5.0, -0.2), strict=True):
+        images[i] = value
+    return images
+
+
+def test_image_grid_layout_and_pixels():
+    grid = image_grid(five_grey_images(), pad=2)
+    # 5 images -> ceil(sqrt 5) = 3 columns, 2 rows; each cell is 2 px plus 2 px of padding
+    assert grid.dtype == np.uint8
+    assert grid.shape == (2 * 4 + 2, 3 * 4 + 2, 1)
+    expected = np.zeros((10, 14), np.uint8)
+    # [-1, 1] -> [0, 255]: -0.5 -> 63.75 -> 64, 0.5 -> 191.25 -> 191
+    expected[2:4, 2:4] = [[0, 64], [191, 255]]
+    expected[2:4, 6:8] = 255  # 1.0
+    expected[2:4, 10:12] = 128  # 0.0 -> 127.5, rounded half to even
+    expected[6:8, 2:4] = 255  # 5.0 is clamped to 1
+    expected[6:8, 6:8] = 102  # -0.2 -> 0.8 * 127.5 = 102
+    # the sixth cell (row 1, column 2) and all padding stay black
+    np.testing.assert_array_equal(grid[..., 0], expected)
+
+
+def test_image_grid_keeps_channel_order():
+    images = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, -1.0]]).view(2, 3, 1, 1)
+    grid = image_grid(images, pad=1)
+    assert grid.shape == (1 * 2 + 1, 2 * 2 + 1, 3)  # 2 images -> 2 columns, 1 row
+    assert grid[1, 1].tolist() == [255, 0, 128]
+    assert grid[1, 3].tolist() == [0, 255, 0]
+    assert int(grid.sum()) == 255 + 128 + 255  # nothing outside the two pixels
+
+
+def test_image_grid_without_padding_is_a_plain_mosaic():
+    images = torch.tensor([-1.0, 1.0, 1.0, -1.0]).view(4, 1, 1, 1)
+    grid = image_grid(images, pad=0)
+    assert grid[..., 0].tolist() == [[0, 255], [255, 0]]
+
+
+def test_save_samples_scatter_for_2d_data(tmp_path):
+    data = GaussianMixture2D("ring8", seed=0, device=torch.device("cpu"))
+    samples, _ = data.sample(300)
+    samples = torch.cat([samples, torch.tensor([[math.nan, 0.0]])])  # dropped, not fatal
+    path = tmp_path / "plots" / "step_100.png"  # the folder does not exist yet
+    save_samples(samples, data, path, "ring8  step 100", grid_size=64)
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        assert img.size == (450, 450)  # 4.5 in at 100 dpi
+        assert img.mode == "RGBA"
+        pixels = np.asarray(img.convert("RGB")).reshape(-1, 3).astype(int)
+    # something was drawn: red mode markers and blue samples on the white background
+    red = (pixels[:, 0] > 180) & (pixels[:, 1] < 90) & (pixels[:, 2] < 90)
+    blue = (pixels[:, 2] > 150) & (pixels[:, 0] < 120)
+    assert red.sum() > 20 and blue.sum() > 20
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
+def test_save_samples_grid_for_images(tmp_path, channels, mode):
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.rand(10, channels, 4, 4, generator=gen) * 2 - 1
+    path = tmp_path / "samples.png"
+    save_samples(samples, SimpleNamespace(kind="image"), path, "ignored", grid_size=4)
+    with Image.open(path) as img:
+        # only the first grid_size=4 samples: a 2x2 grid of 4 px cells with 2 px padding
+        assert img.size == (2 * 6 + 2, 2 * 6 + 2)
+        assert img.mode == mode
+        saved = np.asarray(img)
+    expected = image_grid(samples[:4])
+    np.testing.assert_array_equal(saved, expected[..., 0] if channels == 1 else expected)
