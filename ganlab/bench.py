@@ -103,8 +103,8 @@ def bench_case(name: str, overrides: list[str], device: str, steps: int, repeats
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ganlab.bench", description=__doc__)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=50, help="steps per timed repeat")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30, help="steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     args = parser.parse_args(argv)
     rows = []

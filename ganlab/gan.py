@@ -48,9 +48,9 @@ class GAN:
         self.opt_d.zero_grad(set_to_none=True)
         terms.total.backward()
         self.opt_d.step()
-        return {"loss_d": terms.total.detach(),
-                "d_real": torch.sigmoid(real_logits.detach()).mean(),
-                "d_fake": torch.sigmoid(fake_logits.detach()).mean(), **terms.parts}
+        # Logits, not D(x): the means are taken only when the loop reads the stats.
+        return {"loss_d": terms.total.detach(), "real_logits": real_logits.detach(),
+                "fake_logits": fake_logits.detach(), **terms.parts}
 
     def g_step(self) -> dict[str, torch.Tensor]:
         fake_logits = self.D(self.G(self.sample_z(self.batch_size)))
@@ -61,15 +61,25 @@ class GAN:
         return {"loss_g": terms.total.detach(), **terms.parts}
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        """One round: k D updates then g_steps G updates; the last values of each."""
-        self.G.train()
-        self.D.train()
+        """One round: k D updates then g_steps G updates; the last values of each.
+
+        Both networks must be in train mode (the loop sets it once; `generate` restores it).
+        """
         stats: dict[str, torch.Tensor] = {}
         for _ in range(self.d_steps):
             stats.update(self.d_step())
         for _ in range(self.g_steps):
             stats.update(self.g_step())
         return stats
+
+    @staticmethod
+    def read_stats(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Python numbers from a round's stats (synchronises with the device)."""
+        values = {k: float(v) for k, v in stats.items() if not k.endswith("_logits")}
+        for side in ("real", "fake"):
+            if f"{side}_logits" in stats:
+                values[f"d_{side}"] = float(torch.sigmoid(stats[f"{side}_logits"]).mean())
+        return values
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator, batch_size: int) -> torch.Tensor:

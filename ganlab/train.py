@@ -150,7 +150,7 @@ class Trainer:
         return metrics
 
     def _read_stats(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
-        values = {f"train/{k}": float(v) for k, v in stats.items()}
+        values = {f"train/{k}": v for k, v in self.gan.read_stats(stats).items()}
         bad = {k: v for k, v in values.items() if not np.isfinite(v)}
         if bad:
             raise Diverged(f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} "
@@ -179,6 +179,8 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=c.step, desc=self.run_dir.name, dynamic_ncols=True,
                    disable=not (t.progress and sys.stderr.isatty()), leave=False)
         status, error = "completed", None
+        self.gan.G.train()
+        self.gan.D.train()
         try:
             start = time.perf_counter()
             while c.step < t.steps:
