@@ -19,8 +19,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 DATASETS = ("ring8", "grid25", "mnist", "fashion_mnist", "cifar10")
 MODELS = ("mlp", "dcgan")
 LOSSES = ("minimax", "non_saturating")
-NORMS = ("none", "batch")
-LABEL_MODES = ("none",)
+NORMS = ("none", "batch", "reference", "virtual")
+LABEL_MODES = ("none", "conditional", "auxiliary", "kplus1")
 LOGGERS = ("wandb", "none")
 LOGGER_MODES = ("offline", "online", "disabled")
 
@@ -67,11 +67,27 @@ class NormConfig:
     g: str = "none"  # one of NORMS, in every hidden layer of G
     d: str = "none"  # one of NORMS, in D's hidden layers (not its input layer)
     split_real_fake: bool = False  # D normalises real and fake as separate batches
+    ref_batch_size: int = 64  # N: the fixed reference batch of reference/virtual norm
 
 
 @dataclass
 class LabelsConfig:
     name: str = "none"  # one of LABEL_MODES
+    fraction: float = 1.0  # share of real samples whose label D sees (kplus1 may use < 1)
+
+
+@dataclass
+class MinibatchDiscriminationConfig:
+    kernels: int = 0  # B: minibatch features appended to D's features (0: off)
+    dims: int = 5  # C: dimensions of each kernel's projection
+
+
+@dataclass
+class ExtrasConfig:
+    # Salimans et al. 2016 §3.2 and §3.3, the "-MBF" and "-L+HA" rows of its Table 3
+    minibatch_discrimination: MinibatchDiscriminationConfig = field(
+        default_factory=MinibatchDiscriminationConfig)
+    historical_averaging: float = 0.0  # weight of ||theta - mean past theta||^2 (0: off)
 
 
 @dataclass
@@ -118,6 +134,7 @@ class Config:
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     norm: NormConfig = field(default_factory=NormConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
+    extras: ExtrasConfig = field(default_factory=ExtrasConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -176,13 +193,28 @@ def validate(cfg: DictConfig | Config) -> None:
     for key in ("model.z_dim", "model.g_width", "model.d_width", "model.depth",
                 "train.steps", "train.batch_size", "train.d_steps", "train.g_steps",
                 "train.log_every", "eval.num_samples", "eval.batch_size",
-                "eval.mode_min_count"):
+                "eval.mode_min_count", "norm.ref_batch_size",
+                "extras.minibatch_discrimination.dims"):
         _positive(key, _attr(cfg, key))
-    for key in ("train.checkpoint_every", "eval.every", "eval.grid_size"):
+    for key in ("train.checkpoint_every", "eval.every", "eval.grid_size",
+                "extras.minibatch_discrimination.kernels"):
         _positive(key, _attr(cfg, key), minimum=0)
     if cfg.train.batch_size < 2 and "batch" in (cfg.norm.g, cfg.norm.d):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not allowed with "
                           "batch norm; it must be >= 2")
+    if cfg.extras.historical_averaging < 0:
+        raise ConfigError(f"extras.historical_averaging={cfg.extras.historical_averaging!r} "
+                          "is not allowed; it must be >= 0 (0: off)")
+
+    labels, fraction = cfg.labels.name, cfg.labels.fraction
+    if labels != "none" and cfg.data.num_classes < 2:
+        raise ConfigError(f"labels={labels!r} needs a labelled dataset, and data={cfg.data.name!r} "
+                          f"has data.num_classes={cfg.data.num_classes}; use labels=none")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"labels.fraction={fraction!r} is not allowed; it must be in (0, 1]")
+    if fraction < 1 and labels != "kplus1":
+        raise ConfigError(f"labels.fraction={fraction!r} is not allowed with labels={labels!r}; "
+                          "only labels=kplus1 trains with partly labelled data")
 
     for key in ("train.lr_g", "train.lr_d"):
         if not _attr(cfg, key) > 0:

@@ -20,16 +20,21 @@ TERMINAL = ("completed", "diverged")  # re-launching such a run does nothing
 # result key -> config key: every trick toggle, named as in the config
 TRICK_KEYS = {
     "labels": "labels.name",
+    "labels.fraction": "labels.fraction",
     "loss": "loss.name",
     "smoothing.real_target": "smoothing.real_target",
     "smoothing.fake_target": "smoothing.fake_target",
     "norm.g": "norm.g",
     "norm.d": "norm.d",
     "norm.split_real_fake": "norm.split_real_fake",
+    "norm.ref_batch_size": "norm.ref_batch_size",
     "train.d_steps": "train.d_steps",
     "train.g_steps": "train.g_steps",
     "model.g_width": "model.g_width",
     "model.d_width": "model.d_width",
+    "extras.minibatch_discrimination.kernels": "extras.minibatch_discrimination.kernels",
+    "extras.minibatch_discrimination.dims": "extras.minibatch_discrimination.dims",
+    "extras.historical_averaging": "extras.historical_averaging",
 }
 # keys left out of `hparams`: the seed, what `comparability` already holds (data, model
 # family, evaluation), and what does not change what a run computes (paths, logging)

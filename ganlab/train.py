@@ -27,7 +27,9 @@ from ganlab.checkpoint import load_checkpoint, save_checkpoint
 from ganlab.config import ConfigError, register_configs, validate
 from ganlab.data import TOY, build_data
 from ganlab.evaluate import evaluate_samples, protocol
+from ganlab.evaluate.coupling import batch_coupling
 from ganlab.gan import GAN
+from ganlab.labels import LABEL_MODES
 from ganlab.losses import build_loss
 from ganlab.nets import build_nets
 from ganlab.plots import save_samples
@@ -95,14 +97,17 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
         torch.manual_seed(derive_seed(cfg.seed, "init"))
-        self.data = build_data(cfg.data, derive_seed(cfg.seed, "data"), self.device)
-        G, D = build_nets(cfg.model, cfg.norm, self.data)
+        self.data = build_data(cfg.data, derive_seed(cfg.seed, "data"), self.device,
+                               cfg.labels.fraction)
+        G, D = build_nets(cfg, self.data, derive_seed(cfg.seed, "reference"))
         loss = build_loss(cfg.loss.name, cfg.smoothing.real_target, cfg.smoothing.fake_target)
         t = cfg.train
-        self.gan = GAN(G, D, loss, self.data, z_dim=cfg.model.z_dim, batch_size=t.batch_size,
+        self.gan = GAN(G, D, loss, self.data, LABEL_MODES[cfg.labels.name],
+                       z_dim=cfg.model.z_dim, batch_size=t.batch_size,
                        d_steps=t.d_steps, g_steps=t.g_steps, lr_g=t.lr_g, lr_d=t.lr_d,
                        betas_g=t.betas_g, betas_d=t.betas_d,
                        split_real_fake=cfg.norm.split_real_fake,
+                       historical_averaging=cfg.extras.historical_averaging,
                        noise_seed=derive_seed(cfg.seed, "noise"), device=self.device)
         self.counters = Counters()
         self.history: list[dict] = []
@@ -139,6 +144,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, f"eval{c.step}"))
         samples = self.gan.generate(e.num_samples, gen, e.batch_size)
         metrics = evaluate_samples(samples, self.data, e)
+        metrics["eval/coupling"] = batch_coupling(self.gan, self.cfg.train.batch_size, gen)
         path = self.run_dir / "samples" / f"step_{c.step:07d}.png"
         save_samples(samples, self.data, path, f"{self.cfg.data.name}  step {c.step}",
                      e.grid_size)

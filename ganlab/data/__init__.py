@@ -1,7 +1,8 @@
 """Data sources: one `build_data(cfg.data, seed, device)` for every dataset name.
 
 A source has `kind` ("toy2d" or "image"), `num_classes`, `sample_shape`,
-`sample(batch_size) -> (x, y)`, and `state_dict()` / `load_state_dict()` for exact resume.
+`sample(batch_size) -> (x, y)` (y = -1 where a label is hidden), `reference_batch(n, gen)`
+for reference/virtual norm, and `state_dict()` / `load_state_dict()` for exact resume.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from ganlab.data.toy import MIXTURES, GaussianMixture2D
 TOY = tuple(MIXTURES)
 
 
-def build_data(cfg: DataConfig, seed: int, device: torch.device):
+def build_data(cfg: DataConfig, seed: int, device: torch.device, label_fraction: float = 1.0):
     if cfg.name in MIXTURES:
-        return GaussianMixture2D(cfg.name, seed, device)
+        return GaussianMixture2D(cfg.name, seed, device, label_fraction)
     if cfg.name == "cifar10":
         images, labels = load_cifar10(data_root(cfg.root), cfg.split, cfg.download)
     else:
@@ -26,4 +27,4 @@ def build_data(cfg: DataConfig, seed: int, device: torch.device):
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"data={cfg.name}: images are {tuple(images.shape[1:])}, "
                          f"config says {expected}")
-    return ImageDataset(images, labels, cfg.num_classes, seed, device)
+    return ImageDataset(images, labels, cfg.num_classes, seed, device, label_fraction)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ganlab.config import ConfigError
+from ganlab.labels import UNLABELLED
 
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 
@@ -144,10 +145,17 @@ class ImageDataset:
     kind = "image"
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                 seed: int, device: torch.device):
+                 seed: int, device: torch.device, label_fraction: float = 1.0):
         assert images.dtype == torch.uint8 and images.ndim == 4, images.shape
         self.images = images.to(device)
-        self.labels = labels.to(device)
+        self.true_labels = labels.to(device)
+        self.labels = self.true_labels
+        if label_fraction < 1:
+            # Semi-supervised: a fixed, seeded subset of the images keeps its label.
+            keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed + 1))
+            hidden = torch.ones(len(labels), dtype=torch.bool)
+            hidden[keep[:round(label_fraction * len(labels))]] = False
+            self.labels = self.true_labels.masked_fill(hidden.to(device), UNLABELLED)
         self.num_classes = num_classes
         self.sample_shape = tuple(images.shape[1:])
         self.device = device
@@ -165,6 +173,11 @@ class ImageDataset:
         idx = self._order[self._pos:self._pos + batch_size].to(self.device)
         self._pos += batch_size
         return to_signed_unit(self.images[idx]), self.labels[idx]
+
+    def reference_batch(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed batch for reference/virtual norm, drawn from `gen` (the stream untouched)."""
+        idx = torch.randperm(len(self.images), generator=gen)[:n].to(self.device)
+        return to_signed_unit(self.images[idx]), self.true_labels[idx]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "order": self._order.clone(),

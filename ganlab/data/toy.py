@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from ganlab.labels import UNLABELLED
+
 
 def ring_modes(n: int = 8, radius: float = 1.0) -> torch.Tensor:
     angles = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
@@ -35,22 +37,31 @@ class GaussianMixture2D:
 
     kind = "toy2d"
 
-    def __init__(self, name: str, seed: int, device: torch.device):
+    def __init__(self, name: str, seed: int, device: torch.device, label_fraction: float = 1.0):
         make_modes, self.std = MIXTURES[name]
         self.name = name
         self.modes = make_modes()
         self.num_classes = len(self.modes)
         self.sample_shape = (2,)
         self.device = device
-        self._modes_dev = self.modes.to(device)
+        self.label_fraction = label_fraction
         # Own generator: the data stream is reproducible and resumable on its own.
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _draw(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randint(self.num_classes, (n,), generator=gen)
+        return self.modes[labels] + self.std * torch.randn(n, 2, generator=gen), labels
+
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.randint(self.num_classes, (batch_size,), generator=self.generator)
-        noise = torch.randn(batch_size, 2, generator=self.generator)
-        labels, noise = labels.to(self.device), noise.to(self.device)
-        return self._modes_dev[labels] + self.std * noise, labels
+        x, labels = self._draw(batch_size, self.generator)
+        if self.label_fraction < 1:  # semi-supervised: hide each label with prob 1 - fraction
+            hidden = torch.rand(batch_size, generator=self.generator) >= self.label_fraction
+            labels = labels.masked_fill(hidden, UNLABELLED)
+        return x.to(self.device), labels.to(self.device)
+
+    def reference_batch(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed batch for reference/virtual norm, drawn from `gen` (the stream untouched)."""
+        return self._draw(n, gen)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

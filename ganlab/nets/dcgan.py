@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganlab.nets.norm import norm_layer
+from ganlab.nets.norm import RefStatsNorm, norm_layer
 
 
 def resolution_plan(image_size: int) -> tuple[int, int]:
@@ -30,18 +30,17 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, RefStatsNorm)):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, z_dim: int, width: int, image_size: int, channels: int, norm: str):
+    def __init__(self, in_dim: int, width: int, image_size: int, channels: int, norm: str):
         super().__init__()
         n_up, base = resolution_plan(image_size)
         top = width * 2 ** (n_up - 1)
-        self.z_dim = z_dim
-        self.project = nn.Linear(z_dim, top * base * base)
+        self.project = nn.Linear(in_dim, top * base * base)
         self.top_shape = (top, base, base)
         layers: list[nn.Module] = [norm_layer(norm, top, True), nn.ReLU()]
         c = top
@@ -53,11 +52,13 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.project(z).view(-1, *self.top_shape))
 
 
-class DCGANDiscriminator(nn.Module):
+class DCGANFeatures(nn.Module):
+    """D's trunk; its flattened output feeds the label mode's head."""
+
     def __init__(self, width: int, image_size: int, channels: int, norm: str):
         super().__init__()
         n_down, base = resolution_plan(image_size)
@@ -69,8 +70,8 @@ class DCGANDiscriminator(nn.Module):
                        nn.LeakyReLU(0.2)]
             c *= 2
         self.net = nn.Sequential(*layers)
-        self.head = nn.Linear(c * base * base, 1)
+        self.out_features = c * base * base
         self.apply(dcgan_init)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.net(x).flatten(1)).squeeze(1)  # (N,) logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)

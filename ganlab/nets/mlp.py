@@ -1,4 +1,4 @@
-"""MLP generator and discriminator for 2-D data."""
+"""MLP bodies for 2-D data: G maps a latent vector to a point; D maps a point to features."""
 
 from __future__ import annotations
 
@@ -9,22 +9,22 @@ from ganlab.nets.norm import norm_layer
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, z_dim: int, width: int, depth: int, out_dim: int, norm: str):
+    def __init__(self, in_dim: int, width: int, depth: int, out_dim: int, norm: str):
         super().__init__()
         layers: list[nn.Module] = []
-        in_dim = z_dim
         for _ in range(depth):
             layers += [nn.Linear(in_dim, width), norm_layer(norm, width, False), nn.ReLU()]
             in_dim = width
         layers.append(nn.Linear(in_dim, out_dim))
         self.net = nn.Sequential(*layers)
-        self.z_dim = z_dim
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
 
 
-class MLPDiscriminator(nn.Module):
+class MLPFeatures(nn.Module):
+    """D's trunk; its output (N, width) feeds the label mode's head."""
+
     def __init__(self, in_dim: int, width: int, depth: int, norm: str):
         super().__init__()
         # No norm on the input layer: it would erase the input's scale and offset, which are
@@ -32,8 +32,8 @@ class MLPDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Linear(in_dim, width), nn.LeakyReLU(0.2)]
         for _ in range(depth - 1):
             layers += [nn.Linear(width, width), norm_layer(norm, width, False), nn.LeakyReLU(0.2)]
-        layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+        self.out_features = width
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).squeeze(1)  # (N,) logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

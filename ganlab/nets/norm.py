@@ -1,14 +1,85 @@
-"""Normalisation layers, chosen by name (`norm.g`, `norm.d`).
+"""Normalisation layers, chosen by name (`norm.g`, `norm.d`; tutorial §4.3).
 
-Every entry takes (num_features, spatial) and returns a module that maps a batch to a batch
-of the same shape. New variants (reference, virtual) plug in here without touching the nets.
+- `none`: identity.
+- `batch`: ordinary batch norm. In train mode every sample's output depends on the other
+  members of its minibatch (the tutorial's Figure 21); in eval mode it uses running
+  statistics.
+- `reference`: normalises with the statistics of a fixed reference batch only, recomputed
+  with the current weights at every forward pass.
+- `virtual`: normalises each sample with statistics of the reference batch *plus that
+  sample*: mu_i = mu_x_i/(N+1) + N mu_ref/(N+1), and the same for E[x^2] (Salimans et al.
+  2016). mu_x_i is the sample's own mean over its spatial positions (its value for a dense
+  layer).
+
+With reference and virtual norm a sample's output never depends on its batch-mates, and
+train and eval mode compute the same thing (there are no running statistics): the reference
+statistics always come from the current weights. The reference inputs are held by
+`ReferenceBatch`, which wraps a whole network; gradients flow through the reference
+statistics, as in Salimans et al.'s implementation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
+import torch
 from torch import nn
+
+
+class RefStatsNorm(nn.Module):
+    """Base for norms fed by a reference pass: collect statistics, then apply them."""
+
+    def __init__(self, num_features: int, spatial: bool, eps: float = 1e-5):
+        super().__init__()
+        self.spatial, self.eps = spatial, eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.collecting = False
+        self.ref_size = 0  # N, set by ReferenceBatch
+        self.ref_mean: torch.Tensor | None = None
+        self.ref_sq: torch.Tensor | None = None
+
+    def _shape(self, v: torch.Tensor) -> torch.Tensor:  # (C,) or (N, C) -> broadcastable
+        return v.view(*v.shape, 1, 1) if self.spatial else v
+
+    def _dims(self) -> tuple[int, ...]:
+        return (0, 2, 3) if self.spatial else (0,)
+
+    def _affine(self, x_hat: torch.Tensor) -> torch.Tensor:
+        return x_hat * self._shape(self.weight) + self._shape(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.collecting:  # the reference pass: normalise the reference batch by itself
+            self.ref_mean = x.mean(dim=self._dims())
+            self.ref_sq = (x * x).mean(dim=self._dims())
+            var = self.ref_sq - self.ref_mean ** 2
+            return self._affine((x - self._shape(self.ref_mean))
+                                * self._shape(torch.rsqrt(var + self.eps)))
+        if self.ref_mean is None:
+            raise RuntimeError(f"{type(self).__name__} needs a reference pass first; "
+                               "wrap the network in ReferenceBatch")
+        mean, sq = self.sample_stats(x)
+        var = (sq - mean ** 2).clamp_min(0)
+        return self._affine((x - self._shape(mean)) * self._shape(torch.rsqrt(var + self.eps)))
+
+    def sample_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class ReferenceNorm(RefStatsNorm):
+    def sample_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ref_mean, self.ref_sq
+
+
+class VirtualNorm(RefStatsNorm):
+    def sample_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        own_mean = x.mean(dim=(2, 3)) if self.spatial else x  # (N, C)
+        own_sq = (x * x).mean(dim=(2, 3)) if self.spatial else x * x
+        n = self.ref_size
+        mean = own_mean / (n + 1) + n * self.ref_mean / (n + 1)
+        sq = own_sq / (n + 1) + n * self.ref_sq / (n + 1)
+        return mean, sq
 
 
 def _none(num_features: int, spatial: bool) -> nn.Module:
@@ -16,16 +87,61 @@ def _none(num_features: int, spatial: bool) -> nn.Module:
 
 
 def _batch(num_features: int, spatial: bool) -> nn.Module:
-    # Ordinary batch norm: in train mode every sample's output depends on its batch-mates
-    # (tutorial Figure 21); in eval mode it uses the running statistics.
     return nn.BatchNorm2d(num_features) if spatial else nn.BatchNorm1d(num_features)
 
 
 NORM_LAYERS: dict[str, Callable[[int, bool], nn.Module]] = {
     "none": _none,
     "batch": _batch,
+    "reference": ReferenceNorm,
+    "virtual": VirtualNorm,
 }
+NEEDS_REFERENCE = ("reference", "virtual")
 
 
 def norm_layer(kind: str, num_features: int, spatial: bool) -> nn.Module:
     return NORM_LAYERS[kind](num_features, spatial)
+
+
+class ReferenceBatch(nn.Module):
+    """Runs a fixed reference batch through `net` before every forward pass.
+
+    The reference inputs are buffers, so they are saved with the network's state (and in
+    every checkpoint): a resumed run normalises with exactly the same reference batch.
+    """
+
+    def __init__(self, net: nn.Module, ref_inputs: torch.Tensor,
+                 ref_labels: torch.Tensor | None = None):
+        super().__init__()
+        self.net = net
+        self.register_buffer("ref_inputs", ref_inputs.clone())
+        self.register_buffer("ref_labels", None if ref_labels is None else ref_labels.clone())
+        self.norms = [m for m in net.modules() if isinstance(m, RefStatsNorm)]
+        assert self.norms, "ReferenceBatch wraps a network without reference/virtual norms"
+        for m in self.norms:
+            m.ref_size = len(ref_inputs)
+
+    @contextmanager
+    def _collecting(self):
+        for m in self.norms:
+            m.collecting = True
+        try:
+            yield
+        finally:
+            for m in self.norms:
+                m.collecting = False
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        with self._collecting():
+            self.net(self.ref_inputs, self.ref_labels)
+        try:
+            return self.net(x, y)
+        finally:
+            for m in self.norms:  # drop the graph of the reference pass
+                m.ref_mean = m.ref_sq = None
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("net"), name)
