@@ -114,6 +114,18 @@ class EvalConfig:
     hq_std: float = 3.0  # 2-D: a sample is high-quality within hq_std stds of its mode
     mode_min_count: int = 1  # 2-D: HQ samples a mode needs to count as covered
     grid_size: int = 64  # samples in the saved image grid
+    # images: FID / IS / KID / precision-recall (ganlab.evaluate)
+    features: str = "auto"  # auto | classifier | inception | none (auto: classifier on
+    #                          MNIST-like data, inception otherwise; none: no image metrics)
+    inception_weights: str | None = None  # local FID InceptionV3 weights (offline use)
+    final_num_samples: int = 10000  # generated images for the final scores
+    real_split: str = "test"  # the real reference set
+    real_num_samples: int = 10000
+    is_splits: int = 10
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    pr_k: int = 3  # k-th neighbour radius of improved precision/recall
+    classifier_epochs: int = 2  # training of the classifier feature extractor
 
 
 @dataclass
@@ -178,6 +190,8 @@ def validate(cfg: DictConfig | Config) -> None:
     _choice("logger", cfg.logger.name, LOGGERS)
     _choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
     _choice("data.split", cfg.data.split, ("train", "test"))
+    _choice("eval.features", cfg.eval.features, ("auto", "classifier", "inception", "none"))
+    _choice("eval.real_split", cfg.eval.real_split, ("train", "test"))
 
     is_toy = cfg.data.name in ("ring8", "grid25")
     if is_toy and cfg.model.name != "mlp":
@@ -193,7 +207,9 @@ def validate(cfg: DictConfig | Config) -> None:
     for key in ("model.z_dim", "model.g_width", "model.d_width", "model.depth",
                 "train.steps", "train.batch_size", "train.d_steps", "train.g_steps",
                 "train.log_every", "eval.num_samples", "eval.batch_size",
-                "eval.mode_min_count", "norm.ref_batch_size",
+                "eval.mode_min_count", "norm.ref_batch_size", "eval.final_num_samples",
+                "eval.real_num_samples", "eval.is_splits", "eval.kid_subsets",
+                "eval.kid_subset_size", "eval.pr_k", "eval.classifier_epochs",
                 "extras.minibatch_discrimination.dims"):
         _positive(key, _attr(cfg, key))
     for key in ("train.checkpoint_every", "eval.every", "eval.grid_size",

@@ -5,7 +5,7 @@ and adds its own terms to D's and G's costs. D's head returns `(adv_logits, clas
 `adv_logits` (N,) feed the GAN loss (and smoothing); `class_logits` (N, K) or None.
 
 - none: unconditional G and D.
-- conditional: G sees y (an embedding concatenated to z: it works for both model families
+- conditional: G sees y (one-hot y concatenated to z: it works for both model families
   and leaves the norm layers free for the norm axis); D sees y by projection (Miyato &
   Koyama 2018: logit = w.h + <embed(y), h>), the standard way to condition a D.
 - auxiliary (AC-GAN, Odena et al. 2017): G sees y; D has a K-way classifier head beside its

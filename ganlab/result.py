@@ -65,7 +65,7 @@ def hparams_dict(cfg: DictConfig) -> dict[str, Any]:
             if k not in tricks and not k.startswith(NON_HPARAM_KEYS)}
 
 
-def comparability_dict(cfg: DictConfig, eval_protocol: dict) -> dict[str, Any]:
+def comparability_dict(cfg: DictConfig, eval_protocol: dict | None) -> dict[str, Any]:
     """What decides whether two runs may be compared at all."""
     return {
         # The tutorial's rule: models trained with labels are compared with each other only.

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from ganlab.checkpoint import load_checkpoint, save_checkpoint
 from ganlab.config import ConfigError, register_configs, validate
-from ganlab.data import TOY, build_data
-from ganlab.evaluate import evaluate_samples, protocol
+from ganlab.data import build_data
+from ganlab.evaluate import build_evaluator
 from ganlab.evaluate.coupling import batch_coupling
 from ganlab.gan import GAN
 from ganlab.labels import LABEL_MODES
@@ -109,6 +109,9 @@ class Trainer:
                        split_real_fake=cfg.norm.split_real_fake,
                        historical_averaging=cfg.extras.historical_averaging,
                        noise_seed=derive_seed(cfg.seed, "noise"), device=self.device)
+        # May train the feature classifier and cache real statistics on first use.
+        self.evaluator = build_evaluator(cfg, self.data, self.device)
+        result.update(comparability=comparability_dict(cfg, self.evaluator.protocol()))
         self.counters = Counters()
         self.history: list[dict] = []
         self.last_train: dict[str, float] = {}
@@ -142,14 +145,19 @@ class Trainer:
         # A fresh generator per step: evaluation never touches the training streams, and
         # every evaluation of a resumed run sees the same z as the uninterrupted run.
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, f"eval{c.step}"))
-        samples = self.gan.generate(e.num_samples, gen, e.batch_size)
-        metrics = evaluate_samples(samples, self.data, e)
+        n = self.evaluator.num_samples(final=c.step == self.cfg.train.steps)
+        # a conditional G is asked for every class in turn (per-class scores, tidy grids)
+        labels = (torch.arange(n) % self.data.num_classes
+                  if self.gan.labels.conditional_g else None)
+        samples = self.gan.generate(n, gen, e.batch_size, labels)
+        metrics = self.evaluator(samples, labels)
         metrics["eval/coupling"] = batch_coupling(self.gan, self.cfg.train.batch_size, gen)
         path = self.run_dir / "samples" / f"step_{c.step:07d}.png"
         save_samples(samples, self.data, path, f"{self.cfg.data.name}  step {c.step}",
                      e.grid_size)
         entry = {"step": c.step, "images_seen": c.images_seen, "d_updates": c.d_updates,
-                 "wall_s": round(c.wall_s, 3), "metrics": {**self.last_train, **metrics}}
+                 "wall_s": round(c.wall_s, 3), "num_samples": n,
+                 "metrics": {**self.last_train, **metrics}}
         self.history.append(entry)
         self.tracker.log(metrics, c.step)
         self.tracker.log_image("samples", path, c.step)
@@ -251,9 +259,9 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     result = ResultFile(run_dir / "result.json")
     try:
-        eval_protocol = protocol("toy2d" if cfg.data.name in TOY else "image", cfg.eval)
+        # The evaluation protocol joins `comparability` once the evaluator is built.
         result.update(seed=cfg.seed, trick=trick_dict(cfg), hparams=hparams_dict(cfg),
-                      comparability=comparability_dict(cfg, eval_protocol))
+                      comparability=comparability_dict(cfg, None))
         validate(cfg)
         return Trainer(cfg, run_dir, result).fit()
     except ConfigError as err:

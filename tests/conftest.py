@@ -17,6 +17,15 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def pytest_configure(config):
+    # Trained feature classifiers and real statistics go to a cache of this test session,
+    # shared by its subprocesses, never to the user's own cache.
+    if "GANLAB_CACHE" not in os.environ:
+        import tempfile
+
+        os.environ["GANLAB_CACHE"] = tempfile.mkdtemp(prefix="ganlab-test-cache-")
+
+
 def find_mnist_root() -> Path | None:
     for root in (os.environ.get("GANLAB_DATA_ROOT"), SHARED_DATA):
         if root and (Path(root) / "MNIST" / "raw").is_dir():

@@ -12,7 +12,8 @@ from ganlab.config import ConfigError
 from ganlab.train import KILL_AFTER_STEP_ENV, run
 from tests.helpers import assert_same_tensors, load_weights, run_cli, write_fake_fashion
 
-TINY = ["train.steps=2", "train.batch_size=8", "eval.num_samples=64", "eval.grid_size=16"]
+TINY = ["train.steps=2", "train.batch_size=8", "eval.num_samples=64", "eval.grid_size=16",
+        "eval.final_num_samples=64", "eval.classifier_epochs=1"]
 
 
 def _data_overrides(data: str, mnist_root, tmp_path) -> list[str]:
@@ -122,7 +123,8 @@ def test_killed_run_resumes_bit_exactly(tmp_path):
 def test_resume_on_dcgan_mnist_is_bit_exact(mnist_root, tmp_path):
     args = ["data=mnist", "model=dcgan", f"data.root={mnist_root}", "train.steps=6",
             "train.batch_size=8", "train.checkpoint_every=3", "eval.every=3",
-            "eval.num_samples=16", "model.g_width=8", "model.d_width=8", "norm.g=batch",
+            "eval.num_samples=16", "eval.final_num_samples=64", "model.g_width=8",
+            "model.d_width=8", "norm.g=batch",
             "logger=none", "train.progress=false", "train.device=cpu"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0

@@ -14,6 +14,7 @@ from ganlab.train import KILL_AFTER_STEP_ENV, Trainer, run
 from tests.helpers import assert_same_tensors, load_weights, run_cli, write_fake_fashion
 
 TINY = ["train.steps=2", "train.batch_size=8", "eval.num_samples=64", "eval.grid_size=16",
+        "eval.final_num_samples=64", "eval.classifier_epochs=1",
         "norm.ref_batch_size=6"]
 
 

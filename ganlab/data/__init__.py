@@ -16,13 +16,17 @@ from ganlab.data.toy import MIXTURES, GaussianMixture2D
 TOY = tuple(MIXTURES)
 
 
+def load_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (N, C, H, W), labels) of one split of an image dataset."""
+    if cfg.name == "cifar10":
+        return load_cifar10(data_root(cfg.root), split, cfg.download)
+    return load_idx_dataset(cfg.name, data_root(cfg.root), split, cfg.download)
+
+
 def build_data(cfg: DataConfig, seed: int, device: torch.device, label_fraction: float = 1.0):
     if cfg.name in MIXTURES:
         return GaussianMixture2D(cfg.name, seed, device, label_fraction)
-    if cfg.name == "cifar10":
-        images, labels = load_cifar10(data_root(cfg.root), cfg.split, cfg.download)
-    else:
-        images, labels = load_idx_dataset(cfg.name, data_root(cfg.root), cfg.split, cfg.download)
+    images, labels = load_split(cfg, cfg.split)
     expected = (cfg.channels, cfg.image_size, cfg.image_size)
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"data={cfg.name}: images are {tuple(images.shape[1:])}, "

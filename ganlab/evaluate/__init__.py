@@ -1,28 +1,110 @@
-"""Evaluation of a generator: the metrics that fit its data, computed on fresh samples.
+"""Evaluation of a generator: the metrics that fit its data, under a declared protocol.
 
-`evaluate_samples` is called by the training loop every `eval.every` steps and returns flat
-`eval/...` metrics. 2-D mixtures get mode coverage; image metrics (FID/IS/KID) plug in here.
+`build_evaluator(cfg, data, device)` returns an evaluator with `protocol()` (everything a
+score depends on besides the model; it goes into result.json's `comparability.eval`, and the
+comparer compares equal protocols only) and `__call__(samples, labels) -> {"eval/...": v}`.
+
+- 2-D mixtures: mode coverage (ganlab.evaluate.modes).
+- Images: FID, IS, KID and precision/recall in the feature space of `eval.features`, against
+  cached features of a fixed real reference set (`eval.real_split`, `eval.real_num_samples`),
+  plus per-class FID when G is conditional.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
+from ganlab.evaluate.features import (
+    ClassifierRecipe,
+    Extractor,
+    load_inception,
+    load_or_train_classifier,
+    resolve_features,
+)
+from ganlab.evaluate.image_metrics import fid, inception_score, kid, precision_recall
 from ganlab.evaluate.modes import mode_metrics
+from ganlab.evaluate.reference import RealReference
+
+log = logging.getLogger(__name__)
 
 
-def evaluate_samples(samples: torch.Tensor, data, eval_cfg) -> dict[str, float | int | None]:
+class ModeEvaluator:
+    def __init__(self, data, eval_cfg):
+        self.data, self.cfg = data, eval_cfg
+
+    def protocol(self) -> dict:
+        e = self.cfg
+        return {"metrics": "modes2d", "num_samples": e.num_samples, "hq_std": e.hq_std,
+                "mode_min_count": e.mode_min_count, "g_mode": "eval", "ema": False}
+
+    def num_samples(self, final: bool) -> int:
+        return self.cfg.num_samples
+
+    def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        m = mode_metrics(samples, self.data.modes, self.data.std, self.cfg.hq_std,
+                         self.cfg.mode_min_count)
+        return {f"eval/{k}": v for k, v in m.items()}
+
+
+class NoImageMetrics(ModeEvaluator):
+    """`eval.features=none`: sample grids only (fast runs, smoke tests, benchmarks)."""
+
+    def protocol(self) -> dict:
+        return {"metrics": "none", "g_mode": "eval", "ema": False}
+
+    def __call__(self, samples, labels=None) -> dict:
+        return {}
+
+
+class ImageEvaluator:
+    def __init__(self, extractor: Extractor, reference: RealReference, eval_cfg):
+        self.extractor, self.reference, self.cfg = extractor, reference, eval_cfg
+
+    def protocol(self) -> dict:
+        e = self.cfg
+        return {"metrics": "fid,is,kid,precision_recall", **self.extractor.protocol(),
+                "real_split": self.reference.split, "real_num_samples": self.reference.count,
+                "num_samples": e.num_samples, "final_num_samples": e.final_num_samples,
+                "is_splits": e.is_splits, "kid_subsets": e.kid_subsets,
+                "kid_subset_size": e.kid_subset_size, "pr_k": e.pr_k,
+                "g_mode": "eval", "ema": False}
+
+    def num_samples(self, final: bool) -> int:
+        return self.cfg.final_num_samples if final else self.cfg.num_samples
+
+    def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        e, ref = self.cfg, self.reference
+        feats, logits = self.extractor(samples)
+        is_mean, is_std = inception_score(logits, e.is_splits)
+        kid_mean, kid_std = kid(ref.features, feats, e.kid_subsets, e.kid_subset_size)
+        precision, recall = precision_recall(ref.features, feats, e.pr_k)
+        metrics = {"eval/fid": fid(ref.features, feats), "eval/is": is_mean,
+                   "eval/is_std": is_std, "eval/kid": kid_mean, "eval/kid_std": kid_std,
+                   "eval/precision": precision, "eval/recall": recall}
+        if labels is not None:  # a conditional G: how well does each class match its own?
+            for c in labels.unique().tolist():
+                mine, theirs = feats[labels == c], ref.features[ref.labels == c]
+                if len(mine) >= 2 and len(theirs) >= 2:
+                    metrics[f"eval/fid_class/{c}"] = fid(theirs, mine)
+        return metrics
+
+
+def build_evaluator(cfg, data, device: torch.device):
     if data.kind == "toy2d":
-        metrics = mode_metrics(samples, data.modes, data.std, eval_cfg.hq_std,
-                               eval_cfg.mode_min_count)
-        return {f"eval/{k}": v for k, v in metrics.items()}
-    return {}
+        return ModeEvaluator(data, cfg.eval)
+    features = resolve_features(cfg.eval.features, cfg.data.name)
+    if features == "none":
+        return NoImageMetrics(data, cfg.eval)
+    if features == "classifier":
+        from ganlab.data import load_split
 
+        recipe = ClassifierRecipe(cfg.data.name, epochs=cfg.eval.classifier_epochs)
+        extractor = load_or_train_classifier(recipe, lambda s: load_split(cfg.data, s), device)
+    else:
+        extractor = load_inception(cfg.eval.inception_weights, device)
+    reference = RealReference.load_or_compute(cfg.data, cfg.eval.real_split,
+                                              cfg.eval.real_num_samples, extractor)
+    return ImageEvaluator(extractor, reference, cfg.eval)
 
-def protocol(data_kind: str, eval_cfg) -> dict:
-    """What a score depends on besides the model: the comparer compares equal protocols only."""
-    if data_kind == "toy2d":
-        return {"metrics": "modes2d", "num_samples": eval_cfg.num_samples,
-                "hq_std": eval_cfg.hq_std, "mode_min_count": eval_cfg.mode_min_count,
-                "g_mode": "eval"}
-    return {"metrics": "none", "num_samples": eval_cfg.num_samples, "g_mode": "eval"}

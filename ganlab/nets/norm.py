@@ -38,7 +38,7 @@ class RefStatsNorm(nn.Module):
         self.collecting = False
         self.ref_size = 0  # N, set by ReferenceBatch
         self.ref_mean: torch.Tensor | None = None
-        self.ref_sq: torch.Tensor | None = None
+        self.ref_var: torch.Tensor | None = None
 
     def _shape(self, v: torch.Tensor) -> torch.Tensor:  # (C,) or (N, C) -> broadcastable
         return v.view(*v.shape, 1, 1) if self.spatial else v
@@ -52,34 +52,38 @@ class RefStatsNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.collecting:  # the reference pass: normalise the reference batch by itself
             self.ref_mean = x.mean(dim=self._dims())
-            self.ref_sq = (x * x).mean(dim=self._dims())
-            var = self.ref_sq - self.ref_mean ** 2
-            return self._affine((x - self._shape(self.ref_mean))
-                                * self._shape(torch.rsqrt(var + self.eps)))
-        if self.ref_mean is None:
+            # two-pass variance: E[x^2] - mu^2 cancels catastrophically for large, tight values
+            self.ref_var = ((x - self._shape(self.ref_mean)) ** 2).mean(dim=self._dims())
+            mean, var = self.ref_mean, self.ref_var
+        elif self.ref_mean is None:
             raise RuntimeError(f"{type(self).__name__} needs a reference pass first; "
                                "wrap the network in ReferenceBatch")
-        mean, sq = self.sample_stats(x)
-        var = (sq - mean ** 2).clamp_min(0)
+        else:
+            mean, var = self.sample_stats(x)
         return self._affine((x - self._shape(mean)) * self._shape(torch.rsqrt(var + self.eps)))
 
     def sample_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, variance) to normalise x with: (C,) or per sample (N, C)."""
         raise NotImplementedError
 
 
 class ReferenceNorm(RefStatsNorm):
     def sample_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.ref_mean, self.ref_sq
+        return self.ref_mean, self.ref_var
 
 
 class VirtualNorm(RefStatsNorm):
     def sample_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         own_mean = x.mean(dim=(2, 3)) if self.spatial else x  # (N, C)
-        own_sq = (x * x).mean(dim=(2, 3)) if self.spatial else x * x
-        n = self.ref_size
-        mean = own_mean / (n + 1) + n * self.ref_mean / (n + 1)
-        sq = own_sq / (n + 1) + n * self.ref_sq / (n + 1)
-        return mean, sq
+        own_var = x.var(dim=(2, 3), unbiased=False) if self.spatial else torch.zeros_like(x)
+        w_ref = self.ref_size / (self.ref_size + 1)  # the reference batch's share, N/(N+1)
+        w_own = 1 - w_ref
+        mean = w_own * own_mean + w_ref * self.ref_mean
+        # the pooled variance of {reference batch, sample}: the same as
+        # E[x^2] - mu^2 with E[x^2] mixed like mu, without its cancellation
+        var = (w_ref * self.ref_var + w_own * own_var
+               + w_ref * w_own * (own_mean - self.ref_mean) ** 2)
+        return mean, var
 
 
 def _none(num_features: int, spatial: bool) -> nn.Module:
@@ -138,7 +142,7 @@ class ReferenceBatch(nn.Module):
             return self.net(x, y)
         finally:
             for m in self.norms:  # drop the graph of the reference pass
-                m.ref_mean = m.ref_sq = None
+                m.ref_mean = m.ref_var = None
 
     def __getattr__(self, name: str):
         try:

@@ -1,0 +1,249 @@
+"""Salimans et al. 2016's extras: minibatch discrimination (§3.2) and historical averaging
+(§3.3) against hand-computed values, inside the built D, and in training runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import ganlab.train as train_module
+from ganlab.data import build_data
+from ganlab.extras import HistoricalAverage, MinibatchDiscrimination
+from ganlab.gan import GAN
+from ganlab.labels import LABEL_MODES
+from ganlab.losses import GANLoss
+from ganlab.nets import build_nets
+from ganlab.nets.norm import ReferenceBatch
+from ganlab.tracking import NullTracker
+from ganlab.train import run
+from tests.helpers import load_weights, write_fake_fashion
+
+TINY = ["train.steps=2", "train.batch_size=8", "eval.num_samples=64", "eval.grid_size=16"]
+
+
+# -- minibatch discrimination ----------------------------------------------------------------
+
+def _mbd(T: torch.Tensor, kernels: int, dims: int) -> MinibatchDiscrimination:
+    layer = MinibatchDiscrimination(T.shape[0], kernels, dims)
+    with torch.no_grad():
+        layer.T.copy_(T)
+    return layer
+
+
+def test_output_shape():
+    layer = MinibatchDiscrimination(in_features=6, kernels=4, dims=3)
+    assert layer.T.shape == (6, 4 * 3)
+    assert layer(torch.randn(5, 6)).shape == (5, 6 + 4)
+
+
+def test_closeness_by_hand():
+    # T = identity with one dimension per kernel: M_i,b = h_i,b. Rows h = (0, 0), (1, 0),
+    # (0, 2): kernel 0 sees 0, 1, 0 and kernel 1 sees 0, 0, 2, so e.g.
+    # o(x_0) = (exp(-1) + exp(0), exp(0) + exp(-2)).
+    layer = _mbd(torch.eye(2), kernels=2, dims=1)
+    h = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    e1, e2 = math.exp(-1), math.exp(-2)
+    expected_o = torch.tensor([[e1 + 1, 1 + e2],
+                               [e1 + e1, 1 + e2],
+                               [1 + e1, e2 + e2]])
+    out = layer(h)
+    torch.testing.assert_close(out[:, :2], h)  # the features pass through unchanged
+    torch.testing.assert_close(out[:, 2:], expected_o)
+
+
+def test_closeness_matches_a_loop():
+    torch.manual_seed(0)
+    a, kernels, dims, n = 4, 3, 2, 5
+    T = torch.randn(a, kernels * dims)
+    h = torch.randn(n, a)
+    out = _mbd(T, kernels, dims)(h)
+    M = (h @ T).tolist()  # M[i][b * dims + c]
+    for i in range(n):
+        for b in range(kernels):
+            o = 0.0
+            for j in range(n):
+                if j != i:
+                    l1 = sum(abs(M[i][b * dims + c] - M[j][b * dims + c]) for c in range(dims))
+                    o += math.exp(-l1)
+            # abs: the layer sums exp over all j (itself included) and subtracts 1 in float32
+            assert out[i, a + b].item() == pytest.approx(o, rel=1e-5, abs=1e-6), (i, b)
+
+
+def test_identical_rows_are_each_others_neighbours():
+    torch.manual_seed(1)
+    n, kernels = 6, 4
+    layer = MinibatchDiscrimination(3, kernels, 5)
+    h = torch.randn(1, 3).repeat(n, 1)
+    torch.testing.assert_close(layer(h)[:, 3:], torch.full((n, kernels), n - 1.0))
+    # a single sample has no neighbours
+    torch.testing.assert_close(layer(h[:1])[:, 3:], torch.zeros(1, kernels))
+
+
+@pytest.mark.parametrize("kernels", [0, 8])
+def test_d_output_depends_on_batch_mates_only_with_mbd(make_cfg, kernels):
+    # norm none: minibatch discrimination is the only channel between samples
+    cfg = make_cfg("data=ring8", "model=mlp", f"extras.minibatch_discrimination.kernels={kernels}",
+                   "extras.minibatch_discrimination.dims=3")
+    data = build_data(cfg.data, 0, torch.device("cpu"))
+    torch.manual_seed(0)
+    _, D = build_nets(cfg, data, ref_seed=0)
+    x, _ = data.sample(16)
+    x2 = x.clone()
+    x2[1:] = x[0]  # the same sample among copies of itself: a collapsed batch
+    with torch.no_grad():
+        a, b = D(x)[0][0], D(x2)[0][0]
+    assert D.separate_real_fake == bool(kernels)
+    if kernels:
+        assert isinstance(D.mbd, MinibatchDiscrimination) and D.mbd.kernels == kernels
+        assert D.head.adv.in_features == cfg.model.d_width + kernels
+        assert (a - b).abs() > 1e-4  # by design D sees the batch
+    else:
+        assert D.mbd is None and D.head.adv.in_features == cfg.model.d_width
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_gan_discriminates_real_and_fake_as_separate_batches(make_cfg):
+    cfg = make_cfg("data=ring8", "model=mlp", "extras.minibatch_discrimination.kernels=4")
+    data = build_data(cfg.data, 0, torch.device("cpu"))
+    torch.manual_seed(0)
+    G, D = build_nets(cfg, data, ref_seed=0)
+    gan = GAN(G, D, GANLoss(), data, LABEL_MODES["none"], z_dim=cfg.model.z_dim,
+              batch_size=8, d_steps=1, g_steps=1, lr_g=1e-3, lr_d=1e-3, betas_g=(0.5, 0.9),
+              betas_d=(0.5, 0.9), split_real_fake=False, historical_averaging=0.0,
+              noise_seed=0, device=torch.device("cpu"))
+    assert gan.split_real_fake  # asked for by D, although norm.split_real_fake is off
+    real, _ = data.sample(8)
+    with torch.no_grad():
+        fake = G(torch.randn(8, cfg.model.z_dim))
+        (real_adv, _), (fake_adv, _) = gan.discriminate(real, None, fake, None)
+        torch.testing.assert_close(real_adv, D(real)[0])
+        torch.testing.assert_close(fake_adv, D(fake)[0])
+        # one joint batch would have given other values: real samples see fakes as neighbours
+        assert (D(torch.cat([real, fake]))[0][:8] - real_adv).abs().max() > 1e-4
+
+
+def test_wrapped_d_still_asks_for_separate_batches(make_cfg):
+    # GAN reads `separate_real_fake` off D, which may be wrapped for reference norm
+    cfg = make_cfg("data=ring8", "model=mlp", "extras.minibatch_discrimination.kernels=4",
+                   "norm.d=virtual", "norm.ref_batch_size=8")
+    _, D = build_nets(cfg, build_data(cfg.data, 0, torch.device("cpu")), ref_seed=0)
+    assert isinstance(D, ReferenceBatch)
+    assert getattr(D, "separate_real_fake", False) is True
+
+
+# -- historical averaging ------------------------------------------------------------------
+
+def _set(lin: nn.Linear, w, b) -> None:
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(w))
+        lin.bias.copy_(torch.tensor(b))
+
+
+def test_historical_average_by_hand():
+    lin = nn.Linear(2, 1)
+    _set(lin, [[1.0, 2.0]], [0.0])
+    ha = HistoricalAverage(lin, weight=0.5)
+    assert ha.penalty().item() == 0.0  # theta equals its only past value
+
+    _set(lin, [[4.0, 5.0]], [3.0])
+    # before the update the mean is theta_0: (9 + 9 + 9) * 0.5
+    assert ha.penalty().item() == pytest.approx(13.5)
+    ha.update()
+    _set(lin, [[7.0, -1.0]], [6.0])
+    ha.update()
+    # mean of (1, 2 | 0), (4, 5 | 3), (7, -1 | 6) = (4, 2 | 3)
+    assert ha.count == 3
+    torch.testing.assert_close(ha.mean[0], torch.tensor([[4.0, 2.0]]))
+    torch.testing.assert_close(ha.mean[1], torch.tensor([3.0]))
+    # 0.5 * ((7-4)^2 + (-1-2)^2 + (6-3)^2) = 13.5
+    penalty = ha.penalty()
+    assert penalty.item() == pytest.approx(13.5)
+    penalty.backward()  # d/dtheta = 2 * weight * (theta - mean); the mean is a constant
+    torch.testing.assert_close(lin.weight.grad, torch.tensor([[3.0, -3.0]]))
+    torch.testing.assert_close(lin.bias.grad, torch.tensor([3.0]))
+
+
+def test_historical_average_is_the_mean_of_all_values_seen():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    net[1].bias.requires_grad_(False)  # frozen parameters are not part of the game
+    ha = HistoricalAverage(net, weight=0.1)
+    params = [p for p in net.parameters() if p.requires_grad]
+    assert len(ha.params) == 3
+    seen = [[p.detach().clone() for p in params]]
+    for _ in range(4):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        ha.update()
+        seen.append([p.detach().clone() for p in params])
+    for k, m in enumerate(ha.mean):
+        torch.testing.assert_close(m, torch.stack([s[k] for s in seen]).mean(0))
+    expected = 0.1 * sum(((p - torch.stack([s[k] for s in seen]).mean(0)) ** 2).sum().item()
+                         for k, p in enumerate(params))
+    assert ha.penalty().item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_historical_average_state_round_trip():
+    torch.manual_seed(3)
+    a_net, b_net = nn.Linear(3, 2), nn.Linear(3, 2)
+    b_net.load_state_dict(a_net.state_dict())
+    a = HistoricalAverage(a_net, 0.2)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in a_net.parameters():
+                p.mul_(1.5).add_(0.1)
+        a.update()
+    state = a.state_dict()
+    b_net.load_state_dict(a_net.state_dict())
+    b = HistoricalAverage(b_net, 0.2)  # starts from the current theta, count 1
+    assert b.penalty().item() == 0.0 and a.penalty().item() > 0
+    b.load_state_dict(state)
+    assert b.count == a.count == 4
+    for m, n in zip(a.mean, b.mean, strict=True):
+        assert torch.equal(m, n)
+    assert b.penalty().item() == a.penalty().item()
+    # the saved state is a copy, and both continue identically
+    a.update()
+    assert not torch.equal(a.mean[0], state["mean"][0])
+    b.update()
+    for m, n in zip(a.mean, b.mean, strict=True):
+        assert torch.equal(m, n)
+
+
+# -- training runs ---------------------------------------------------------------------------
+
+class _Recorder(NullTracker):
+    def __init__(self):
+        self.logged: dict[str, float] = {}
+
+    def log(self, metrics, step):
+        self.logged.update(metrics)
+
+
+@pytest.mark.parametrize("family", ["mlp", "dcgan"])
+def test_extras_train(make_cfg, tmp_path, monkeypatch, family):
+    recorder = _Recorder()
+    monkeypatch.setattr(train_module, "build_tracker", lambda *a, **k: recorder)
+    data = (["data=ring8", "model=mlp"] if family == "mlp" else
+            ["data=fashion_mnist", "model=dcgan", "data.download=false",
+             f"data.root={write_fake_fashion(tmp_path / 'data')}",
+             "model.g_width=8", "model.d_width=8", "model.z_dim=8", "eval.features=none"])
+    cfg = make_cfg(*data, "extras.minibatch_discrimination.kernels=8",
+                   "extras.historical_averaging=0.01", *TINY)
+    result = run(cfg, tmp_path / "run")
+    assert result["status"] == "completed", result["error"]
+    assert result["trick"]["extras.minibatch_discrimination.kernels"] == 8
+    assert result["trick"]["extras.minibatch_discrimination.dims"] == 5
+    assert result["trick"]["extras.historical_averaging"] == 0.01
+    for key in ("train/penalty_d_hist_avg", "train/penalty_g_hist_avg"):
+        # step 2's penalty compares theta_1 with the mean of theta_0 and theta_1: > 0
+        assert recorder.logged[key] > 0
+        assert result["metrics"][key] == recorder.logged[key]
+    state = load_weights(tmp_path / "run")
+    # initial parameters plus one update per optimiser step (d_steps = g_steps = 1)
+    assert state["penalties"]["d"]["count"] == 3 and state["penalties"]["g"]["count"] == 3
+    assert any(k.startswith("mbd.T") for k in state["D"])
