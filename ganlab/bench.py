@@ -100,12 +100,84 @@ def bench_case(name: str, overrides: list[str], device: str, steps: int, repeats
             "bare_ms": 1e3 * b, "ratio": h / b}
 
 
+class _FeatureHead(torch.nn.Module):
+    """The classifier's penultimate features or logits, as torchmetrics expects a module."""
+
+    def __init__(self, net: torch.nn.Module, logits: bool, num_features: int):
+        super().__init__()
+        self.net, self.logits, self.num_features = net, logits, num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats, logits = self.net(x)
+        return (logits if self.logits else feats).double()
+
+
+def bench_eval(device: str, n: int, workdir: Path) -> dict:
+    """Scoring n generated MNIST images: ganlab's evaluator (real side cached, features
+    extracted once) vs torchmetrics' FID, KID and IS each extracting from images, both sides."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from ganlab.data import load_split
+    from ganlab.data.images import to_signed_unit
+    from ganlab.evaluate.image_metrics import _quiet, fid, inception_score, kid, precision_recall
+
+    cfg = compose(["data=mnist", "model=dcgan", "logger=none", f"train.device={device}",
+                   "train.progress=false", f"eval.final_num_samples={n}",
+                   f"eval.real_num_samples={n}"])
+    trainer = Trainer(cfg, workdir / "eval", ResultFile(workdir / "eval" / "result.json"))
+    evaluator = trainer.evaluator  # classifier and real features now cached
+    gen = torch.Generator().manual_seed(0)
+    samples = trainer.gan.generate(n, gen, 500)
+    images, _ = load_split(cfg.data, cfg.eval.real_split)
+    real = to_signed_unit(images[:n]).to(trainer.device)
+    fake = samples.to(trainer.device)
+
+    # The same three metrics on both sides (torchmetrics has no precision/recall; ours is
+    # timed on its own below).
+    ref = evaluator.reference
+    start = time.perf_counter()
+    feats, logits = evaluator.extractor(samples)
+    fid(ref.features, feats)
+    kid(ref.features, feats, subset_size=min(1000, n))
+    inception_score(logits)
+    ours = time.perf_counter() - start
+    start = time.perf_counter()
+    precision_recall(ref.features, feats)
+    pr_s = time.perf_counter() - start
+
+    net = evaluator.extractor.net
+    start = time.perf_counter()
+    d = evaluator.reference.features.shape[1]
+    fid_m = FrechetInceptionDistance(feature=_FeatureHead(net, False, d))
+    kid_m = _quiet(KernelInceptionDistance, feature=_FeatureHead(net, False, d),
+                   subset_size=min(1000, n))
+    is_m = _quiet(InceptionScore, feature=_FeatureHead(net, True, 10))
+    with torch.no_grad():
+        for start_i in range(0, n, 500):
+            r, f = real[start_i:start_i + 500], fake[start_i:start_i + 500]
+            fid_m.update(r, real=True)
+            fid_m.update(f, real=False)
+            kid_m.update(r, real=True)
+            kid_m.update(f, real=False)
+            is_m.update(f)
+        fid_m.compute()
+        kid_m.compute()
+        is_m.compute()
+    naive = time.perf_counter() - start
+    return {"case": f"eval {n} mnist", "device": str(trainer.device), "ours_s": ours,
+            "naive_s": naive, "ratio": ours / naive, "pr_s": pr_s}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ganlab.bench", description=__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=30, help="steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--eval-samples", type=int, default=10000,
+                        help="generated images for the evaluation line (0: skip it)")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,11 +191,24 @@ def main(argv: list[str] | None = None) -> int:
             r = rows[-1]
             print(f"{r['case']:<12} {r['device']:<5} harness {r['harness_ms']:8.3f} ms/step   "
                   f"bare {r['bare_ms']:8.3f} ms/step   ratio {r['ratio']:.3f}", flush=True)
+        eval_row = None
+        if args.eval_samples:
+            try:
+                eval_row = bench_eval(args.device, args.eval_samples, Path(tmp))
+                print(f"{eval_row['case']:<16} {eval_row['device']:<5} FID+KID+IS: ganlab (cached "
+                      f"real side) {eval_row['ours_s']:.2f} s   torchmetrics recomputing both "
+                      f"sides {eval_row['naive_s']:.2f} s   ratio {eval_row['ratio']:.3f}   "
+                      f"(+ precision/recall {eval_row['pr_s']:.2f} s)", flush=True)
+            except ConfigError as e:
+                print(f"eval: skipped ({e})", file=sys.stderr)
     if rows:
         print("\ncase          device  harness/bare  (target <= 1.05)")
         for r in rows:
             print(f"{r['case']:<13} {r['device']:<7} {r['ratio']:.3f}"
                   f"{'' if r['ratio'] <= 1.05 else '  ABOVE TARGET'}")
+    if eval_row:
+        print(f"{eval_row['case']:<13} {eval_row['device']:<7} {eval_row['ratio']:.3f}  "
+              "(FID+KID+IS: ganlab evaluator / torchmetrics recomputing both sides)")
     return 0 if rows else 1
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ganlab.checkpoint import load_checkpoint, save_checkpoint
@@ -123,12 +123,14 @@ class Trainer:
                          "config": _experiment_config(self.cfg),
                          "torch_rng": torch.get_rng_state()}, self.ckpt_path)
 
-    def try_resume(self) -> bool:
+    def try_resume(self, check_config: bool = True) -> bool:
+        """Restore the last checkpoint, if any. `check_config=False` (re-scoring) accepts a
+        config that differs from the checkpoint's, e.g. in its evaluation protocol."""
         if not self.ckpt_path.exists():
             return False
         state = load_checkpoint(self.ckpt_path)
         drift = _config_drift(state["config"], _experiment_config(self.cfg))
-        if drift:
+        if drift and check_config:
             raise ConfigError(f"{self.run_dir} holds a checkpoint of another experiment "
                               f"({'; '.join(drift)}); use a new run directory")
         self.gan.load_state_dict(state["gan"])
@@ -140,21 +142,27 @@ class Trainer:
         return True
 
     # -- evaluation ----------------------------------------------------------------------
-    def evaluate(self) -> dict:
+    def score(self, final: bool, path: Path) -> tuple[dict, int]:
+        """Metrics of the current G on fresh samples, and their count; saves a sample plot."""
         c, e = self.counters, self.cfg.eval
         # A fresh generator per step: evaluation never touches the training streams, and
         # every evaluation of a resumed run sees the same z as the uninterrupted run.
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, f"eval{c.step}"))
-        n = self.evaluator.num_samples(final=c.step == self.cfg.train.steps)
+        n = self.evaluator.num_samples(final)
         # a conditional G is asked for every class in turn (per-class scores, tidy grids)
         labels = (torch.arange(n) % self.data.num_classes
                   if self.gan.labels.conditional_g else None)
         samples = self.gan.generate(n, gen, e.batch_size, labels)
         metrics = self.evaluator(samples, labels)
         metrics["eval/coupling"] = batch_coupling(self.gan, self.cfg.train.batch_size, gen)
-        path = self.run_dir / "samples" / f"step_{c.step:07d}.png"
         save_samples(samples, self.data, path, f"{self.cfg.data.name}  step {c.step}",
                      e.grid_size)
+        return metrics, n
+
+    def evaluate(self) -> dict:
+        c = self.counters
+        path = self.run_dir / "samples" / f"step_{c.step:07d}.png"
+        metrics, n = self.score(final=c.step == self.cfg.train.steps, path=path)
         entry = {"step": c.step, "images_seen": c.images_seen, "d_updates": c.d_updates,
                  "wall_s": round(c.wall_s, 3), "num_samples": n,
                  "metrics": {**self.last_train, **metrics}}
@@ -256,7 +264,10 @@ def _sweep_cell() -> str | None:
 def run(cfg: DictConfig, run_dir: Path | str) -> dict:
     """Train one run into `run_dir`; always leaves its result.json. Returns its contents."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    saved_config = run_dir / ".hydra" / "config.yaml"
+    if not saved_config.exists():  # a run started from Python, not the CLI: save it too
+        saved_config.parent.mkdir(parents=True, exist_ok=True)
+        saved_config.write_text(OmegaConf.to_yaml(cfg))
     result = ResultFile(run_dir / "result.json")
     try:
         # The evaluation protocol joins `comparability` once the evaluator is built.
