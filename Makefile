@@ -25,12 +25,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow and not cuda"
 
-# The ring8 smoothing ablation: 3 variants x 3 seeds on CPU, then a table over seeds.
+# The `quick` preset: ring8 label smoothing, 3 variants x 3 seeds on CPU, then a table.
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(PY) -m ganlab.train -m data=ring8 smoothing=none,one_sided,two_sided seed=0,1,2 \
-		train.steps=3000 train.batch_size=256 train.lr_g=1e-3 train.lr_d=1e-3 \
-		eval.every=1000 hydra.sweep.dir=$(DEMO_DIR)
+	$(PY) -m ganlab.train -m experiment=quick hydra.sweep.dir=$(DEMO_DIR)
 	$(PY) -m ganlab.summary $(DEMO_DIR)
 	@echo "runs, samples and result.json files: $(DEMO_DIR)/"
 

@@ -47,6 +47,7 @@ class ModelConfig:
     z_dim: int = 64  # latent size
     g_width: int = 64  # G base width: hidden units (mlp) or channels (dcgan)
     d_width: int = 64  # D base width; d_width / g_width is the capacity ratio
+    width_ratio: float = 1.0  # d_width defaults to round(g_width * width_ratio)
     depth: int = 3  # hidden layers of the mlp (dcgan depth follows the image size)
 
 
@@ -139,6 +140,28 @@ class LoggerConfig:
 
 
 @dataclass
+class FanoutConfig:
+    # How `launcher=local` spreads a sweep over one machine (see conf/launcher/local.yaml).
+    runs_per_gpu: int = 2  # small runs packed on each GPU
+    n_jobs: int = 2  # runs at a time on a machine without GPUs
+    gpus: int | None = None  # GPUs to schedule on (None: all visible ones)
+    # launcher=ray: the cluster to join, and each run's share of a GPU there
+    ray_address: str = "${oc.env:RAY_ADDRESS,auto}"
+    gpu_share: float = 1.0
+
+
+@dataclass
+class StudyConfig:
+    # What an experiment preset asks; carried into result.json for the comparer.
+    name: str = ""
+    question: str = ""
+    variant: str = ""  # a named row of the preset (e.g. the ablations of salimans2016)
+    # The baseline variant of each comparison class, as "key=value,key=value" over the
+    # trick (or hparam) keys of result.json, e.g. "labels=none".
+    baselines: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -150,6 +173,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    fanout: FanoutConfig = field(default_factory=FanoutConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     seed: int = 0
 
 
@@ -165,8 +190,37 @@ def _sweep_cell(override_dirname: str) -> str:
     return override_dirname or "base"
 
 
-if not OmegaConf.has_resolver("ganlab.cell"):
-    OmegaConf.register_new_resolver("ganlab.cell", _sweep_cell)
+def _visible_gpus(gpus: int | None) -> int:
+    if gpus is not None:
+        return int(gpus)
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _ray_gpus(gpus: int | None) -> int | None:
+    # None lets Ray detect the GPUs itself; a number declares them (logical GPUs in tests)
+    return None if gpus is None else int(gpus)
+
+
+def _ray_cpus(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
+    n = _visible_gpus(gpus)
+    return n * runs_per_gpu if n else n_jobs
+
+
+def _gpu_share(gpus: int | None, runs_per_gpu: int) -> float:
+    return 1.0 / runs_per_gpu if _visible_gpus(gpus) else 0.0
+
+
+def _scale(width: int, ratio: float) -> int:
+    return max(1, round(width * ratio))
+
+
+for _name, _fn in (("ganlab.cell", _sweep_cell), ("ganlab.ray_gpus", _ray_gpus),
+                   ("ganlab.ray_cpus", _ray_cpus), ("ganlab.gpu_share", _gpu_share),
+                   ("ganlab.scale", _scale)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

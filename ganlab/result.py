@@ -39,7 +39,8 @@ TRICK_KEYS = {
 # keys left out of `hparams`: the seed, what `comparability` already holds (data, model
 # family, evaluation), and what does not change what a run computes (paths, logging)
 NON_HPARAM_KEYS = ("seed", "data.", "eval.", "model.name", "train.device", "train.progress",
-                   "train.log_every", "train.checkpoint_every", "logger.", "smoothing.name")
+                   "train.log_every", "train.checkpoint_every", "logger.", "smoothing.name",
+                   "fanout.", "study.name", "study.question", "study.baselines")
 
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
@@ -112,7 +113,8 @@ class ResultFile:
         self.path = path
         self.data: dict[str, Any] = {"status": "running", "error": None, "seed": None,
                                      "trick": {}, "comparability": {}, "hparams": {},
-                                     "metrics": {}, "history": [], "step": 0, **fields}
+                                     "metrics": {}, "history": [], "step": 0,
+                                     "study": {}, "host": {}, **fields}
 
     def update(self, **fields: Any) -> None:
         unknown = set(fields) - set(self.data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -92,8 +93,11 @@ def _config_drift(saved: dict, current: dict) -> list[str]:
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path, result: ResultFile):
+    def __init__(self, cfg: DictConfig, run_dir: Path, result: ResultFile,
+                 previous: dict | None = None):
+        """`previous`: the run dir's result.json as it was before this launch, if any."""
         self.cfg, self.run_dir, self.result = cfg, run_dir, result
+        self.previous = previous
         self.device = resolve_device(cfg.train.device)
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
         torch.manual_seed(derive_seed(cfg.seed, "init"))
@@ -183,7 +187,7 @@ class Trainer:
     def fit(self) -> dict:
         cfg = self.cfg
         t, e = cfg.train, cfg.eval
-        previous = read_result(self.run_dir)
+        previous = self.previous
         resumed = self.try_resume()
         c = self.counters  # after resuming: the restored counters
         if resumed and previous and previous["status"] in TERMINAL and c.step >= t.steps:
@@ -241,7 +245,8 @@ class Trainer:
             bar.close()
         final = self.history[-1]["metrics"] if self.history else {}
         self.result.update(status=status, error=error, step=c.step, metrics=final,
-                           history=self.history)
+                           history=self.history,
+                           host={**self.result.data["host"], "ended": time.time()})
         self.tracker.summary({"status": status, **final})
         self.tracker.finish(exit_code=0 if status == "completed" else 1)
         return self.result.data
@@ -261,6 +266,13 @@ def _sweep_cell() -> str | None:
     return (hc.job.override_dirname or "base") if hc.mode == RunMode.MULTIRUN else None
 
 
+def _host_record() -> dict:
+    """Where and when the run ran (a launcher's device assignment shows up here)."""
+    return {"hostname": socket.gethostname(), "pid": os.getpid(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "started": time.time(), "ended": None}
+
+
 def run(cfg: DictConfig, run_dir: Path | str) -> dict:
     """Train one run into `run_dir`; always leaves its result.json. Returns its contents."""
     run_dir = Path(run_dir)
@@ -268,13 +280,16 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
     if not saved_config.exists():  # a run started from Python, not the CLI: save it too
         saved_config.parent.mkdir(parents=True, exist_ok=True)
         saved_config.write_text(OmegaConf.to_yaml(cfg))
+    previous = read_result(run_dir)  # read before this launch rewrites it
     result = ResultFile(run_dir / "result.json")
     try:
         # The evaluation protocol joins `comparability` once the evaluator is built.
         result.update(seed=cfg.seed, trick=trick_dict(cfg), hparams=hparams_dict(cfg),
-                      comparability=comparability_dict(cfg, None))
+                      comparability=comparability_dict(cfg, None),
+                      study=OmegaConf.to_container(cfg.study, resolve=True),
+                      host=_host_record())
         validate(cfg)
-        return Trainer(cfg, run_dir, result).fit()
+        return Trainer(cfg, run_dir, result, previous).fit()
     except ConfigError as err:
         result.update(status="failed", error=f"config error: {err}")
         raise

@@ -1,0 +1,178 @@
+"""Experiment presets, launchers (Ray with logical GPUs, submitit, a Ray cluster), sweeps
+that lose no run, and exact re-runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ganlab.config import ConfigError, compose, validate
+from ganlab.rerun import load_config
+from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
+
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+TINY = ["train.steps=4", "train.batch_size=16", "eval.every=0", "eval.num_samples=100",
+        "logger=none", "train.progress=false"]
+
+
+def test_every_axis_has_a_preset():
+    assert PRESETS == sorted(["quick", "smoothing", "norm", "labels", "dsteps", "width",
+                              "salimans2016"])
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("data", [["data=ring8", "model=mlp"], ["data=mnist", "model=dcgan"]])
+def test_presets_compose_on_ring8_and_mnist_with_seeds_and_a_baseline(preset, data):
+    cfg = compose([f"experiment={preset}", *data], )
+    if preset != "quick":  # the demo pins ring8; every other preset runs on any data
+        assert cfg.data.name == data[0].split("=")[1]
+    validate(cfg)
+    assert cfg.study.name == preset and cfg.study.question and cfg.study.baselines
+    text = (REPO / "conf" / "experiment" / f"{preset}.yaml").read_text()
+    assert text.startswith("# @package _global_\n# ")  # and says what it asks
+    assert "seed: 0,1,2" in text
+
+
+def test_width_preset_sets_d_width_from_the_ratio():
+    for ratio, expected in ((0.25, 32), (4.0, 512)):
+        cfg = compose(["experiment=width", f"model.width_ratio={ratio}"])
+        assert (cfg.model.g_width, cfg.model.d_width) == (128, expected)
+    cfg = compose(["data=mnist", "model=dcgan", "model.width_ratio=0.5"])
+    assert (cfg.model.g_width, cfg.model.d_width) == (64, 32)
+
+
+def _results(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep.rglob("result.json"))]
+
+
+def test_salimans2016_rows_are_each_trick_removed(tmp_path):
+    out = run_cli("-m", "experiment=salimans2016", "hydra.sweeper.params.seed=0", *TINY,
+                  f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {r["hparams"]["study.variant"]: r["trick"] for r in _results(tmp_path)}
+    full = rows["all"]
+    assert (full["labels"], full["norm.g"], full["smoothing.real_target"]) == ("kplus1",
+                                                                              "virtual", 0.9)
+    assert full["extras.minibatch_discrimination.kernels"] > 0
+    changed = {name: {k for k in full if row[k] != full[k]} for name, row in rows.items()}
+    assert changed == {
+        "all": set(), "minus_vbn_plus_bn": {"norm.g"}, "minus_ls": {"smoothing.real_target"},
+        "minus_l": {"labels"}, "minus_l_plus_ha": {"labels", "extras.historical_averaging"},
+        "minus_mbf": {"extras.minibatch_discrimination.kernels"}}
+    # and the preset's sweep cells are named without the seed or the preset itself
+    assert all("seed" not in p.name and "experiment" not in p.name
+               for p in tmp_path.iterdir() if p.is_dir())
+
+
+def _overlaps(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_local_launcher_packs_runs_per_gpu_with_one_device_each(tmp_path):
+    # Ray started with 2 logical GPUs on this CPU machine; 6 runs, 2 per GPU
+    out = run_cli("-m", "launcher=local", "fanout.gpus=2", "fanout.runs_per_gpu=2",
+                  "seed=0,1,2,3,4,5", *TINY, f"hydra.sweep.dir={tmp_path}",
+                  env={"RAY_AUTH_MODE": "disabled"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = _results(tmp_path)
+    assert len(results) == 6 and all(r["status"] == "completed" for r in results)
+    devices = [r["host"]["cuda_visible_devices"] for r in results]
+    assert set(devices) <= {"0", "1"}  # exactly one device each
+    for device in set(devices):
+        spans = [(r["host"]["started"], r["host"]["ended"]) for r in results
+                 if r["host"]["cuda_visible_devices"] == device]
+        assert _overlaps(spans) <= 2
+    assert len({r["host"]["pid"] for r in results}) == 6  # a fresh process per run
+
+
+def test_submitit_launcher_runs_the_sweep_as_jobs(tmp_path):
+    out = run_cli("-m", "launcher=submitit_local", "seed=0,1", *TINY,
+                  f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = _results(tmp_path)
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert len({r["host"]["pid"] for r in results}) == 2
+    assert "2 completed, 0 diverged, 0 failed" in out.stdout + out.stderr
+
+
+def test_ray_launcher_joins_an_existing_cluster_by_address(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    exe = Path(subprocess.sys.executable).parent / "ray"
+    port = "6391"
+    subprocess.run([str(exe), "start", "--head", f"--port={port}", "--num-cpus=2",
+                    "--num-gpus=1", "--include-dashboard=false", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        out = run_cli("-m", "launcher=ray", f"fanout.ray_address=127.0.0.1:{port}",
+                      "fanout.gpu_share=0.5", "seed=0,1", *TINY, f"hydra.sweep.dir={tmp_path}",
+                      env={"RAY_AUTH_MODE": "disabled"})
+    finally:
+        subprocess.run([str(exe), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = _results(tmp_path)
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert all(r["host"]["cuda_visible_devices"] == "0" for r in results)
+
+
+def test_relaunching_a_killed_sweep_resumes_it_and_skips_finished_runs(tmp_path):
+    args = ["-m", "seed=0,1", "train.steps=40", "train.checkpoint_every=10", "eval.every=20",
+            "eval.num_samples=100", "logger=none", "train.progress=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    killed = run_cli(*args, env={"GANLAB_KILL_AFTER_STEP": "20"})
+    assert killed.returncode == -9  # the whole sweep process died during seed=0
+    statuses = [r["status"] for r in _results(tmp_path / "sweep")]
+    assert statuses == ["running"]
+    again = run_cli(*args)
+    assert again.returncode == 0 and "resumed from" in again.stdout + again.stderr
+    assert [r["status"] for r in _results(tmp_path / "sweep")] == ["completed", "completed"]
+    ckpts = sorted((tmp_path / "sweep").rglob("last.pt"))
+    stamps = [p.stat().st_mtime_ns for p in ckpts]
+    third = run_cli(*args)
+    assert third.returncode == 0 and "nothing to do" in third.stdout + third.stderr
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps  # finished runs left alone
+    # the resumed run equals an uninterrupted one
+    ref = run_cli(*args[2:], "seed=0", f"hydra.run.dir={tmp_path / 'ref'}")
+    assert ref.returncode == 0
+    resumed = next(p.parent.parent for p in ckpts if p.parent.parent.name == "seed=0")
+    assert_same_tensors(load_weights(resumed), load_weights(tmp_path / "ref"))
+
+
+def test_rerun_repeats_a_run_bit_for_bit_and_takes_overrides(tmp_path):
+    original = tmp_path / "orig"
+    assert run_cli("train.steps=30", "eval.every=10", "eval.num_samples=200", "norm.g=batch",
+                   "logger=none", f"hydra.run.dir={original}").returncode == 0
+    out = run_cli(str(original), "--out", str(tmp_path / "again"), module="ganlab.rerun")
+    assert out.returncode == 0, out.stderr
+    a = json.loads((original / "result.json").read_text())
+    b = json.loads((tmp_path / "again" / "result.json").read_text())
+    assert a["metrics"] == b["metrics"] and a["trick"] == b["trick"]
+    assert_same_tensors(load_weights(original), load_weights(tmp_path / "again"))
+    changed = run_cli(str(original), "smoothing=two_sided", "seed=5", "train.steps=40",
+                      "--out", str(tmp_path / "changed"), module="ganlab.rerun")
+    assert changed.returncode == 0, changed.stderr
+    c = json.loads((tmp_path / "changed" / "result.json").read_text())
+    assert (c["seed"], c["step"], c["trick"]["smoothing.fake_target"]) == (5, 40, 0.1)
+    assert c["trick"]["norm.g"] == "batch"  # everything else as saved
+    busy = run_cli(str(original), "--out", str(tmp_path / "again"), module="ganlab.rerun")
+    assert busy.returncode == 2 and "not empty" in busy.stderr
+
+
+def test_rerun_overrides_are_checked(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(
+        (REPO / "conf" / "smoothing" / "none.yaml").read_text() and "seed: 1\n")
+    with pytest.raises(ConfigError, match="smoothing='sideways' is not allowed"):
+        load_config(tmp_path, ["smoothing=sideways"])
+    with pytest.raises(ConfigError, match="train.nope=1"):
+        load_config(tmp_path, ["train.nope=1"])
+    with pytest.raises(ConfigError, match="has no saved config"):
+        load_config(tmp_path / "missing", [])
