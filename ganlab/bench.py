@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -170,6 +172,39 @@ def bench_eval(device: str, n: int, workdir: Path) -> dict:
             "naive_s": naive, "ratio": ours / naive, "pr_s": pr_s}
 
 
+SWEEP_RUN = ["data=ring8", "train.steps=50", "eval.every=0", "eval.num_samples=500",
+             "train.progress=false", "train.device=cpu"]
+
+
+def _cli(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ganlab.train", *args], check=True,
+                   capture_output=True, env={**os.environ, "WANDB_MODE": "offline"})
+    return time.perf_counter() - start
+
+
+def bench_sweep(n: int, workdir: Path) -> dict:
+    """Per-run fixed cost, and n tiny runs through launchers vs one in-process loop."""
+    from ganlab.train import run
+
+    # A 1-step run in a fresh process: interpreter, imports, config, data, W&B init (offline),
+    # one step, the final evaluation and checkpoint: all that a run costs besides training.
+    overhead = statistics.median(
+        _cli(["train.steps=1", *SWEEP_RUN[2:], f"hydra.run.dir={workdir}/o{i}"])
+        for i in range(3))
+    seeds = ",".join(str(i) for i in range(n))
+    start = time.perf_counter()
+    for i in range(n):
+        run(compose([*SWEEP_RUN, "logger=none", f"seed={i}"]), workdir / f"loop{i}")
+    loop = time.perf_counter() - start
+    basic = _cli(["-m", f"seed={seeds}", *SWEEP_RUN, "logger=none",
+                  f"hydra.sweep.dir={workdir}/basic"])
+    joblib = _cli(["-m", "launcher=joblib", "fanout.n_jobs=2", f"seed={seeds}", *SWEEP_RUN,
+                   "logger=none", f"hydra.sweep.dir={workdir}/joblib"])
+    return {"overhead_s": overhead, "n": n, "loop_s": loop, "basic_s": basic,
+            "joblib_s": joblib}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ganlab.bench", description=__doc__)
     parser.add_argument("--device", default="cpu")
@@ -178,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--eval-samples", type=int, default=10000,
                         help="generated images for the evaluation line (0: skip it)")
+    parser.add_argument("--sweep-runs", type=int, default=6,
+                        help="tiny runs for the sweep line (0: skip it)")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"(+ precision/recall {eval_row['pr_s']:.2f} s)", flush=True)
             except ConfigError as e:
                 print(f"eval: skipped ({e})", file=sys.stderr)
+        sweep_row = bench_sweep(args.sweep_runs, Path(tmp)) if args.sweep_runs else None
+        if sweep_row:
+            r = sweep_row
+            print(f"sweep: fixed overhead per run {r['overhead_s']:.2f} s (target <= 3 s); "
+                  f"{r['n']} tiny ring8 runs: one-process loop {r['loop_s']:.1f} s, "
+                  f"basic launcher {r['basic_s']:.1f} s, joblib launcher (2 jobs) "
+                  f"{r['joblib_s']:.1f} s", flush=True)
     if rows:
         print("\ncase          device  harness/bare  (target <= 1.05)")
         for r in rows:
@@ -209,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     if eval_row:
         print(f"{eval_row['case']:<13} {eval_row['device']:<7} {eval_row['ratio']:.3f}  "
               "(FID+KID+IS: ganlab evaluator / torchmetrics recomputing both sides)")
+    if sweep_row:
+        r = sweep_row
+        print(f"{'sweep':<13} {'cpu':<7} {r['joblib_s'] / r['loop_s']:.3f}  (joblib launcher / "
+              f"one-process loop, {r['n']} runs; fixed overhead {r['overhead_s']:.2f} s/run)")
     return 0 if rows else 1
 
 

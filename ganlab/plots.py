@@ -5,13 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
 
 def image_grid(images: torch.Tensor, pad: int = 2) -> np.ndarray:
@@ -34,7 +30,18 @@ def save_image_grid(images: torch.Tensor, path: Path) -> None:
     Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid).save(path)
 
 
+def _pyplot():
+    # imported on first use: matplotlib adds start-up time to every run otherwise
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: str) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     pts = samples[torch.isfinite(samples).all(dim=1)].numpy()
     ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.35, color="tab:blue", label="generated")

@@ -23,7 +23,6 @@ from ganlab.evaluate.features import (
     load_or_train_classifier,
     resolve_features,
 )
-from ganlab.evaluate.image_metrics import fid, inception_score, kid, precision_recall
 from ganlab.evaluate.modes import mode_metrics
 from ganlab.evaluate.reference import RealReference
 
@@ -75,6 +74,9 @@ class ImageEvaluator:
         return self.cfg.final_num_samples if final else self.cfg.num_samples
 
     def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        # imported here: torchmetrics costs a second of start-up that 2-D runs never need
+        from ganlab.evaluate.image_metrics import fid, inception_score, kid, precision_recall
+
         e, ref = self.cfg, self.reference
         feats, logits = self.extractor(samples)
         is_mean, is_std = inception_score(logits, e.is_splits)
