@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -33,8 +34,11 @@ def load_run_config(run_dir: Path, overrides: list[str]):
         raise ConfigError(f"{', '.join(bad)}: only {', '.join(ALLOWED)} may change when "
                           "re-scoring a run (anything else would describe another model)")
     register_configs()
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path),
-                          OmegaConf.from_dotlist(overrides))
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path),
+                              OmegaConf.from_dotlist(overrides))
+    except Exception as e:  # an unknown key or a wrong type: name it, no traceback
+        raise ConfigError(str(e).splitlines()[0] + f" ({', '.join(overrides)})") from None
     if any(o.startswith("eval.num_samples=") for o in overrides):
         cfg.eval.final_num_samples = cfg.eval.num_samples
     validate(cfg)
@@ -48,15 +52,20 @@ def rescore(run_dir: Path, overrides: list[str]) -> dict:
     if previous is None:
         raise ConfigError(f"{run_dir} has no result.json")
     cfg = load_run_config(run_dir, overrides)
-    result = ResultFile(run_dir / "result.json", **previous)
-    trainer = Trainer(cfg, run_dir, result)  # also records the new protocol
-    if not trainer.try_resume(check_config=False):
+    if not (run_dir / "checkpoints" / "last.pt").exists():
         raise ConfigError(f"{run_dir} has no checkpoint to score")
-    step = trainer.counters.step
-    metrics, n = trainer.score(final=True,
-                               path=run_dir / "samples" / f"evaluate_step_{step:07d}.png")
+    # The trainer writes its protocol as it is built: give it a scratch record, so that
+    # result.json changes only once the new scores exist.
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(cfg, run_dir, ResultFile(Path(scratch) / "result.json", **previous))
+        trainer.try_resume(check_config=False)
+        step = trainer.counters.step
+        metrics, n = trainer.score(final=True,
+                                   path=run_dir / "samples" / f"evaluate_step_{step:07d}.png")
+        comparability = trainer.result.data["comparability"]
     kept = {k: v for k, v in previous["metrics"].items() if not k.startswith("eval/")}
-    result.update(metrics={**kept, **metrics})
+    ResultFile(run_dir / "result.json", **previous).update(
+        metrics={**kept, **metrics}, comparability=comparability)
     return {"step": step, "num_samples": n, **metrics}
 
 

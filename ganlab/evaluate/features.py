@@ -135,9 +135,11 @@ def _accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> flo
 def train_classifier(recipe: ClassifierRecipe, train_x: torch.Tensor, train_y: torch.Tensor,
                      test_x: torch.Tensor, test_y: torch.Tensor) -> tuple[nn.Module, float]:
     """Train deterministically (fixed seed, fixed shuffles); images in [-1, 1]."""
-    torch.manual_seed(recipe.seed)
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG stays as it was
+        torch.manual_seed(recipe.seed)
+        net = SmallCNN(train_x.shape[1], train_x.shape[2], int(train_y.max()) + 1,
+                       recipe.width)
     gen = torch.Generator().manual_seed(recipe.seed)
-    net = SmallCNN(train_x.shape[1], train_x.shape[2], int(train_y.max()) + 1, recipe.width)
     opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
     steps_per_epoch = len(train_x) // recipe.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr,
@@ -202,7 +204,11 @@ INCEPTION_HELP = (
 
 
 class _InceptionNet(nn.Module):
-    """[-1, 1] images -> torch-fidelity InceptionV3 (uint8 RGB, resized inside to 299x299)."""
+    """[-1, 1] images -> torch-fidelity InceptionV3 (uint8 RGB, resized inside to 299x299).
+
+    torchmetrics' `NoTrainInceptionV3.forward` returns only the first requested feature;
+    its `_torch_fidelity_forward` returns all of them (pool features and logits) in one pass.
+    """
 
     def __init__(self, inception: nn.Module):
         super().__init__()
@@ -212,7 +218,7 @@ class _InceptionNet(nn.Module):
         u8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         if u8.shape[1] == 1:
             u8 = u8.expand(-1, 3, -1, -1)
-        feats, logits = self.inception(u8)
+        feats, logits = self.inception._torch_fidelity_forward(u8)
         return feats.reshape(len(x), -1), logits.reshape(len(x), -1)
 
 
@@ -225,9 +231,11 @@ def load_inception(weights: str | None, device: torch.device) -> Extractor:
     if weights and not Path(weights).is_file():
         raise ConfigError(f"eval.inception_weights={weights!r} is not a file. {INCEPTION_HELP}")
     try:
+        # antialias=False: torch-fidelity's TF1-compatible resize, the FID standard
         net = NoTrainInceptionV3(name="inception-v3-compat",
                                  features_list=["2048", "logits_unbiased"],
-                                 feature_extractor_weights_path=weights or None)
+                                 feature_extractor_weights_path=weights or None,
+                                 antialias=False)
     except Exception as e:  # no network, a blocked download, a corrupt file
         raise ConfigError(f"could not load the InceptionV3 weights ({type(e).__name__}: {e}). "
                           f"{INCEPTION_HELP}") from None

@@ -92,7 +92,8 @@ def _inside(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor,
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 1000
                      ) -> tuple[float, float]:
-    real, fake = real.float(), fake.float()
+    # float64: a point on a ball's edge must not flip sides through rounding
+    real, fake = real.double(), fake.double()
     real_radii = _kth_neighbour_radii(real, k, chunk)
     fake_radii = _kth_neighbour_radii(fake, k, chunk)
     precision = _inside(fake, real, real_radii, chunk).float().mean()

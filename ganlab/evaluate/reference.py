@@ -1,6 +1,6 @@
 """The real side of image metrics, computed once and cached.
 
-Per (dataset, split, extractor weights hash, count) the features, logits and labels of a
+Per (dataset, split and its content hash, extractor weights hash, count) the features, logits and labels of a
 fixed reference set (the first `count` images of a seed-0 permutation of the split) are
 stored under `$GANLAB_CACHE/refstats/`. Every run and every sweep reuses them; the entry is
 written atomically under a file lock, so concurrent runs compute it once.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ganlab.checkpoint import save_checkpoint
-from ganlab.evaluate.features import Extractor, cache_dir, file_lock
+from ganlab.evaluate.features import Extractor, cache_dir, file_lock, tensor_sha256
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,10 @@ class RealReference:
     labels: torch.Tensor  # (count,)
 
     @staticmethod
-    def compute(data_cfg, split: str, count: int, extractor: Extractor) -> dict:
-        from ganlab.data import load_split
+    def compute(images: torch.Tensor, labels: torch.Tensor, count: int,
+                extractor: Extractor) -> dict:
         from ganlab.data.images import to_signed_unit
 
-        images, labels = load_split(data_cfg, split)
         idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]
         feats, logits = extractor(to_signed_unit(images[idx]))
         return {"features": feats, "logits": logits, "labels": labels[idx].clone()}
@@ -40,12 +39,18 @@ class RealReference:
     @classmethod
     def load_or_compute(cls, data_cfg, split: str, count: int, extractor: Extractor
                         ) -> RealReference:
-        name = f"{data_cfg.name}_{split}_{extractor.name}-{extractor.sha256[:12]}_{count}.pt"
+        from ganlab.data import load_split
+
+        images, labels = load_split(data_cfg, split)
+        # the split's content is part of the key: another copy of the data is another entry
+        content = tensor_sha256([images, labels])[:12]
+        name = (f"{data_cfg.name}_{split}-{content}_{extractor.name}-{extractor.sha256[:12]}"
+                f"_{count}.pt")
         path = cache_dir() / "refstats" / name
         with file_lock(path.with_suffix(".lock")):
             if not path.exists():
                 log.info("computing real reference features: %s", path)
-                save_checkpoint(cls.compute(data_cfg, split, count, extractor), path)
+                save_checkpoint(cls.compute(images, labels, count, extractor), path)
         saved = torch.load(path, map_location="cpu", weights_only=True)
         return cls(split, len(saved["labels"]), saved["features"], saved["logits"],
                    saved["labels"])

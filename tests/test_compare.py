@@ -1,0 +1,176 @@
+"""The comparer: pairing by seed, intervals and tests against scipy, class separation,
+matched budgets, and the report files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ganlab.compare import (
+    CompareError,
+    bootstrap_ci,
+    build_tables,
+    holm,
+    main,
+    parse_baseline,
+    value_at,
+)
+from ganlab.result import write_json_atomic
+from ganlab.summary import load_results
+
+CLASS = {"labels": "none", "dataset": "mnist", "split": "train", "resolution": 28,
+         "model": "dcgan", "eval": {"metrics": "fid", "features": "classifier"}}
+
+
+def _trick(d_steps: int = 1, labels: str = "none") -> dict:
+    return {"labels": labels, "loss": "non_saturating", "train.d_steps": d_steps}
+
+
+def _write(root, name: str, seed: int, fid: float, d_steps: int = 1, status="completed",
+           comparability=None, labels="none", history=None, study=None):
+    run = root / name / f"seed={seed}"
+    run.mkdir(parents=True)
+    write_json_atomic(run / "result.json", {
+        "status": status, "error": None if status == "completed" else "boom", "seed": seed,
+        "trick": _trick(d_steps, labels), "comparability": comparability or CLASS,
+        "hparams": {"train.lr_d": 2e-4}, "metrics": {"eval/fid": fid, "eval/is": 10 - fid / 10},
+        "history": history or [], "step": 100, "study": study or {}, "host": {}})
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    base = {0: 30.0, 1: 32.0, 2: 31.0, 3: 35.0}
+    better = {1: 28.0, 2: 27.5, 3: 30.0, 4: 26.0}  # seed 4 has no baseline partner
+    for s, v in base.items():
+        _write(tmp_path, "k1", s, v, d_steps=1)
+    for s, v in better.items():
+        _write(tmp_path, "k2", s, v, d_steps=2)
+    for s, v in {0: 31.0, 1: 30.0}.items():  # two seeds only
+        _write(tmp_path, "k5", s, v, d_steps=5)
+    _write(tmp_path, "k5", 2, 0.0, d_steps=5, status="diverged")
+    return tmp_path
+
+
+def test_pairs_by_seed_with_scipy_ci_and_paired_t(sweep):
+    (t,) = build_tables(load_results([sweep]), "fid", baselines=[{"train.d_steps": "1"}])
+    rows = {r.settings["train.d_steps"]: r for r in t.rows}
+    base, k2 = rows[1], rows[2]
+    assert base.is_baseline and base.verdict == "baseline"
+    assert k2.pairs == 3  # seeds 1, 2, 3 only
+    diffs = [28.0 - 32.0, 27.5 - 31.0, 30.0 - 35.0]
+    assert k2.diff == pytest.approx(np.mean(diffs))
+    expected_p = stats.ttest_rel([28.0, 27.5, 30.0], [32.0, 31.0, 35.0]).pvalue
+    assert k2.p == pytest.approx(expected_p)
+    ci = stats.bootstrap((np.array(diffs),), np.mean, confidence_level=0.95, n_resamples=9999,
+                         method="percentile", random_state=np.random.default_rng(0))
+    assert k2.diff_ci == pytest.approx((ci.confidence_interval.low, ci.confidence_interval.high))
+    assert k2.n == 4 and k2.mean == pytest.approx(np.mean([28.0, 27.5, 30.0, 26.0]))
+    assert k2.median == pytest.approx(27.75)
+    # lower FID is better: a significant drop reads "better"
+    assert k2.p_holm < 0.05 and k2.verdict == "better"
+
+
+def test_thin_evidence_gets_no_p_value_and_diverged_runs_are_counted(sweep):
+    (t,) = build_tables(load_results([sweep]), "fid", baselines=[{"train.d_steps": "1"}])
+    k5 = next(r for r in t.rows if r.settings["train.d_steps"] == 5)
+    assert k5.pairs == 2 and k5.p is None and k5.verdict.startswith("too thin")
+    assert k5.diverged == 1 and k5.n == 2  # the diverged run is counted, not averaged
+
+
+def test_direction_is_per_metric(sweep):
+    (t,) = build_tables(load_results([sweep]), "is", baselines=[{"train.d_steps": "1"}])
+    k2 = next(r for r in t.rows if r.settings["train.d_steps"] == 2)
+    assert k2.diff > 0 and k2.verdict == "better"  # IS went up
+
+
+def test_holm_matches_hand_values():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([None, 0.2, 0.5]) == [None, pytest.approx(0.4), pytest.approx(0.5)]
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0]) or holm([0.9, 0.8]) == [
+        pytest.approx(0.9), pytest.approx(1.0)]
+
+
+def test_bootstrap_ci_edge_cases():
+    assert bootstrap_ci([3.0]) is None
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0])
+    assert 1.0 <= lo < 2.5 < hi <= 4.0
+
+
+def test_classes_are_never_mixed_and_a_cross_class_baseline_names_the_key(tmp_path):
+    labelled = {**CLASS, "labels": "labelled"}
+    for s in range(3):
+        _write(tmp_path, "none", s, 30.0 + s)
+        _write(tmp_path, "cond", s, 20.0 + s, labels="conditional", comparability=labelled)
+        _write(tmp_path, "aux", s, 21.0 + s, labels="auxiliary", comparability=labelled)
+    results = load_results([tmp_path])
+    tables = build_tables(results, "fid")
+    assert len(tables) == 2
+    for t in tables:
+        assert len({r["comparability"]["labels"] for row in t.rows for r in row.runs}) == 1
+    with pytest.raises(CompareError, match="labels: none vs labelled"):
+        build_tables(results, "fid", baselines=[{"labels": "none"}])
+    # one baseline per class is fine
+    tables = build_tables(results, "fid", baselines=[{"labels": "none"},
+                                                     {"labels": "conditional"}])
+    assert sorted(next(r.label for r in t.rows if r.is_baseline) for t in tables) == [
+        "(one variant)", "labels=conditional"]
+    assert main([str(tmp_path), "--baseline", "labels=none", "--no-wandb"]) == 2
+
+
+def test_study_baselines_are_the_default(tmp_path):
+    study = {"name": "dsteps", "baselines": ["train.d_steps=2"]}
+    for s in range(3):
+        _write(tmp_path, "a", s, 30.0, d_steps=1, study=study)
+        _write(tmp_path, "b", s, 31.0, d_steps=2, study=study)
+    (t,) = build_tables(load_results([tmp_path]), "fid")
+    assert next(r for r in t.rows if r.is_baseline).settings["train.d_steps"] == 2
+
+
+def test_matched_budget_reads_history_at_the_common_budget(tmp_path):
+    def hist(points):
+        return [{"step": s, "images_seen": i, "wall_s": w, "metrics": {"eval/fid": f}}
+                for s, i, w, f in points]
+
+    # k=1 sees 64 images per G step; k=2 sees 128: at matched images, k=2 is at half the steps
+    for s in range(3):
+        _write(tmp_path, "k1", s, 10.0, d_steps=1,
+               history=hist([(100, 6400, 1.0, 50.0 + s), (200, 12800, 2.0, 40.0 + s)]))
+        _write(tmp_path, "k2", s, 9.0, d_steps=2,
+               history=hist([(100, 12800, 1.5, 45.0 + s), (200, 25600, 3.0, 35.0 + s)]))
+    results = load_results([tmp_path])
+    (t,) = build_tables(results, "fid", match="images_seen", baselines=[{"train.d_steps": "1"}])
+    assert t.budget == 12800
+    rows = {r.settings["train.d_steps"]: r for r in t.rows}
+    assert rows[1].values == {0: 40.0, 1: 41.0, 2: 42.0}
+    assert rows[2].values == {0: 45.0, 1: 46.0, 2: 47.0}
+    (t,) = build_tables(results, "fid", match="g_steps", baselines=[{"train.d_steps": "1"}])
+    assert t.budget == 200 and next(r for r in t.rows if r.settings["train.d_steps"] == 2
+                                    ).values[0] == 35.0
+    run = results[0]
+    assert value_at(run, "eval/fid", "wall_s", 1.2) == run["history"][0]["metrics"]["eval/fid"]
+    with pytest.raises(CompareError, match="--match 'epochs'"):
+        build_tables(results, "fid", match="epochs")
+
+
+def test_parse_baseline():
+    assert parse_baseline(["labels=none", "train.d_steps=1"]) == {"labels": "none",
+                                                                  "train.d_steps": "1"}
+    assert parse_baseline(["a=1,b=2"]) == {"a": "1", "b": "2"}
+    with pytest.raises(CompareError, match="KEY=VALUE"):
+        parse_baseline(["labels"])
+
+
+def test_report_files_hold_the_tables_and_pictures(sweep, capsys):
+    _write(sweep, "k5", 3, 0.0, d_steps=5, status="failed")
+    assert main([str(sweep), "--baseline", "train.d_steps=1", "--no-wandb"]) == 0
+    printed = capsys.readouterr().out
+    assert "d_steps=2" in printed and "p (paired t)" in printed
+    md = (sweep / "report.md").read_text()
+    assert "| variant | n | div | fail |" in md and "### eval/fid" in md and "### eval/is" in md
+    assert "1 diverged" in md and "1 failed" in md
+    assert "report_files/c0_eval_fid_points.png" in md
+    html = (sweep / "report.html").read_text()
+    assert html.count("<table>") == 2 and "data:image/png;base64," in html
+    assert (sweep / "report_files" / "c0_eval_fid_points.png").stat().st_size > 5000
