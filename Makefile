@@ -3,17 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# The CPU build of torch (~200 MB). Elsewhere, add its index if pip would pick a CUDA build:
-#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
-TORCH_SPEC  ?= torch==2.13.0
-TORCH_INDEX ?=
+# The CPU build of torch (~200 MB), never the multi-GB CUDA one: the +cpu wheel where pip
+# already finds it (a local wheel or index), else from PyTorch's CPU index.
+TORCH_SPEC  ?= torch==2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 DEMO_DIR    ?= outputs/demo
 
 .PHONY: install test test-slow demo bench lint gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q "$(TORCH_SPEC)" --index-url $(TORCH_INDEX)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

@@ -53,7 +53,10 @@ def metric_key(name: str) -> str:
 
 
 def direction(name: str) -> int:
-    return DIRECTIONS.get(name.split("/")[-1].split("_std")[0], 1)
+    """+1 when higher is better: eval/fid -> -1, eval/fid_class/3 -> -1, eval/is_std -> +1."""
+    parts = name.split("/")
+    base = parts[1] if parts[0] == "eval" and len(parts) > 1 else parts[-1]
+    return DIRECTIONS.get(base.removesuffix("_std").removesuffix("_class"), 1)
 
 
 def parse_baseline(tokens: list[str]) -> dict[str, str]:
@@ -121,7 +124,9 @@ def common_budget(runs: list[dict], match: str) -> float | None:
     if match == "final":
         return None
     key = HISTORY_KEY[match]
-    reached = [max((h[key] for h in r["history"]), default=0) for r in runs]
+    # failed and diverged runs are counted, not waited for: they must not shrink the budget
+    reached = [max((h[key] for h in r["history"]), default=0) for r in runs
+               if r["status"] == "completed"]
     return min(reached) if reached else None
 
 
@@ -280,15 +285,17 @@ def _compare(rows: list[Row], base: Row, metric: str) -> None:
         if row.pairs >= MIN_PAIRS and np.ptp(diffs) > 0:
             row.p = float(stats.ttest_rel([row.values[s] for s in seeds],
                                           [base.values[s] for s in seeds]).pvalue)
-        elif row.pairs >= MIN_PAIRS:  # identical differences: no variance to test
-            row.p = 0.0 if row.diff else 1.0
-        pvals.append(row.p)
+        pvals.append(row.p)  # identical differences on every seed: no variance, no test
     for row, p in zip(rows, holm(pvals), strict=True):
         row.p_holm = p
         if row is base:
             row.verdict = "baseline"
         elif row.pairs < MIN_PAIRS:
             row.verdict = f"too thin ({row.pairs} paired seeds; need {MIN_PAIRS})"
+        elif row.p is None:
+            row.verdict = ("same on every seed" if not row.diff else
+                           f"{'better' if sign * row.diff > 0 else 'worse'} by the same amount "
+                           "on every seed (no variance: no test)")
         elif p is not None and p < 0.05:
             row.verdict = "better" if sign * row.diff > 0 else "worse"
         else:

@@ -93,7 +93,7 @@ class ExtrasConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000  # G updates
+    steps: int = 2000  # training rounds (k D updates then g_steps G updates each)
     batch_size: int = 64
     d_steps: int = 1  # k: D updates per G update
     g_steps: int = 1  # G updates per round

@@ -4,7 +4,8 @@ The run's composed config (`RUN_DIR/.hydra/config.yaml`) is the starting point, 
 re-run does not depend on today's `conf/` files: with no overrides it repeats the run, and
 on CPU its weights and metrics equal the original's bit for bit. Overrides are `key=value`
 (e.g. `train.steps=5000`, `seed=7`) or a group choice (e.g. `smoothing=two_sided`). The new
-run goes to `--out` (default: RUN_DIR + "_rerun", numbered if taken).
+run goes to `--out` (default: outputs/reruns/<sweep cell>_<run>, numbered if taken; never
+inside the sweep, whose comparison it would otherwise join).
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.run_dir, args.overrides)
-        out = args.out or free_dir(args.run_dir.with_name(args.run_dir.name + "_rerun"))
+        # outside any sweep dir, so that a re-run never joins the sweep's comparison
+        name = "_".join(p for p in args.run_dir.resolve().parts[-2:] if p)
+        out = args.out or free_dir(Path("outputs") / "reruns" / name)
         if out.exists() and any(out.iterdir()):
             raise ConfigError(f"--out {out} exists and is not empty; choose a new directory")
         print(f"re-running {args.run_dir} into {out}", file=sys.stderr)

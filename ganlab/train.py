@@ -190,7 +190,9 @@ class Trainer:
         previous = self.previous
         resumed = self.try_resume()
         c = self.counters  # after resuming: the restored counters
-        if resumed and previous and previous["status"] in TERMINAL and c.step >= t.steps:
+        # a diverged run would diverge again at the same step: relaunching leaves it alone
+        if previous and previous["status"] in TERMINAL and (
+                previous["status"] == "diverged" or (resumed and c.step >= t.steps)):
             log.info("%s is already %s; nothing to do", self.run_dir, previous["status"])
             self.result.update(**previous)
             return self.result.data
@@ -201,6 +203,8 @@ class Trainer:
             cfg.logger, run_dir=self.run_dir, name=self.run_dir.name,
             group=_sweep_cell(), tags=[f"{k}={v}" for k, v in trick_dict(cfg).items()],
             config=flatten(cfg))
+        # the evaluation protocol travels with the scores into W&B too
+        self.tracker.summary(flatten(self.result.data["comparability"], "comparability/"))
         kill_at = int(os.environ.get(KILL_AFTER_STEP_ENV, "0"))
         bar = tqdm(total=t.steps, initial=c.step, desc=self.run_dir.name, dynamic_ncols=True,
                    disable=not (t.progress and sys.stderr.isatty()), leave=False)

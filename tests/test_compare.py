@@ -87,8 +87,8 @@ def test_direction_is_per_metric(sweep):
 def test_holm_matches_hand_values():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([None, 0.2, 0.5]) == [None, pytest.approx(0.4), pytest.approx(0.5)]
-    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0]) or holm([0.9, 0.8]) == [
-        pytest.approx(0.9), pytest.approx(1.0)]
+    # sorted: 0.8 * 2 = 1.6 -> capped at 1; then max(1, 0.9 * 1) = 1 (monotone)
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
 
 
 def test_bootstrap_ci_edge_cases():
@@ -174,3 +174,35 @@ def test_report_files_hold_the_tables_and_pictures(sweep, capsys):
     html = (sweep / "report.html").read_text()
     assert html.count("<table>") == 2 and "data:image/png;base64," in html
     assert (sweep / "report_files" / "c0_eval_fid_points.png").stat().st_size > 5000
+
+
+def test_failed_runs_do_not_shrink_the_matched_budget(tmp_path):
+    hist = [{"step": 100, "images_seen": 6400, "wall_s": 1.0, "metrics": {"eval/fid": 50.0}},
+            {"step": 200, "images_seen": 12800, "wall_s": 2.0, "metrics": {"eval/fid": 40.0}}]
+    for s in range(3):
+        _write(tmp_path, "k1", s, 40.0, d_steps=1, history=hist)
+        _write(tmp_path, "k2", s, 40.0, d_steps=2, history=hist)
+    _write(tmp_path, "k2", 3, 0.0, d_steps=2, status="failed")  # an empty history
+    (t,) = build_tables(load_results([tmp_path]), "fid", match="g_steps",
+                        baselines=[{"train.d_steps": "1"}])
+    assert t.budget == 200 and [r.n for r in t.rows] == [3, 3]
+    assert next(r for r in t.rows if r.settings["train.d_steps"] == 2).failed == 1
+
+
+def test_the_same_difference_on_every_seed_gets_no_p_value(tmp_path):
+    for s in range(3):
+        _write(tmp_path, "a", s, 30.0 + s, d_steps=1)
+        _write(tmp_path, "b", s, 29.0 + s, d_steps=2)  # exactly 1 lower on every seed
+    (t,) = build_tables(load_results([tmp_path]), "fid", baselines=[{"train.d_steps": "1"}])
+    row = next(r for r in t.rows if not r.is_baseline)
+    assert row.pairs == 3 and row.diff == pytest.approx(-1.0)
+    assert row.p is None and row.p_holm is None
+    assert row.verdict.startswith("better by the same amount on every seed")
+
+
+def test_metric_directions():
+    from ganlab.compare import direction
+
+    assert [direction(m) for m in ("eval/fid", "eval/fid_class/3", "eval/kid_std", "eval/is",
+                                   "eval/modes_covered", "eval/reverse_kl", "fid")] == [
+        -1, -1, -1, 1, 1, -1, -1]

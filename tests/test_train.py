@@ -164,6 +164,17 @@ def test_absurd_learning_rate_diverges_and_says_so(make_cfg, tmp_path):
     assert on_disk["status"] == "diverged" and on_disk["error"] == result["error"]
 
 
+def test_relaunching_a_diverged_run_leaves_it_alone(make_cfg, tmp_path, caplog):
+    cfg = make_cfg("train.steps=200", "train.lr_d=1e30", "train.lr_g=1e30", "eval.every=0",
+                   "train.checkpoint_every=20")
+    first = run(cfg, tmp_path / "r")
+    assert first["status"] == "diverged"
+    with caplog.at_level("INFO", logger="ganlab.train"):
+        again = run(cfg, tmp_path / "r")
+    assert "nothing to do" in caplog.text
+    assert again["status"] == "diverged" and again["error"] == first["error"]
+
+
 def test_missing_dataset_fails_with_result_json(make_cfg, tmp_path):
     cfg = make_cfg("data=mnist", "model=dcgan", f"data.root={tmp_path / 'empty'}",
                    "data.download=false")
