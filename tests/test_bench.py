@@ -10,5 +10,5 @@ def test_bench_runs_the_harness_and_the_bare_loop(capsys):
                  "--eval-samples", "0", "--sweep-runs", "0"]) == 0
     out = capsys.readouterr().out
     assert "mlp/ring8" in out and "harness/bare" in out
-    ratio = float(out.strip().splitlines()[-1].split()[2])
-    assert 0.2 < ratio < 5  # both loops ran the same work
+    ratio, noise = map(float, out.strip().splitlines()[-1].split()[2:4])
+    assert 0.2 < ratio < 5 and 0.2 < noise < 5  # the loops ran the same work
