@@ -32,12 +32,19 @@ class GANLoss:
     def __init__(self, real_target: float = 1.0, fake_target: float = 0.0):
         self.real_target = real_target
         self.fake_target = fake_target
+        self._targets: dict = {}  # constant target tensors, made once per shape
+
+    def _target(self, logits: torch.Tensor, value: float) -> torch.Tensor:
+        key = (value, logits.shape, logits.dtype, logits.device)
+        if key not in self._targets:
+            self._targets[key] = torch.full_like(logits, value)
+        return self._targets[key]
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> LossTerms:
         real = F.binary_cross_entropy_with_logits(
-            real_logits, torch.full_like(real_logits, self.real_target))
+            real_logits, self._target(real_logits, self.real_target))
         fake = F.binary_cross_entropy_with_logits(
-            fake_logits, torch.full_like(fake_logits, self.fake_target))
+            fake_logits, self._target(fake_logits, self.fake_target))
         total = 0.5 * (real + fake)
         return LossTerms(total, {"loss_d_real": real.detach(), "loss_d_fake": fake.detach()})
 
