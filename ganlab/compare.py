@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from ganlab.summary import load_results, variant_settings
+from ganlab.summary import aligned, load_results, variant_settings
 
 # +1: higher is better; -1: lower is better
 DIRECTIONS = {"fid": -1, "kid": -1, "is": 1, "precision": 1, "recall": 1,
@@ -333,14 +333,7 @@ def describe(t: Table) -> str:
 def format_text(tables: list[Table]) -> str:
     out = []
     for t in tables:
-        out.append(describe(t))
-        lines = table_lines(t)
-        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-        for i, line in enumerate(lines):
-            out.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
-            if i == 0:
-                out.append("  ".join("-" * w for w in widths))
-        out.append("")
+        out += [describe(t), *aligned(table_lines(t)), ""]
     return "\n".join(out)
 
 

@@ -96,13 +96,19 @@ def format_tables(tables: list[dict]) -> str:
                 else:
                     cells.append("—")
             lines.append(cells)
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-        for i, line in enumerate(lines):
-            out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
-            if i == 0:
-                out.append("  ".join("-" * w for w in widths))
-        out.append("")
+        out += aligned(lines) + [""]
     return "\n".join(out)
+
+
+def aligned(lines: list[list[str]]) -> list[str]:
+    """A text table: columns padded to width, a rule under the header row."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for i, line in enumerate(lines):
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
