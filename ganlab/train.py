@@ -183,6 +183,11 @@ class Trainer:
                            f"at step {self.counters.step}")
         return values
 
+    @property
+    def last_metrics(self) -> dict:
+        """The metrics of the latest evaluation (empty before the first)."""
+        return self.history[-1]["metrics"] if self.history else {}
+
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> dict:
         cfg = self.cfg
@@ -197,8 +202,7 @@ class Trainer:
             self.result.update(**previous)
             return self.result.data
         if resumed:
-            self.result.update(step=c.step, history=self.history,
-                               metrics=self.history[-1]["metrics"] if self.history else {})
+            self.result.update(step=c.step, history=self.history, metrics=self.last_metrics)
         self.tracker = build_tracker(
             cfg.logger, run_dir=self.run_dir, name=self.run_dir.name,
             group=_sweep_cell(), tags=[f"{k}={v}" for k, v in trick_dict(cfg).items()],
@@ -247,7 +251,7 @@ class Trainer:
             log.warning("run diverged: %s", err)
         finally:
             bar.close()
-        final = self.history[-1]["metrics"] if self.history else {}
+        final = self.last_metrics
         self.result.update(status=status, error=error, step=c.step, metrics=final,
                            history=self.history,
                            host={**self.result.data["host"], "ended": time.time()})

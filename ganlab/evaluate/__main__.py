@@ -17,28 +17,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from ganlab.config import Config, ConfigError, register_configs, validate
+from ganlab.config import ConfigError, validate
 from ganlab.result import ResultFile, read_result
 
 ALLOWED = ("eval.", "data.root", "data.download", "train.device")
 
 
 def load_run_config(run_dir: Path, overrides: list[str]):
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} has no saved config ({path}); is it a ganlab run dir?")
+    from ganlab.rerun import load_config  # the saved config plus checked overrides
+
     bad = [o for o in overrides if not o.split("=", 1)[0].startswith(ALLOWED)]
     if bad:
         raise ConfigError(f"{', '.join(bad)}: only {', '.join(ALLOWED)} may change when "
                           "re-scoring a run (anything else would describe another model)")
-    register_configs()
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path),
-                              OmegaConf.from_dotlist(overrides))
-    except Exception as e:  # an unknown key or a wrong type: name it, no traceback
-        raise ConfigError(str(e).splitlines()[0] + f" ({', '.join(overrides)})") from None
+    cfg = load_config(run_dir, overrides)
     if any(o.startswith("eval.num_samples=") for o in overrides):
         cfg.eval.final_num_samples = cfg.eval.num_samples
     validate(cfg)
