@@ -37,6 +37,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check ganlab tests
+	$(VENV)/bin/lint-imports
 
 # On a CUDA machine: the CUDA tests, then the bench on the GPU; its table prints last.
 gpu-check: $(STAMP)

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ganlab.config import ConfigError, compose
+from ganlab.config import ConfigError
+from ganlab.configure import compose
 from ganlab.result import ResultFile
 from ganlab.train import Trainer
 
@@ -63,13 +64,13 @@ def bare_seconds(G, D, data_images: torch.Tensor | None, toy, steps: int, batch:
             real = data_images[idx].float().div_(127.5).sub_(1.0)
         with torch.no_grad():
             fake = G(torch.randn(batch, z_dim).to(device))
-        logits, _ = D(torch.cat([real, fake]))  # D returns (adv logits, class logits)
+        logits = D(torch.cat([real, fake])).adv
         loss_d = 0.5 * (F.binary_cross_entropy_with_logits(logits[:batch], ones)
                         + F.binary_cross_entropy_with_logits(logits[batch:], zeros))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        loss_g = 0.5 * F.softplus(-D(G(torch.randn(batch, z_dim).to(device)))[0]).mean()
+        loss_g = 0.5 * F.softplus(-D(G(torch.randn(batch, z_dim).to(device))).adv).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -101,7 +102,7 @@ def bench_case(name: str, overrides: list[str], device: str, steps: int, repeats
     h, b = statistics.median(harness), statistics.median(bare)
     return {"case": name, "device": str(trainer.device), "harness_ms": 1e3 * h,
             "bare_ms": 1e3 * b, "ratio": h / b,
-            "noise": statistics.median(bare_again) / b}
+            "noise": statistics.median(bare_again) / b, "harness_steps": trainer.counters.step}
 
 
 class _FeatureHead(torch.nn.Module):

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ganlab.result import read_result
+from ganlab.result import count_statuses, read_result
 
 log = logging.getLogger("ganlab.sweep")
 
 
-def sweep_status_counts(sweep_dir: Path) -> Counter:
-    counts: Counter = Counter()
-    for path in sorted(sweep_dir.rglob("result.json")):
-        result = read_result(path.parent)
-        counts[result["status"] if result else "unreadable"] += 1
-    return counts
+def sweep_status_counts(sweep_dir: Path):
+    results = [read_result(p.parent) or {"status": "unreadable"}
+               for p in sorted(sweep_dir.rglob("result.json"))]
+    return count_statuses(results)
 
 
 class SweepSummary(Callback):

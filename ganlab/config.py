@@ -1,41 +1,89 @@
-"""Typed configuration: the schema of every config group, and the one `validate(cfg)`.
+"""The config schema, the role of every key, and the cross-field rules (`validate`).
 
-The dataclasses are the schema (registered in Hydra's ConfigStore, so a typo or a wrong
-type fails at composition); the YAML files under `conf/` hold the values. Rules that span
-several fields live in `validate`, which raises `ConfigError` naming the key, the value and
-what is allowed.
+The dataclasses are the schema (Hydra's ConfigStore types every YAML value against them);
+the YAML files under `conf/` hold the values. Each key carries a *role* in its field
+metadata, declared once here; everything that sorts keys derives from it:
+
+| role     | examples                          | result.json   | variant | fixed on resume | sweep cell |
+| -------- | --------------------------------- | ------------- | ------- | --------------- | ---------- |
+| trick    | norm.g, smoothing.*, extras.*     | trick         | yes     | yes             | yes        |
+| hparam   | train.lr_d, model.z_dim           | hparams       | yes     | yes             | yes        |
+| budget   | train.steps                       | hparams       | yes     | no (extends)    | yes        |
+| class    | data.name, model.name             | comparability | -       | yes             | yes        |
+| eval     | eval.num_samples, eval.features   | comparability | -       | yes             | yes        |
+| schedule | eval.every, train.log_every       | -             | -       | no              | yes        |
+| infra    | train.device, logger.*, fanout.*  | -             | -       | no              | no         |
+| study    | study.*                           | study         | -       | no              | no         |
+| seed     | seed                              | seed          | -       | yes             | no (own dir)|
+
+This module is the bottom layer: it knows no implementation. Which names a choice allows
+comes from the registries of the parts (`ganlab.configure.check`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import functools
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
-
-# The allowed values of every choice. Registries elsewhere must agree (tests check it).
-DATASETS = ("ring8", "grid25", "mnist", "fashion_mnist", "cifar10")
-MODELS = ("mlp", "dcgan")
-LOSSES = ("minimax", "non_saturating")
-NORMS = ("none", "batch", "reference", "virtual")
-LABEL_MODES = ("none", "conditional", "auxiliary", "kplus1")
-LOGGERS = ("wandb", "none")
-LOGGER_MODES = ("offline", "online", "disabled")
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 class ConfigError(ValueError):
     """Invalid user input; the message names the key, the value and what is allowed."""
 
 
+class Role(str, enum.Enum):
+    TRICK = "trick"  # a toggle of the tutorial's tricks
+    HPARAM = "hparam"  # any other setting that shapes what is trained
+    BUDGET = "budget"  # how long: part of the variant, but a finished run may be extended
+    CLASS = "class"  # decides what may be compared at all (data, model family)
+    EVAL = "eval"  # the evaluation protocol (recorded by the evaluator in comparability)
+    SCHEDULE = "schedule"  # when to log, evaluate, checkpoint: the weights are the same
+    INFRA = "infra"  # where and how a run runs and reports: never changes a number
+    STUDY = "study"  # what a preset asks
+    SEED = "seed"
+
+
+VARIANT_ROLES = frozenset({Role.TRICK, Role.HPARAM, Role.BUDGET})
+# what a relaunch into an existing run dir must agree on (the rest may change, e.g. the
+# launcher, the device, or a larger train.steps)
+RESUME_FIXED_ROLES = frozenset({Role.TRICK, Role.HPARAM, Role.CLASS, Role.EVAL, Role.SEED})
+# what re-scoring a finished run may change without describing another model
+RESCORE_ROLES = frozenset({Role.EVAL, Role.SCHEDULE, Role.INFRA})
+# left out of a sweep cell's folder name: runs that differ only in these share a cell
+CELL_EXCLUDED_ROLES = frozenset({Role.INFRA, Role.STUDY, Role.SEED})
+# config groups that set keys anywhere (`# @package _global_`) rather than one section
+GLOBAL_GROUP_ROLES = {"launcher": Role.INFRA, "experiment": Role.STUDY, "ablation": Role.TRICK}
+
+
+def keyed(default: Any, role: Role | None = None, *, at_least: float | None = None,
+          above: float | None = None) -> Any:
+    """A schema field with its role (else its section's) and the bound `validate` checks
+    (a list default becomes a factory)."""
+    metadata = {k: v for k, v in (("role", role), ("at_least", at_least), ("above", above))
+                if v is not None}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def section(cls: type, role: Role | None = None) -> Any:
+    """A config section; `role` is the default role of its keys."""
+    return field(default_factory=cls, metadata={"role": role} if role else {})
+
+
 @dataclass
 class DataConfig:
-    name: str = MISSING  # one of DATASETS
+    name: str = MISSING  # a dataset of ganlab.data.DATASETS
     # Where image datasets live (<root>/MNIST/raw/...); toy data ignores it.
-    root: str = "${oc.env:GANLAB_DATA_ROOT,'~/.cache/ganlab/data'}"
-    split: str = "train"  # the split G is trained on (and real statistics come from)
-    download: bool = True  # fetch missing image files when the network allows
+    root: str = keyed("${oc.env:GANLAB_DATA_ROOT,'~/.cache/ganlab/data'}", Role.INFRA)
+    split: str = "train"  # the split G is trained on
+    download: bool = keyed(True, Role.INFRA)  # fetch missing image files if the network allows
     num_classes: int = 0  # labels the dataset carries (mode index for toy mixtures)
     image_size: int = 0  # 0 for 2-D toy data
     channels: int = 0  # 0 for 2-D toy data
@@ -43,96 +91,90 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # one of MODELS
-    z_dim: int = 64  # latent size
-    g_width: int = 64  # G base width: hidden units (mlp) or channels (dcgan)
-    d_width: int = 64  # D base width; d_width / g_width is the capacity ratio
+    name: str = keyed(MISSING, Role.CLASS)  # a family of ganlab.nets.MODELS
+    z_dim: int = keyed(64, at_least=1)  # latent size
+    g_width: int = keyed(64, Role.TRICK, at_least=1)  # G base width: hidden units (mlp) or channels (dcgan)
+    d_width: int = keyed(64, Role.TRICK, at_least=1)  # D base width; d_width / g_width is the capacity ratio
     width_ratio: float = 1.0  # d_width defaults to round(g_width * width_ratio)
-    depth: int = 3  # hidden layers of the mlp (dcgan depth follows the image size)
+    depth: int = keyed(3, at_least=1)  # hidden layers of the mlp (dcgan depth follows the image size)
 
 
 @dataclass
 class LossConfig:
-    name: str = MISSING  # one of LOSSES: G's half of the game (tutorial §3.2.3)
+    name: str = MISSING  # a loss of ganlab.losses.LOSSES: G's half of the game (§3.2.3)
 
 
 @dataclass
 class SmoothingConfig:
-    name: str = "none"  # preset the values came from; the values are what counts
+    name: str = keyed("none", Role.STUDY)  # the preset the values came from
     real_target: float = 1.0  # D's target on real data, 1 - alpha
     fake_target: float = 0.0  # D's target on generated data, beta
 
 
 @dataclass
 class NormConfig:
-    g: str = "none"  # one of NORMS, in every hidden layer of G
-    d: str = "none"  # one of NORMS, in D's hidden layers (not its input layer)
+    g: str = "none"  # a norm of ganlab.nets.norm.NORMS, in every hidden layer of G
+    d: str = "none"  # ... in D's hidden layers (never its input layer)
     split_real_fake: bool = False  # D normalises real and fake as separate batches
-    ref_batch_size: int = 64  # N: the fixed reference batch of reference/virtual norm
+    ref_batch_size: int = keyed(64, at_least=1)  # N: the fixed reference batch of reference/virtual norm
 
 
 @dataclass
 class LabelsConfig:
-    name: str = "none"  # one of LABEL_MODES
+    name: str = "none"  # a mode of ganlab.labels.LABEL_MODES
     fraction: float = 1.0  # share of real samples whose label D sees (kplus1 may use < 1)
-
-
-@dataclass
-class MinibatchDiscriminationConfig:
-    kernels: int = 0  # B: minibatch features appended to D's features (0: off)
-    dims: int = 5  # C: dimensions of each kernel's projection
+    # weight of the class terms against the adversarial ones; 1 weighs them equally, as in
+    # Odena et al. 2017 (AC-GAN: L_S + L_C) and Salimans et al. 2016 (L_sup + L_unsup)
+    class_weight: float = keyed(1.0, at_least=0)
 
 
 @dataclass
 class ExtrasConfig:
-    # Salimans et al. 2016 §3.2 and §3.3, the "-MBF" and "-L+HA" rows of its Table 3
-    minibatch_discrimination: MinibatchDiscriminationConfig = field(
-        default_factory=MinibatchDiscriminationConfig)
-    historical_averaging: float = 0.0  # weight of ||theta - mean past theta||^2 (0: off)
+    """Typed by the plug-ins of ganlab.extras (ganlab.configure builds the full schema)."""
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000  # training rounds (k D updates then g_steps G updates each)
-    batch_size: int = 64
-    d_steps: int = 1  # k: D updates per G update
-    g_steps: int = 1  # G updates per round
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas_g: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    betas_d: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    checkpoint_every: int = 500  # G steps between checkpoints (0: only at the end)
-    log_every: int = 50  # G steps between loss logs and the divergence check
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    progress: bool = True  # progress bar on a terminal
+    steps: int = keyed(2000, Role.BUDGET, at_least=1)  # rounds: k D updates then g_steps G updates each
+    batch_size: int = keyed(64, at_least=1)
+    d_steps: int = keyed(1, Role.TRICK, at_least=1)  # k: D updates per round
+    g_steps: int = keyed(1, Role.TRICK, at_least=1)  # G updates per round
+    lr_g: float = keyed(2e-4, above=0)
+    lr_d: float = keyed(2e-4, above=0)
+    betas_g: list[float] = keyed([0.5, 0.999], Role.HPARAM)
+    betas_d: list[float] = keyed([0.5, 0.999], Role.HPARAM)
+    checkpoint_every: int = keyed(500, Role.SCHEDULE, at_least=0)  # rounds between checkpoints (0: end)
+    log_every: int = keyed(50, Role.SCHEDULE, at_least=1)  # rounds between loss logs and divergence checks
+    device: str = keyed("auto", Role.INFRA)  # auto | cpu | cuda | cuda:N
+    progress: bool = keyed(True, Role.INFRA)  # progress bar on a terminal
 
 
 @dataclass
 class EvalConfig:
-    every: int = 500  # G steps between evaluations (0: only at the end)
-    num_samples: int = 2500  # generated samples per evaluation
-    batch_size: int = 500  # generation batch size during evaluation
-    hq_std: float = 3.0  # 2-D: a sample is high-quality within hq_std stds of its mode
-    mode_min_count: int = 1  # 2-D: HQ samples a mode needs to count as covered
-    grid_size: int = 64  # samples in the saved image grid
-    # images: FID / IS / KID / precision-recall (ganlab.evaluate)
-    features: str = "auto"  # auto | classifier | inception | none (auto: classifier on
-    #                          MNIST-like data, inception otherwise; none: no image metrics)
-    inception_weights: str | None = None  # local FID InceptionV3 weights (offline use)
-    final_num_samples: int = 10000  # generated images for the final scores
+    every: int = keyed(500, Role.SCHEDULE, at_least=0)  # rounds between evaluations (0: only at the end)
+    num_samples: int = keyed(2500, at_least=1)  # generated samples per evaluation
+    batch_size: int = keyed(500, at_least=1)  # generation batch size during evaluation
+    hq_std: float = keyed(3.0, above=0)  # 2-D: a sample is high-quality within hq_std stds of its mode
+    mode_min_count: int = keyed(1, at_least=1)  # 2-D: HQ samples a mode needs to count as covered
+    grid_size: int = keyed(64, Role.SCHEDULE, at_least=0)  # samples in the saved image grid
+    # images: FID / IS / KID / precision-recall in the feature space of `features`, one of
+    # ganlab.evaluate.FEATURES (auto: classifier on MNIST-like data, inception otherwise)
+    features: str = "auto"
+    inception_weights: str | None = keyed(None, Role.INFRA)  # local InceptionV3 weights
+    final_num_samples: int = keyed(10000, at_least=1)  # generated images for the final scores
     real_split: str = "test"  # the real reference set
-    real_num_samples: int = 10000
-    is_splits: int = 10
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    pr_k: int = 3  # k-th neighbour radius of improved precision/recall
-    classifier_epochs: int = 2  # training of the classifier feature extractor
+    real_num_samples: int = keyed(10000, at_least=1)
+    is_splits: int = keyed(10, at_least=1)
+    kid_subsets: int = keyed(100, at_least=1)
+    kid_subset_size: int = keyed(1000, at_least=1)
+    pr_k: int = keyed(3, at_least=1)  # k-th neighbour radius of improved precision/recall
+    classifier_epochs: int = keyed(2, at_least=1)  # training of the classifier feature extractor
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"  # one of LOGGERS
-    mode: str = "offline"  # one of LOGGER_MODES; online needs `wandb login`
+    name: str = "wandb"  # a tracker of ganlab.tracking.TRACKERS
+    mode: str = "offline"  # offline | online | disabled; online needs `wandb login`
     project: str = "ganlab"
     entity: str | None = None
     group: str | None = None  # defaults to the sweep cell (overrides without the seed)
@@ -155,7 +197,8 @@ class StudyConfig:
     # What an experiment preset asks; carried into result.json for the comparer.
     name: str = ""
     question: str = ""
-    variant: str = ""  # a named row of the preset (e.g. the ablations of salimans2016)
+    # a named row of a preset (the ablations of salimans2016): part of the variant
+    variant: str = keyed("", Role.HPARAM)
     # The baseline variant of each comparison class, as "key=value,key=value" over the
     # trick (or hparam) keys of result.json, e.g. "labels=none".
     baselines: list[str] = field(default_factory=list)
@@ -163,33 +206,71 @@ class StudyConfig:
 
 @dataclass
 class Config:
-    data: DataConfig = MISSING
-    model: ModelConfig = MISSING
-    loss: LossConfig = MISSING
-    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
-    norm: NormConfig = field(default_factory=NormConfig)
-    labels: LabelsConfig = field(default_factory=LabelsConfig)
-    extras: ExtrasConfig = field(default_factory=ExtrasConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    fanout: FanoutConfig = field(default_factory=FanoutConfig)
-    study: StudyConfig = field(default_factory=StudyConfig)
-    seed: int = 0
+    data: DataConfig = section(DataConfig, Role.CLASS)
+    model: ModelConfig = section(ModelConfig, Role.HPARAM)
+    loss: LossConfig = section(LossConfig, Role.TRICK)
+    smoothing: SmoothingConfig = section(SmoothingConfig, Role.TRICK)
+    norm: NormConfig = section(NormConfig, Role.TRICK)
+    labels: LabelsConfig = section(LabelsConfig, Role.TRICK)
+    extras: ExtrasConfig = section(ExtrasConfig, Role.TRICK)
+    train: TrainConfig = section(TrainConfig, Role.HPARAM)
+    eval: EvalConfig = section(EvalConfig, Role.EVAL)
+    logger: LoggerConfig = section(LoggerConfig, Role.INFRA)
+    fanout: FanoutConfig = section(FanoutConfig, Role.INFRA)
+    study: StudyConfig = section(StudyConfig, Role.STUDY)
+    seed: int = keyed(0, Role.SEED)
 
 
-def register_configs() -> None:
-    # One schema for the whole tree: each group's YAML merges into its typed field, so an
-    # unknown key or a wrong type fails at composition.
-    ConfigStore.instance().store(name="config_schema", node=Config)
+# -- roles ----------------------------------------------------------------------------------
+@functools.cache
+def role_of(key: str, schema: type = Config) -> Role | None:
+    """The role of a dotted config key (or of a config group's name); None if unknown.
+
+    The most specific declaration wins: a field's own role, else its section's. Keys
+    inside a section the schema does not spell out (the plug-ins' `extras.*`) take the
+    section's role."""
+    base = key.lstrip("+~").split("@")[0]
+    if base in GLOBAL_GROUP_ROLES:
+        return GLOBAL_GROUP_ROLES[base]
+    role, cls = None, schema
+    for part in base.split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(
+            cls) else {}
+        if part not in fields:
+            return role if cls is not schema else None
+        role = fields[part].metadata.get("role", role)
+        # `from __future__ import annotations` leaves field types as strings: resolve them
+        cls = typing.get_type_hints(cls)[part]
+    return role
 
 
-def _sweep_cell(override_dirname: str) -> str:
-    # Hydra's override_dirname is empty when only the seed was swept; a sweep subdir
-    # must still be a relative name.
-    return override_dirname or "base"
+def keys_with_role(cfg: DictConfig, roles: frozenset[Role] | set[Role]) -> dict[str, Any]:
+    """The flattened keys of `cfg` whose role is one of `roles`."""
+    return {k: v for k, v in flatten(cfg).items() if role_of(k) in roles}
 
 
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, Any] = {}
+    for key, value in container.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def sweep_cell(overrides: list[str] | ListConfig) -> str:
+    """A sweep cell's folder name: the job's overrides, sorted, without the seed, the preset
+    and infrastructure (so a relaunch with another launcher or device finds its runs)."""
+    kept = sorted(o for o in overrides
+                  if role_of(o.partition("=")[0]) not in CELL_EXCLUDED_ROLES)
+    # Hydra runs with no kept override (only seeds swept) still need a relative folder name
+    return ",".join(o.lstrip("+~") for o in kept) or "base"
+
+
+# -- resolvers used by conf/ -------------------------------------------------------------------
 def _visible_gpus(gpus: int | None) -> int:
     if gpus is not None:
         return int(gpus)
@@ -216,65 +297,52 @@ def _scale(width: int, ratio: float) -> int:
     return max(1, round(width * ratio))
 
 
-for _name, _fn in (("ganlab.cell", _sweep_cell), ("ganlab.ray_gpus", _ray_gpus),
+for _name, _fn in (("ganlab.cell", sweep_cell), ("ganlab.ray_gpus", _ray_gpus),
                    ("ganlab.ray_cpus", _ray_cpus), ("ganlab.gpu_share", _gpu_share),
                    ("ganlab.scale", _scale)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
 
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+# -- validation --------------------------------------------------------------------------------
+def choice(key: str, value: Any, allowed) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
+                          f"{', '.join(map(str, allowed))}")
 
 
-def _positive(key: str, value: Any, minimum: float = 1) -> None:
-    if value < minimum:
-        raise ConfigError(f"{key}={value!r} is not allowed; it must be >= {minimum}")
+SPLITS = ("train", "test")
+LOGGER_MODES = ("offline", "online", "disabled")
+
+
+@functools.cache
+def bounds(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, float]]:
+    """`key -> (">=" or ">", bound)` of every bounded field of the schema."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        key, kind = f"{prefix}{f.name}", typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(kind):
+            out.update(bounds(kind, f"{key}."))
+        for name, op in (("at_least", ">="), ("above", ">")):
+            if name in f.metadata:
+                out[key] = (op, f.metadata[name])
+    return out
 
 
 def validate(cfg: DictConfig | Config) -> None:
-    """Check every rule that one field's type cannot express; raise ConfigError."""
-    _choice("data", cfg.data.name, DATASETS)
-    _choice("model", cfg.model.name, MODELS)
-    _choice("loss", cfg.loss.name, LOSSES)
-    _choice("norm.g", cfg.norm.g, NORMS)
-    _choice("norm.d", cfg.norm.d, NORMS)
-    _choice("labels", cfg.labels.name, LABEL_MODES)
-    _choice("logger", cfg.logger.name, LOGGERS)
-    _choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
-    _choice("data.split", cfg.data.split, ("train", "test"))
-    _choice("eval.features", cfg.eval.features, ("auto", "classifier", "inception", "none"))
-    _choice("eval.real_split", cfg.eval.real_split, ("train", "test"))
+    """Check the rules that one field's type cannot express; raise ConfigError.
 
-    is_toy = cfg.data.name in ("ring8", "grid25")
-    if is_toy and cfg.model.name != "mlp":
-        raise ConfigError(f"model={cfg.model.name!r} does not fit data={cfg.data.name!r}; "
-                          "2-D toy data needs model=mlp")
-    if not is_toy and cfg.model.name != "dcgan":
-        raise ConfigError(f"model={cfg.model.name!r} does not fit data={cfg.data.name!r}; "
-                          "image data needs model=dcgan")
-    if not is_toy and cfg.data.image_size not in (28, 32):
-        raise ConfigError(f"data.image_size={cfg.data.image_size!r} is not allowed; "
-                          "dcgan supports 28 or 32")
-
-    for key in ("model.z_dim", "model.g_width", "model.d_width", "model.depth",
-                "train.steps", "train.batch_size", "train.d_steps", "train.g_steps",
-                "train.log_every", "eval.num_samples", "eval.batch_size",
-                "eval.mode_min_count", "norm.ref_batch_size", "eval.final_num_samples",
-                "eval.real_num_samples", "eval.is_splits", "eval.kid_subsets",
-                "eval.kid_subset_size", "eval.pr_k", "eval.classifier_epochs",
-                "extras.minibatch_discrimination.dims"):
-        _positive(key, _attr(cfg, key))
-    for key in ("train.checkpoint_every", "eval.every", "eval.grid_size",
-                "extras.minibatch_discrimination.kernels"):
-        _positive(key, _attr(cfg, key), minimum=0)
+    Names are checked against the registries of the parts by ganlab.configure.check."""
+    choice("data.split", cfg.data.split, SPLITS)
+    choice("eval.real_split", cfg.eval.real_split, SPLITS)
+    choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    for key, (op, bound) in bounds().items():
+        value = select(cfg, key)
+        if not (value >= bound if op == ">=" else value > bound):
+            raise ConfigError(f"{key}={value!r} is not allowed; it must be {op} {bound}")
     if cfg.train.batch_size < 2 and "batch" in (cfg.norm.g, cfg.norm.d):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not allowed with "
                           "batch norm; it must be >= 2")
-    if cfg.extras.historical_averaging < 0:
-        raise ConfigError(f"extras.historical_averaging={cfg.extras.historical_averaging!r} "
-                          "is not allowed; it must be >= 0 (0: off)")
 
     labels, fraction = cfg.labels.name, cfg.labels.fraction
     if labels != "none" and cfg.data.num_classes < 2:
@@ -285,16 +353,10 @@ def validate(cfg: DictConfig | Config) -> None:
     if fraction < 1 and labels != "kplus1":
         raise ConfigError(f"labels.fraction={fraction!r} is not allowed with labels={labels!r}; "
                           "only labels=kplus1 trains with partly labelled data")
-
-    for key in ("train.lr_g", "train.lr_d"):
-        if not _attr(cfg, key) > 0:
-            raise ConfigError(f"{key}={_attr(cfg, key)!r} is not allowed; it must be > 0")
     for key in ("train.betas_g", "train.betas_d"):
-        betas = list(_attr(cfg, key))
+        betas = list(select(cfg, key))
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"{key}={betas!r} is not allowed; it must be two numbers in [0, 1)")
-    if not cfg.eval.hq_std > 0:
-        raise ConfigError(f"eval.hq_std={cfg.eval.hq_std!r} is not allowed; it must be > 0")
 
     real, fake = cfg.smoothing.real_target, cfg.smoothing.fake_target
     if not 0 < real <= 1:
@@ -314,7 +376,7 @@ def validate(cfg: DictConfig | Config) -> None:
                           "choose one of: auto, cpu, cuda, cuda:N")
 
 
-def _attr(cfg: Any, dotted: str) -> Any:
+def select(cfg: Any, dotted: str) -> Any:
     node = cfg
     for part in dotted.split("."):
         node = getattr(node, part)
@@ -326,13 +388,3 @@ def data_root(cfg_root: str) -> str:
 
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
-
-
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The config `python -m ganlab.train OVERRIDES` would run (for tests, benches, tools)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))

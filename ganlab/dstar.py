@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganlab.config import ConfigError, compose, validate
+from ganlab.config import ConfigError, validate
+from ganlab.configure import compose
 from ganlab.losses import GANLoss
 
 P_DATA = (0.0, 1.0)  # mean, std

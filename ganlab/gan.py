@@ -1,39 +1,77 @@
-"""One GAN: its two networks, their optimisers, the game's costs and one training round.
+"""One GAN: its two networks and optimisers, the game's costs, and one training round.
 
 `train_step()` is one round of the tutorial's simultaneous game as practised: `d_steps` (k)
-updates of D, each on a fresh real batch and fresh z, then `g_steps` updates of G. The label
-mode adds its terms to each cost; each network's penalties (historical averaging) add theirs.
-It never synchronises with the device; the loop reads the returned (detached) tensors when
-it logs.
+updates of D, each on a fresh real batch and fresh z, then `g_steps` updates of G. Each
+player's cost is the GAN loss, plus the label mode's terms, plus the terms of every active
+plug-in (ganlab.extras), which read the update's D outputs through a `Step`. The round never
+synchronises with the device; the loop reads the returned (detached) tensors when it logs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
-from ganlab.extras import HistoricalAverage
+from ganlab.extras import Extra
 from ganlab.labels import LabelMode
 from ganlab.losses import GANLoss
+from ganlab.nets import DOutput
+
+
+@dataclass
+class Game:
+    """The costs: the GAN loss (with smoothing), the label mode's terms, the plug-ins'."""
+
+    loss: GANLoss
+    labels: LabelMode
+    extras: list[Extra] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The shape of a round."""
+
+    batch_size: int
+    d_steps: int = 1  # k: D updates per round
+    g_steps: int = 1  # G updates per round
+    split_real_fake: bool = False  # D sees real and fake as separate batches (norm statistics)
+
+
+@dataclass
+class Step:
+    """What one update's cost terms read: D's outputs on this update's batches.
+
+    In a D update both are there; in a G update `real()` draws a real batch through the
+    current D the first time a term asks for it (without gradients: a constant for G)."""
+
+    fake: DOutput
+    _real: DOutput | None = None
+    _draw_real: Callable[[], DOutput] | None = None
+
+    def real(self) -> DOutput:
+        if self._real is None:
+            self._real = self._draw_real()
+        return self._real
 
 
 class GAN:
-    def __init__(self, G: nn.Module, D: nn.Module, loss: GANLoss, data, label_mode: LabelMode,
-                 *, z_dim: int, batch_size: int, d_steps: int, g_steps: int,
-                 lr_g: float, lr_d: float, betas_g, betas_d, split_real_fake: bool,
-                 historical_averaging: float, noise_seed: int, device: torch.device):
-        self.G, self.D, self.loss, self.data = G.to(device), D.to(device), loss, data
-        self.labels = label_mode
-        self.num_classes = data.num_classes
-        self.z_dim, self.batch_size = z_dim, batch_size
-        self.d_steps, self.g_steps = d_steps, g_steps
-        self.split_real_fake = split_real_fake or getattr(D, "separate_real_fake", False)
-        self.device = device
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=tuple(betas_g))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=tuple(betas_d))
-        self.penalties = ({"g": HistoricalAverage(self.G, historical_averaging),
-                           "d": HistoricalAverage(self.D, historical_averaging)}
-                          if historical_averaging > 0 else {})
+    def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
+                 opt_d: torch.optim.Optimizer, game: Game, data, schedule: Schedule, *,
+                 noise_seed: int, device: torch.device):
+        """G and D already on `device`, with their optimisers."""
+        self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
+        self.loss, self.labels, self.extras = game.loss, game.labels, game.extras
+        self.data, self.schedule, self.device = data, schedule, device
+        self.z_dim, self.num_classes = G.z_dim, data.num_classes
+        self.batch_size = schedule.batch_size
+        # what actually runs: a plug-in may need separate batches whatever norm.* says
+        self.split_real_fake = schedule.split_real_fake or any(
+            e.separate_real_fake for e in self.extras)
+        for extra in self.extras:
+            extra.bind(G, D)
         # z (and G's labels) are drawn on the CPU from their own generator: the same seed
         # gives the same latent stream on every device, and its state is saved for resume.
         self.noise = torch.Generator().manual_seed(noise_seed)
@@ -47,26 +85,26 @@ class GAN:
             return None
         return torch.randint(self.num_classes, (n,), generator=self.noise).to(self.device)
 
-    def discriminate(self, real, y_real, fake, y_fake):
-        """D's (adv_logits, class_logits) on real and on fake samples."""
+    def discriminate(self, real, y_real, fake, y_fake) -> tuple[DOutput, DOutput]:
+        """D's outputs on real and on fake samples."""
         if self.split_real_fake:
             return self.D(real, y_real), self.D(fake, y_fake)
         y = None if y_fake is None or y_real is None else torch.cat([y_real, y_fake])
-        adv, cls = self.D(torch.cat([real, fake]), y)  # one batch: BN statistics are shared
+        out = self.D(torch.cat([real, fake]), y)  # one batch: norm statistics are shared
         n = len(real)
-        return ((adv[:n], None if cls is None else cls[:n]),
-                (adv[n:], None if cls is None else cls[n:]))
+        return (DOutput(*(None if t is None else t[:n] for t in out)),
+                DOutput(*(None if t is None else t[n:] for t in out)))
 
-    def _apply(self, who: str, total: torch.Tensor, parts: dict, opt) -> None:
-        if who in self.penalties:
-            penalty = self.penalties[who].penalty()
-            parts[f"penalty_{who}_hist_avg"] = penalty.detach()
-            total = total + penalty
+    def _update(self, who: str, total: torch.Tensor, extra: dict[str, torch.Tensor],
+                opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        if extra:
+            total = total + sum(extra.values())
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        if who in self.penalties:
-            self.penalties[who].update()
+        for plugin in self.extras:
+            plugin.after_update(who)
+        return {f"loss_{who}": total.detach(), **{k: v.detach() for k, v in extra.items()}}
 
     def d_step(self) -> dict[str, torch.Tensor]:
         real, y_real = self.data.sample(self.batch_size)
@@ -74,27 +112,33 @@ class GAN:
         with torch.no_grad():
             fake = self.G(self.sample_z(self.batch_size), y_fake)
         d_sees_y = self.labels.conditional_d
-        (real_adv, real_cls), (fake_adv, fake_cls) = self.discriminate(
-            real, y_real if d_sees_y else None, fake, y_fake if d_sees_y else None)
-        terms = self.loss.d_loss(real_adv, fake_adv)
-        extra = self.labels.d_terms(real_cls, y_real, fake_cls, y_fake)
-        total = terms.total + sum(extra.values()) if extra else terms.total
-        parts = {**terms.parts, **{k: v.detach() for k, v in extra.items()}}
-        self._apply("d", total, parts, self.opt_d)
+        out_real, out_fake = self.discriminate(real, y_real if d_sees_y else None,
+                                               fake, y_fake if d_sees_y else None)
+        terms = self.loss.d_loss(out_real.adv, out_fake.adv)
+        extra = self.labels.d_terms(out_real.cls, y_real, out_fake.cls, y_fake)
+        step = Step(out_fake, out_real)
+        for plugin in self.extras:
+            extra.update(plugin.d_terms(step))
+        stats = self._update("d", terms.total, extra, self.opt_d)
         # Logits, not D(x): the means are taken only when the loop reads the stats.
-        return {"loss_d": total.detach(), "real_logits": real_adv.detach(),
-                "fake_logits": fake_adv.detach(), **parts}
+        return {**stats, **terms.parts, "real_logits": out_real.adv.detach(),
+                "fake_logits": out_fake.adv.detach()}
+
+    def _real_output(self) -> DOutput:
+        real, y_real = self.data.sample(self.batch_size)
+        with torch.no_grad():
+            return self.D(real, y_real if self.labels.conditional_d else None)
 
     def g_step(self) -> dict[str, torch.Tensor]:
         y_fake = self.sample_fake_labels(self.batch_size)
         fake = self.G(self.sample_z(self.batch_size), y_fake)
-        fake_adv, fake_cls = self.D(fake, y_fake if self.labels.conditional_d else None)
-        terms = self.loss.g_loss(fake_adv)
-        extra = self.labels.g_terms(fake_cls, y_fake)
-        total = terms.total + sum(extra.values()) if extra else terms.total
-        parts = {**terms.parts, **{k: v.detach() for k, v in extra.items()}}
-        self._apply("g", total, parts, self.opt_g)
-        return {"loss_g": total.detach(), **parts}
+        out_fake = self.D(fake, y_fake if self.labels.conditional_d else None)
+        terms = self.loss.g_loss(out_fake.adv)
+        extra = self.labels.g_terms(out_fake.cls, y_fake)
+        step = Step(out_fake, _draw_real=self._real_output)
+        for plugin in self.extras:
+            extra.update(plugin.g_terms(step))
+        return {**self._update("g", terms.total, extra, self.opt_g), **terms.parts}
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One round: k D updates then g_steps G updates; the last values of each.
@@ -102,9 +146,9 @@ class GAN:
         Both networks must be in train mode (the loop sets it once; `generate` restores it).
         """
         stats: dict[str, torch.Tensor] = {}
-        for _ in range(self.d_steps):
+        for _ in range(self.schedule.d_steps):
             stats.update(self.d_step())
-        for _ in range(self.g_steps):
+        for _ in range(self.schedule.g_steps):
             stats.update(self.g_step())
         return stats
 
@@ -142,7 +186,7 @@ class GAN:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "noise": self.noise.get_state(), "data": self.data.state_dict(),
-                "penalties": {k: p.state_dict() for k, p in self.penalties.items()}}
+                "extras": {e.name: e.state_dict() for e in self.extras}}
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
@@ -151,5 +195,5 @@ class GAN:
         self.opt_d.load_state_dict(state["opt_d"])
         self.noise.set_state(state["noise"])
         self.data.load_state_dict(state["data"])
-        for k, p in self.penalties.items():
-            p.load_state_dict(state["penalties"][k])
+        for extra in self.extras:
+            extra.load_state_dict(state["extras"][extra.name])

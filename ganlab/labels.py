@@ -1,4 +1,4 @@
-"""How labels enter the game (`labels=`; tutorial §4.1). One class per mode.
+"""How labels enter the game (`labels=`; tutorial §4.1): the LABEL_MODES registry.
 
 A mode decides whether G is conditioned on y, builds D's output head on top of D's features,
 and adds its own terms to D's and G's costs. D's head returns `(adv_logits, class_logits)`:
@@ -14,6 +14,11 @@ and adds its own terms to D's and G's costs. D's head returns `(adv_logits, clas
   D(x) = Z/(Z+1) with Z = sum_k exp(l_k), i.e. the real/fake logit is logsumexp(l). Real
   images that carry a label also get the K-way cross-entropy. G is unconditional, as in the
   paper, which makes the semi-supervised case (`labels.fraction` < 1) work.
+
+Class terms are weighted like the adversarial ones: the GAN cost gives each side (real,
+fake) a factor 1/2 (ganlab.losses), so each side's cross-entropy gets
+`labels.class_weight` x 1/2. The default 1 weighs the two kinds of term equally, as
+AC-GAN's L_S + L_C and Salimans et al.'s L_supervised + L_unsupervised do.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-UNLABELLED = -1  # the label of a real sample whose label is hidden (labels.fraction < 1)
+from ganlab.data import UNLABELLED
+from ganlab.registry import Registry
 
 
 class AdvHead(nn.Module):
@@ -64,11 +70,17 @@ class KPlusOneHead(nn.Module):
         return torch.logsumexp(logits, dim=1), logits
 
 
+LABEL_MODES: Registry[type[LabelMode]] = Registry("labels")
+
+
+@LABEL_MODES.register("none")
 class LabelMode:
-    name = "none"
     conditional_g = False  # G takes y
     conditional_d = False  # D's head takes y
     head: type[nn.Module] = AdvHead
+
+    def __init__(self, class_weight: float = 1.0):
+        self.side_weight = 0.5 * class_weight  # per side (real, fake), as the GAN cost's 1/2
 
     def d_terms(self, real_cls, y_real, fake_cls, y_fake) -> dict[str, torch.Tensor]:
         """Extra terms of D's cost (summed into it), by name."""
@@ -79,36 +91,33 @@ class LabelMode:
         return {}
 
 
+@LABEL_MODES.register("conditional")
 class Conditional(LabelMode):
-    name = "conditional"
     conditional_g = True
     conditional_d = True
     head = ProjectionHead
 
 
+@LABEL_MODES.register("auxiliary")
 class Auxiliary(LabelMode):
-    name = "auxiliary"
     conditional_g = True
     head = AuxiliaryHead
 
     def d_terms(self, real_cls, y_real, fake_cls, y_fake):
-        return {"loss_d_class_real": F.cross_entropy(real_cls, y_real),
-                "loss_d_class_fake": F.cross_entropy(fake_cls, y_fake)}
+        return {"loss_d_class_real": self.side_weight * F.cross_entropy(real_cls, y_real),
+                "loss_d_class_fake": self.side_weight * F.cross_entropy(fake_cls, y_fake)}
 
     def g_terms(self, fake_cls, y_fake):
-        return {"loss_g_class": F.cross_entropy(fake_cls, y_fake)}
+        return {"loss_g_class": self.side_weight * F.cross_entropy(fake_cls, y_fake)}
 
 
+@LABEL_MODES.register("kplus1")
 class KPlusOne(LabelMode):
-    name = "kplus1"
     head = KPlusOneHead
 
     def d_terms(self, real_cls, y_real, fake_cls, y_fake):
         # Mean cross-entropy over the real samples that carry a label (no device sync).
         labelled = (y_real != UNLABELLED).float()
         ce = F.cross_entropy(real_cls, y_real.clamp_min(0), reduction="none")
-        return {"loss_d_class_real": (ce * labelled).sum() / labelled.sum().clamp_min(1.0)}
-
-
-LABEL_MODES: dict[str, LabelMode] = {m.name: m for m in
-                                     (LabelMode(), Conditional(), Auxiliary(), KPlusOne())}
+        return {"loss_d_class_real":
+                self.side_weight * (ce * labelled).sum() / labelled.sum().clamp_min(1.0)}

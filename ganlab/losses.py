@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ganlab.registry import Registry
+
 
 @dataclass
 class LossTerms:
@@ -26,8 +28,6 @@ class LossTerms:
 
 class GANLoss:
     """Base: D's cost with targets; subclasses define G's cost."""
-
-    name = "base"
 
     def __init__(self, real_target: float = 1.0, fake_target: float = 0.0):
         self.real_target = real_target
@@ -52,26 +52,24 @@ class GANLoss:
         raise NotImplementedError
 
 
+LOSSES: Registry[type[GANLoss]] = Registry("loss")
+
+
+@LOSSES.register("minimax")
 class Minimax(GANLoss):
     """G minimises 1/2 E log(1 - D(G(z))) = -1/2 E softplus(l): the zero-sum game."""
-
-    name = "minimax"
 
     def g_loss(self, fake_logits: torch.Tensor) -> LossTerms:
         return LossTerms(-0.5 * F.softplus(fake_logits).mean())
 
 
+@LOSSES.register("non_saturating")
 class NonSaturating(GANLoss):
     """G minimises -1/2 E log D(G(z)) = 1/2 E softplus(-l): the heuristic game."""
-
-    name = "non_saturating"
 
     def g_loss(self, fake_logits: torch.Tensor) -> LossTerms:
         return LossTerms(0.5 * F.softplus(-fake_logits).mean())
 
 
-LOSSES: dict[str, type[GANLoss]] = {cls.name: cls for cls in (Minimax, NonSaturating)}
-
-
 def build_loss(name: str, real_target: float, fake_target: float) -> GANLoss:
-    return LOSSES[name](real_target, fake_target)
+    return LOSSES.choose(name)(real_target, fake_target)

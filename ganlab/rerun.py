@@ -15,36 +15,9 @@ import logging
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
-from ganlab.config import CONF_DIR, Config, ConfigError, register_configs
-
-GROUPS = ("data", "model", "loss", "smoothing", "labels", "logger")
-
-
-def load_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} has no saved config ({path}); is it a ganlab run dir?")
-    register_configs()
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep:
-            raise ConfigError(f"override {override!r} is not key=value")
-        option = Path(CONF_DIR) / key / f"{value}.yaml"
-        if key in GROUPS:  # a group choice replaces the whole section
-            if not option.exists():
-                allowed = sorted(p.stem for p in option.parent.glob("*.yaml"))
-                raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
-                                  f"{', '.join(allowed)}")
-            cfg = OmegaConf.merge(cfg, {key: OmegaConf.load(option)})
-        else:
-            try:
-                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
-            except Exception as e:  # unknown key, wrong type
-                raise ConfigError(f"{override}: {e}".splitlines()[0]) from None
-    return cfg
+from ganlab.config import ConfigError
+from ganlab.configure import load_config
+from ganlab.train import run
 
 
 def free_dir(base: Path) -> Path:
@@ -63,8 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="the new run directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    from ganlab.train import run
-
     try:
         cfg = load_config(args.run_dir, args.overrides)
         # outside any sweep dir, so that a re-run never joins the sweep's comparison

@@ -9,74 +9,39 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-STATUSES = ("running", "completed", "diverged", "failed")
+from ganlab.config import Role, keys_with_role
+
+STATUSES = ("completed", "diverged", "failed", "running")
 TERMINAL = ("completed", "diverged")  # re-launching such a run does nothing
-
-# result key -> config key: every trick toggle, named as in the config
-TRICK_KEYS = {
-    "labels": "labels.name",
-    "labels.fraction": "labels.fraction",
-    "loss": "loss.name",
-    "smoothing.real_target": "smoothing.real_target",
-    "smoothing.fake_target": "smoothing.fake_target",
-    "norm.g": "norm.g",
-    "norm.d": "norm.d",
-    "norm.split_real_fake": "norm.split_real_fake",
-    "norm.ref_batch_size": "norm.ref_batch_size",
-    "train.d_steps": "train.d_steps",
-    "train.g_steps": "train.g_steps",
-    "model.g_width": "model.g_width",
-    "model.d_width": "model.d_width",
-    "extras.minibatch_discrimination.kernels": "extras.minibatch_discrimination.kernels",
-    "extras.minibatch_discrimination.dims": "extras.minibatch_discrimination.dims",
-    "extras.historical_averaging": "extras.historical_averaging",
-}
-# keys left out of `hparams`: the seed, what `comparability` already holds (data, model
-# family, evaluation), and what does not change what a run computes (paths, logging)
-NON_HPARAM_KEYS = ("seed", "data.", "eval.", "model.name", "train.device", "train.progress",
-                   "train.log_every", "train.checkpoint_every", "logger.", "smoothing.name",
-                   "fanout.", "study.name", "study.question", "study.baselines")
-
-
-def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
-    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    flat: dict[str, Any] = {}
-    for key, value in container.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def trick_dict(cfg: DictConfig) -> dict[str, Any]:
-    return {name: OmegaConf.select(cfg, key) for name, key in TRICK_KEYS.items()}
+    """Every trick toggle of the run (ganlab.config's role `trick`), by its config key."""
+    return keys_with_role(cfg, {Role.TRICK})
 
 
 def hparams_dict(cfg: DictConfig) -> dict[str, Any]:
-    """Everything else that shapes the experiment; runs of one variant should agree on it."""
-    tricks = set(TRICK_KEYS.values())
-    return {k: v for k, v in flatten(cfg).items()
-            if k not in tricks and not k.startswith(NON_HPARAM_KEYS)}
+    """Everything else that shapes what is trained; runs of one variant agree on it."""
+    return keys_with_role(cfg, {Role.HPARAM, Role.BUDGET})
 
 
 def comparability_dict(cfg: DictConfig, eval_protocol: dict | None) -> dict[str, Any]:
-    """What decides whether two runs may be compared at all."""
-    return {
-        # The tutorial's rule: models trained with labels are compared with each other only.
-        "labels": "none" if cfg.labels.name == "none" else "labelled",
-        "dataset": cfg.data.name,
-        "split": cfg.data.split,
-        "resolution": cfg.data.image_size or "2d",
-        "model": cfg.model.name,
-        "eval": eval_protocol,
-    }
+    """What decides whether two runs may be compared at all: label use (the tutorial's rule:
+    models trained with labels are compared with each other only), the data and model
+    family (role `class`), and the evaluation protocol the scores were computed under."""
+    return {"labels": "none" if cfg.labels.name == "none" else "labelled",
+            **keys_with_role(cfg, {Role.CLASS}), "eval": eval_protocol}
+
+
+def count_statuses(results: list[dict]) -> Counter:
+    """Runs by status (the one count behind the sweep line, the comparer and the report)."""
+    return Counter(r["status"] for r in results)
 
 
 def _json_safe(value: Any) -> Any:

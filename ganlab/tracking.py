@@ -12,9 +12,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from ganlab.registry import Registry
+
 log = logging.getLogger(__name__)
+TRACKERS: Registry[type] = Registry("logger")
 
 
+@TRACKERS.register("none")
 class NullTracker:
     def log(self, metrics: dict[str, Any], step: int) -> None: ...
     def log_image(self, key: str, path: Path, step: int) -> None: ...
@@ -22,6 +26,7 @@ class NullTracker:
     def finish(self, exit_code: int = 0) -> None: ...
 
 
+@TRACKERS.register("wandb")
 class WandbTracker(NullTracker):
     def __init__(self, *, run_dir: Path, project: str, entity: str | None, mode: str,
                  group: str | None, tags: list[str], name: str, config: dict[str, Any]):
@@ -75,10 +80,11 @@ class WandbTracker(NullTracker):
 
 def build_tracker(logger_cfg, *, run_dir: Path, name: str, group: str | None, tags: list[str],
                   config: dict[str, Any]) -> NullTracker:
-    if logger_cfg.name == "none" or logger_cfg.mode == "disabled":
+    tracker = TRACKERS.choose(logger_cfg.name)
+    if tracker is NullTracker or logger_cfg.mode == "disabled":
         return NullTracker()
     # An explicit WANDB_MODE in the environment wins (e.g. CI forcing offline).
     mode = os.environ.get("WANDB_MODE", logger_cfg.mode)
-    return WandbTracker(run_dir=run_dir, project=logger_cfg.project, entity=logger_cfg.entity,
-                        mode=mode, group=logger_cfg.group or group,
-                        tags=list(logger_cfg.tags) + tags, name=name, config=config)
+    return tracker(run_dir=run_dir, project=logger_cfg.project, entity=logger_cfg.entity,
+                   mode=mode, group=logger_cfg.group or group,
+                   tags=list(logger_cfg.tags) + tags, name=name, config=config)

@@ -1,8 +1,8 @@
 """Train one GAN from a composed config: `python -m ganlab.train [overrides]` (`-m` sweeps).
 
-The loop knows counters, schedules and bookkeeping; what a trick does lives in the pieces it
-is built from (data, nets, norm layers, losses). Running the same command into the same run
-directory resumes from `checkpoints/last.pt`, bit-identically on CPU.
+The loop knows counters, schedules and bookkeeping; what a trick does lives in the parts the
+GAN is built from (ganlab.assemble). Running the same command into the same run directory
+resumes from `checkpoints/last.pt`, bit-identically on CPU.
 """
 
 from __future__ import annotations
@@ -24,21 +24,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from ganlab.assemble import build_gan, resolve_device
 from ganlab.checkpoint import load_checkpoint, save_checkpoint
-from ganlab.config import ConfigError, register_configs, validate
-from ganlab.data import build_data
+from ganlab.config import RESUME_FIXED_ROLES, ConfigError, flatten, keys_with_role, sweep_cell
+from ganlab.configure import check, register_configs
 from ganlab.evaluate import build_evaluator
-from ganlab.evaluate.coupling import batch_coupling
-from ganlab.gan import GAN
-from ganlab.labels import LABEL_MODES
-from ganlab.losses import build_loss
-from ganlab.nets import build_nets
-from ganlab.plots import save_samples
+from ganlab.evaluate.score import score
 from ganlab.result import (
     TERMINAL,
     ResultFile,
     comparability_dict,
-    flatten,
     hparams_dict,
     read_result,
     trick_dict,
@@ -47,9 +42,6 @@ from ganlab.tracking import build_tracker
 
 log = logging.getLogger("ganlab.train")
 
-# Changing these between a run and its resumption cannot change what the run computes.
-RESUMABLE_KEYS = ("train.steps", "train.device", "train.progress", "train.checkpoint_every",
-                  "train.log_every", "eval.every", "logger.", "data.root", "data.download")
 # Test hook: SIGKILL the process after this many G steps, to test resume from a real kill.
 KILL_AFTER_STEP_ENV = "GANLAB_KILL_AFTER_STEP"
 
@@ -67,23 +59,9 @@ class Counters:
     wall_s: float = 0.0  # training time, excluding evaluation and checkpoint I/O
 
 
-def derive_seed(seed: int, stream: str) -> int:
-    """Independent, stable seeds for each random stream of a run."""
-    words = [seed] + [ord(ch) for ch in stream]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} is not available on this machine; "
-                          "choose one of: auto, cpu")
-    return torch.device(name)
-
-
 def _experiment_config(cfg: DictConfig) -> dict:
-    return {k: v for k, v in flatten(cfg).items() if not k.startswith(RESUMABLE_KEYS)}
+    """What a relaunch into the same run dir must agree on (ganlab.config's roles)."""
+    return keys_with_role(cfg, RESUME_FIXED_ROLES)
 
 
 def _config_drift(saved: dict, current: dict) -> list[str]:
@@ -100,22 +78,14 @@ class Trainer:
         self.previous = previous
         self.device = resolve_device(cfg.train.device)
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
-        torch.manual_seed(derive_seed(cfg.seed, "init"))
-        self.data = build_data(cfg.data, derive_seed(cfg.seed, "data"), self.device,
-                               cfg.labels.fraction)
-        G, D = build_nets(cfg, self.data, derive_seed(cfg.seed, "reference"))
-        loss = build_loss(cfg.loss.name, cfg.smoothing.real_target, cfg.smoothing.fake_target)
-        t = cfg.train
-        self.gan = GAN(G, D, loss, self.data, LABEL_MODES[cfg.labels.name],
-                       z_dim=cfg.model.z_dim, batch_size=t.batch_size,
-                       d_steps=t.d_steps, g_steps=t.g_steps, lr_g=t.lr_g, lr_d=t.lr_d,
-                       betas_g=t.betas_g, betas_d=t.betas_d,
-                       split_real_fake=cfg.norm.split_real_fake,
-                       historical_averaging=cfg.extras.historical_averaging,
-                       noise_seed=derive_seed(cfg.seed, "noise"), device=self.device)
+        self.gan = build_gan(cfg, self.device)
+        self.data = self.gan.data
         # May train the feature classifier and cache real statistics on first use.
         self.evaluator = build_evaluator(cfg, self.data, self.device)
-        result.update(comparability=comparability_dict(cfg, self.evaluator.protocol()))
+        # the record says what ran: a plug-in may force separate real/fake batches in D
+        result.update(comparability=comparability_dict(cfg, self.evaluator.protocol()),
+                      trick={**trick_dict(cfg),
+                             "norm.split_real_fake": self.gan.split_real_fake})
         self.counters = Counters()
         self.history: list[dict] = []
         self.last_train: dict[str, float] = {}
@@ -127,14 +97,13 @@ class Trainer:
                          "config": _experiment_config(self.cfg),
                          "torch_rng": torch.get_rng_state()}, self.ckpt_path)
 
-    def try_resume(self, check_config: bool = True) -> bool:
-        """Restore the last checkpoint, if any. `check_config=False` (re-scoring) accepts a
-        config that differs from the checkpoint's, e.g. in its evaluation protocol."""
+    def try_resume(self) -> bool:
+        """Restore the last checkpoint, if any; refuse one of another experiment."""
         if not self.ckpt_path.exists():
             return False
         state = load_checkpoint(self.ckpt_path)
         drift = _config_drift(state["config"], _experiment_config(self.cfg))
-        if drift and check_config:
+        if drift:
             raise ConfigError(f"{self.run_dir} holds a checkpoint of another experiment "
                               f"({'; '.join(drift)}); use a new run directory")
         self.gan.load_state_dict(state["gan"])
@@ -145,30 +114,15 @@ class Trainer:
         log.info("resumed from %s at step %d", self.ckpt_path, self.counters.step)
         return True
 
-    # -- evaluation ----------------------------------------------------------------------
-    def score(self, final: bool, path: Path) -> tuple[dict, int]:
-        """Metrics of the current G on fresh samples, and their count; saves a sample plot."""
-        c, e = self.counters, self.cfg.eval
-        # A fresh generator per step: evaluation never touches the training streams, and
-        # every evaluation of a resumed run sees the same z as the uninterrupted run.
-        gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, f"eval{c.step}"))
-        n = self.evaluator.num_samples(final)
-        # a conditional G is asked for every class in turn (per-class scores, tidy grids)
-        labels = (torch.arange(n) % self.data.num_classes
-                  if self.gan.labels.conditional_g else None)
-        samples = self.gan.generate(n, gen, e.batch_size, labels)
-        metrics = self.evaluator(samples, labels)
-        metrics["eval/coupling"] = batch_coupling(self.gan, self.cfg.train.batch_size, gen)
-        save_samples(samples, self.data, path, f"{self.cfg.data.name}  step {c.step}",
-                     e.grid_size)
-        return metrics, n
-
     def evaluate(self) -> dict:
-        c = self.counters
+        c, cfg = self.counters, self.cfg
         path = self.run_dir / "samples" / f"step_{c.step:07d}.png"
-        metrics, n = self.score(final=c.step == self.cfg.train.steps, path=path)
-        entry = {"step": c.step, "images_seen": c.images_seen, "d_updates": c.d_updates,
-                 "wall_s": round(c.wall_s, 3), "num_samples": n,
+        metrics, n = score(self.gan, self.evaluator, seed=cfg.seed, step=c.step,
+                           final=c.step == cfg.train.steps, eval_cfg=cfg.eval,
+                           coupling_batch=cfg.train.batch_size, picture=path,
+                           title=f"{cfg.data.name}  step {c.step}")
+        entry = {"step": c.step, "images_seen": c.images_seen, "g_updates": c.g_updates,
+                 "d_updates": c.d_updates, "wall_s": round(c.wall_s, 3), "num_samples": n,
                  "metrics": {**self.last_train, **metrics}}
         self.history.append(entry)
         self.tracker.log(metrics, c.step)
@@ -205,7 +159,7 @@ class Trainer:
             self.result.update(step=c.step, history=self.history, metrics=self.last_metrics)
         self.tracker = build_tracker(
             cfg.logger, run_dir=self.run_dir, name=self.run_dir.name,
-            group=_sweep_cell(), tags=[f"{k}={v}" for k, v in trick_dict(cfg).items()],
+            group=_wandb_group(), tags=[f"{k}={v}" for k, v in trick_dict(cfg).items()],
             config=flatten(cfg))
         # the evaluation protocol travels with the scores into W&B too
         self.tracker.summary(flatten(self.result.data["comparability"], "comparability/"))
@@ -265,13 +219,13 @@ def _fmt(values: dict) -> str:
                      f"{k.split('/')[-1]}={v}" for k, v in values.items())
 
 
-def _sweep_cell() -> str | None:
+def _wandb_group() -> str | None:
     """The W&B group: the sweep cell (overrides without the seed), for multiruns."""
     try:
         hc = HydraConfig.get()
     except ValueError:
         return None
-    return (hc.job.override_dirname or "base") if hc.mode == RunMode.MULTIRUN else None
+    return sweep_cell(hc.overrides.task) if hc.mode == RunMode.MULTIRUN else None
 
 
 def _host_record() -> dict:
@@ -296,7 +250,7 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
                       comparability=comparability_dict(cfg, None),
                       study=OmegaConf.to_container(cfg.study, resolve=True),
                       host=_host_record())
-        validate(cfg)
+        check(cfg)
         return Trainer(cfg, run_dir, result, previous).fit()
     except ConfigError as err:
         result.update(status="failed", error=f"config error: {err}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ganlab.config import compose
+from ganlab.configure import compose
 
 REPO = Path(__file__).resolve().parents[1]
 # CI and offline machines keep the MNIST files in a shared folder beside the checkout.

@@ -33,6 +33,16 @@ def write_fake_fashion(root: Path, n: int = 256, seed: int = 0) -> Path:
     return root
 
 
+def build_nets_for(cfg, data, ref_seed: int = 0):
+    """(G, D) of a config, as a run builds them (label mode and plug-ins from the config)."""
+    from ganlab.assemble import build_nets
+    from ganlab.extras import build_extras
+    from ganlab.labels import LABEL_MODES
+
+    mode = LABEL_MODES.choose(cfg.labels.name)(cfg.labels.class_weight)
+    return build_nets(cfg, data, mode, build_extras(cfg.extras), ref_seed)
+
+
 def load_weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["gan"]
 

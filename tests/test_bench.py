@@ -1,14 +1,29 @@
-"""The benchmark runs end to end (its numbers are read by people, not asserted)."""
+"""The benchmark runs end to end (its timings are read by people, not asserted)."""
 
 from __future__ import annotations
 
-from ganlab.bench import main
+import pytest
+
+from ganlab.bench import bench_case, main
 
 
-def test_bench_runs_the_harness_and_the_bare_loop(capsys):
+def test_bench_times_the_real_loop_for_the_steps_it_reports(tmp_path):
+    row = bench_case("mlp/ring8", ["data=ring8", "train.batch_size=32"], "cpu", steps=3,
+                     repeats=2, workdir=tmp_path)
+    # the harness really trained: 5 warm-up steps, then 2 repeats of 3 timed steps
+    assert row["harness_steps"] == 5 + 2 * 3
+    assert row["ratio"] == pytest.approx(row["harness_ms"] / row["bare_ms"])
+    assert row["harness_ms"] > 0 and row["bare_ms"] > 0 and row["noise"] > 0
+
+
+def test_bench_prints_one_line_per_case_and_the_ratio_table(capsys):
     assert main(["--cases", "mlp/ring8", "--steps", "3", "--repeats", "1",
                  "--eval-samples", "0", "--sweep-runs", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "mlp/ring8" in out and "harness/bare" in out
-    ratio, noise = map(float, out.strip().splitlines()[-1].split()[2:4])
-    assert 0.2 < ratio < 5 and 0.2 < noise < 5  # the loops ran the same work
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("mlp/ring8") and "ratio" in lines[0]
+    assert lines[-2].split() == ["case", "device", "harness/bare", "bare/bare", "(target",
+                                 "<=", "1.05)"]
+    case, device, ratio, noise = lines[-1].split()[:4]
+    assert (case, device) == ("mlp/ring8", "cpu")
+    # the table repeats the line's ratio, to three decimals
+    assert f"ratio {float(ratio):.3f}" in lines[0] and float(noise) > 0

@@ -7,24 +7,25 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ganlab.compare import (
+from ganlab.compare.__main__ import main
+from ganlab.compare.runs import load_results
+from ganlab.compare.stats import bootstrap_ci, holm
+from ganlab.compare.tables import (
     CompareError,
-    bootstrap_ci,
     build_tables,
-    holm,
-    main,
+    direction,
     parse_baseline,
     value_at,
 )
 from ganlab.result import write_json_atomic
-from ganlab.summary import load_results
 
-CLASS = {"labels": "none", "dataset": "mnist", "split": "train", "resolution": 28,
-         "model": "dcgan", "eval": {"metrics": "fid", "features": "classifier"}}
+CLASS = {"labels": "none", "data.name": "mnist", "data.split": "train",
+         "data.image_size": 28, "model.name": "dcgan",
+         "eval": {"metrics": "fid", "features": "classifier"}}
 
 
 def _trick(d_steps: int = 1, labels: str = "none") -> dict:
-    return {"labels": labels, "loss": "non_saturating", "train.d_steps": d_steps}
+    return {"labels.name": labels, "loss.name": "non_saturating", "train.d_steps": d_steps}
 
 
 def _write(root, name: str, seed: int, fid: float, d_steps: int = 1, status="completed",
@@ -130,8 +131,8 @@ def test_study_baselines_are_the_default(tmp_path):
 
 def test_matched_budget_reads_history_at_the_common_budget(tmp_path):
     def hist(points):
-        return [{"step": s, "images_seen": i, "wall_s": w, "metrics": {"eval/fid": f}}
-                for s, i, w, f in points]
+        return [{"step": s, "g_updates": s, "images_seen": i, "wall_s": w,
+                 "metrics": {"eval/fid": f}} for s, i, w, f in points]
 
     # k=1 sees 64 images per G step; k=2 sees 128: at matched images, k=2 is at half the steps
     for s in range(3):
@@ -177,8 +178,8 @@ def test_report_files_hold_the_tables_and_pictures(sweep, capsys):
 
 
 def test_failed_runs_do_not_shrink_the_matched_budget(tmp_path):
-    hist = [{"step": 100, "images_seen": 6400, "wall_s": 1.0, "metrics": {"eval/fid": 50.0}},
-            {"step": 200, "images_seen": 12800, "wall_s": 2.0, "metrics": {"eval/fid": 40.0}}]
+    hist = [{"step": s, "g_updates": s, "images_seen": 64 * s, "wall_s": s / 100,
+             "metrics": {"eval/fid": f}} for s, f in ((100, 50.0), (200, 40.0))]
     for s in range(3):
         _write(tmp_path, "k1", s, 40.0, d_steps=1, history=hist)
         _write(tmp_path, "k2", s, 40.0, d_steps=2, history=hist)
@@ -201,8 +202,24 @@ def test_the_same_difference_on_every_seed_gets_no_p_value(tmp_path):
 
 
 def test_metric_directions():
-    from ganlab.compare import direction
-
     assert [direction(m) for m in ("eval/fid", "eval/fid_class/3", "eval/kid_std", "eval/is",
                                    "eval/modes_covered", "eval/reverse_kl", "fid")] == [
         -1, -1, -1, 1, 1, -1, -1]
+
+
+def test_g_steps_match_g_updates_not_rounds(tmp_path):
+    # g_steps=2 makes two G updates per round: at 200 G updates it has done 100 rounds
+    def hist(g_per_round, fids):
+        return [{"step": s, "g_updates": g_per_round * s, "images_seen": 64 * s,
+                 "wall_s": s / 100, "metrics": {"eval/fid": f}}
+                for s, f in zip((100, 200), fids, strict=True)]
+
+    for s in range(3):
+        _write(tmp_path, "g1", s, 40.0, d_steps=1, history=hist(1, (50.0 + s, 40.0 + s)))
+        _write(tmp_path, "g2", s, 30.0, d_steps=2, history=hist(2, (45.0 + s, 30.0 + s)))
+    (t,) = build_tables(load_results([tmp_path]), "fid", match="g_steps",
+                        baselines=[{"train.d_steps": "1"}])
+    assert t.budget == 200
+    rows = {r.settings["train.d_steps"]: r for r in t.rows}
+    assert rows[1].values == {0: 40.0, 1: 41.0, 2: 42.0}  # its round 200
+    assert rows[2].values == {0: 45.0, 1: 46.0, 2: 47.0}  # its round 100

@@ -8,46 +8,71 @@ from pathlib import Path
 
 import pytest
 
-from ganlab import config as C
-from ganlab.config import ConfigError, validate
-from ganlab.data import TOY
-from ganlab.losses import LOSSES
-from ganlab.nets import MODEL_BUILDERS
-from ganlab.nets.norm import NORM_LAYERS
+from ganlab.config import CONF_DIR, ConfigError, Role, role_of, sweep_cell
+from ganlab.configure import check, compose
+from ganlab.data import DATASETS
+from ganlab.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
+GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir()
+                if p.is_dir() and p.name not in ("experiment", "launcher", "ablation"))
 
 
 def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
 
 
-def test_config_groups_match_the_declared_choices():
-    assert _options("data") == sorted(C.DATASETS)
-    assert _options("model") == sorted(C.MODELS)
-    assert _options("loss") == sorted(C.LOSSES)
-    assert _options("labels") == sorted(C.LABEL_MODES)
-    assert _options("logger") == sorted(C.LOGGERS)
-    # and the registries the code builds from agree with them
-    assert sorted(LOSSES) == sorted(C.LOSSES)
-    assert sorted(MODEL_BUILDERS) == sorted(C.MODELS)
-    assert sorted(NORM_LAYERS) == sorted(C.NORMS)
-
-
-@pytest.mark.parametrize("data", C.DATASETS)
-def test_every_data_option_composes_and_validates(make_cfg, data):
-    model = "mlp" if data in TOY else "dcgan"
-    cfg = make_cfg(f"data={data}", f"model={model}")
-    assert cfg.data.name == data
-    validate(cfg)
-
-
-@pytest.mark.parametrize("group", ["loss", "smoothing", "labels", "logger"])
-def test_every_option_of_a_group_composes(make_cfg, group):
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_of_every_group_composes_and_checks(make_cfg, group):
+    # every name an option file gives is one a registry implements (check() asks them)
     for option in _options(group):
-        cfg = make_cfg(f"{group}={option}")
-        assert cfg[group].name == option
-        validate(cfg)
+        cfg = make_cfg(f"{group}={option}", *(["data=mnist"] if option == "dcgan" else []))
+        check(cfg)
+        if "name" in cfg[group]:
+            assert cfg[group].name == option
+
+
+def test_an_image_dataset_picks_its_model_family(make_cfg):
+    for data in DATASETS:
+        cfg = make_cfg(f"data={data}")
+        assert cfg.model.name == ("mlp" if DATASETS[data].kind == "toy2d" else "dcgan")
+        check(cfg)
+    # an explicit choice still wins, and a mismatch is refused naming what fits
+    with pytest.raises(ConfigError, match="model='mlp' does not fit data='mnist'; "
+                                          "image data needs model=dcgan"):
+        check(make_cfg("data=mnist", "model=mlp"))
+
+
+def test_a_registry_names_the_key_and_what_exists():
+    registry: Registry[int] = Registry("norm")
+    registry.register("a")(1)
+    registry.register("b")(2)
+    assert registry.choose("b") == 2
+    with pytest.raises(ConfigError, match=r"^norm.g='c' is not allowed; choose one of: a, b$"):
+        registry.choose("c", "norm.g")
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("a")(3)
+
+
+@pytest.mark.parametrize("key, role", [
+    ("norm.g", Role.TRICK), ("extras.feature_matching.weight", Role.TRICK),
+    ("smoothing", Role.TRICK), ("smoothing.name", Role.STUDY), ("train.d_steps", Role.TRICK),
+    ("train.lr_d", Role.HPARAM), ("train.steps", Role.BUDGET), ("data.name", Role.CLASS),
+    ("data.root", Role.INFRA), ("model.name", Role.CLASS), ("model.g_width", Role.TRICK),
+    ("eval.num_samples", Role.EVAL), ("eval.every", Role.SCHEDULE),
+    ("fanout.n_jobs", Role.INFRA), ("logger", Role.INFRA), ("launcher", Role.INFRA),
+    ("experiment", Role.STUDY), ("ablation@_global_", Role.TRICK), ("+seed", Role.SEED),
+    ("train.nope", Role.HPARAM), ("nope", None),
+])
+def test_roles_come_from_the_schema(key, role):
+    assert role_of(key) == role
+
+
+def test_sweep_cells_leave_out_seed_preset_and_infrastructure():
+    overrides = ["seed=3", "norm.g=batch", "experiment=norm", "fanout.n_jobs=4",
+                 "train.device=cpu", "launcher=joblib", "logger=none", "smoothing=two_sided"]
+    assert sweep_cell(overrides) == "norm.g=batch,smoothing=two_sided"
+    assert sweep_cell(["seed=1", "fanout.n_jobs=2"]) == "base"
 
 
 def test_smoothing_presets_carry_alpha_and_beta(make_cfg):
@@ -62,7 +87,7 @@ def test_defaults_are_the_documented_ones(make_cfg):
     assert (cfg.data.name, cfg.model.name, cfg.loss.name) == ("ring8", "mlp", "non_saturating")
     assert (cfg.norm.g, cfg.norm.d, cfg.labels.name) == ("none", "none", "none")
     assert cfg.eval.num_samples == 2500
-    assert C.compose().logger.mode == "offline"  # W&B never needs a login by default
+    assert compose().logger.mode == "offline"  # W&B never needs a login by default
 
 
 @pytest.mark.parametrize("overrides, key, fragment", [
@@ -83,13 +108,15 @@ def test_defaults_are_the_documented_ones(make_cfg):
     (["data.name=celeba"], "data='celeba'", "ring8, grid25, mnist"),
     (["logger.mode=sometimes"], "logger.mode='sometimes'", "offline, online, disabled"),
     (["model=dcgan"], "model='dcgan'", "needs model=mlp"),
-    (["data=mnist"], "model='mlp'", "needs model=dcgan"),
+    (["extras.minibatch_discrimination.kernels=-1"], "kernels=-1", ">= 0"),
+    (["extras.feature_matching.weight=-1"], "extras.feature_matching.weight=-1", ">= 0"),
+    (["labels.class_weight=-1"], "labels.class_weight=-1", ">= 0"),
     (["train.device=tpu"], "train.device='tpu'", "auto, cpu, cuda"),
     (["norm.g=batch", "train.batch_size=1"], "train.batch_size=1", ">= 2"),
 ])
 def test_validation_errors_name_key_value_and_rule(make_cfg, overrides, key, fragment):
     with pytest.raises(ConfigError) as info:
-        validate(make_cfg(*overrides))
+        check(make_cfg(*overrides))
     message = str(info.value)
     assert key in message and fragment in message
 

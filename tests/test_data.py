@@ -25,7 +25,7 @@ from ganlab.data.images import (
     read_idx,
     to_signed_unit,
 )
-from ganlab.data.toy import MIXTURES, GaussianMixture2D, grid_modes, ring_modes
+from ganlab.data.toy import GaussianMixture2D, grid_modes, ring_modes
 
 CPU = torch.device("cpu")
 
@@ -51,12 +51,6 @@ def test_grid_modes():
     points = {tuple(p) for p in modes.tolist()}
     axis = (-4.0, -2.0, 0.0, 2.0, 4.0)
     assert points == set(itertools.product(axis, axis))
-
-
-def test_mixture_table():
-    assert set(MIXTURES) == {"ring8", "grid25"}
-    assert MIXTURES["ring8"][1] == 0.01
-    assert MIXTURES["grid25"][1] == 0.05
 
 
 @pytest.mark.parametrize("name, num_modes, std", [("ring8", 8, 0.01), ("grid25", 25, 0.05)])

@@ -356,7 +356,7 @@ def test_rescore_refuses_other_keys_and_non_runs(finished_run, tmp_path, capsys)
     out = run_cli(str(finished_run), "eval.num_samples=200", "train.lr_d=1",
                   module="ganlab.evaluate")
     assert out.returncode == 2
-    assert "ganlab.evaluate: train.lr_d=1: only eval." in out.stderr  # named, alone
+    assert "ganlab.evaluate: train.lr_d=1: only evaluation, schedule and infrastructure" in out.stderr
     assert (finished_run / "result.json").read_bytes() == before
     # the same entry point in this process (a CLI start costs seconds): not runs
     empty = tmp_path / "empty"

@@ -1,25 +1,33 @@
-"""Salimans et al. 2016's extras: minibatch discrimination (§3.2) and historical averaging
-(§3.3) against hand-computed values, inside the built D, and in training runs."""
+"""Plug-in tricks (ganlab.extras): Salimans et al. 2016's minibatch discrimination (§3.2),
+historical averaging (§3.3) and feature matching (§3.1) against hand-computed values,
+inside the built D and the GAN's round, and in training runs; and the extension point."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
 from torch import nn
 
 import ganlab.train as train_module
+from ganlab.assemble import build_gan, build_nets
+from ganlab.config import ConfigError
+from ganlab.configure import check
 from ganlab.data import build_data
-from ganlab.extras import HistoricalAverage, MinibatchDiscrimination
-from ganlab.gan import GAN
-from ganlab.labels import LABEL_MODES
-from ganlab.losses import GANLoss
-from ganlab.nets import build_nets
+from ganlab.extras import EXTRAS, Extra, build_extras, resolve_options
+from ganlab.extras.feature_matching import FeatureMatching
+from ganlab.extras.historical_averaging import HistoricalAverage
+from ganlab.extras.minibatch_discrimination import MinibatchDiscrimination
+from ganlab.gan import GAN, Game, Schedule, Step
+from ganlab.labels import LabelMode
+from ganlab.losses import NonSaturating
+from ganlab.nets import DOutput
 from ganlab.nets.norm import ReferenceBatch
 from ganlab.tracking import NullTracker
 from ganlab.train import run
-from tests.helpers import load_weights, write_fake_fashion
+from tests.helpers import build_nets_for, load_weights, write_fake_fashion
 
 TINY = ["train.steps=2", "train.batch_size=8", "eval.num_samples=64", "eval.grid_size=16"]
 
@@ -89,49 +97,49 @@ def test_d_output_depends_on_batch_mates_only_with_mbd(make_cfg, kernels):
                    "extras.minibatch_discrimination.dims=3")
     data = build_data(cfg.data, 0, torch.device("cpu"))
     torch.manual_seed(0)
-    _, D = build_nets(cfg, data, ref_seed=0)
+    _, D = build_nets_for(cfg, data)
     x, _ = data.sample(16)
     x2 = x.clone()
     x2[1:] = x[0]  # the same sample among copies of itself: a collapsed batch
     with torch.no_grad():
-        a, b = D(x)[0][0], D(x2)[0][0]
-    assert D.separate_real_fake == bool(kernels)
+        a, b = D(x).adv[0], D(x2).adv[0]
     if kernels:
-        assert isinstance(D.mbd, MinibatchDiscrimination) and D.mbd.kernels == kernels
+        layer = D.layers["minibatch_discrimination"]
+        assert isinstance(layer, MinibatchDiscrimination) and layer.kernels == kernels
         assert D.head.adv.in_features == cfg.model.d_width + kernels
         assert (a - b).abs() > 1e-4  # by design D sees the batch
     else:
-        assert D.mbd is None and D.head.adv.in_features == cfg.model.d_width
+        assert len(D.layers) == 0 and D.head.adv.in_features == cfg.model.d_width
         assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_gan_discriminates_real_and_fake_as_separate_batches(make_cfg):
     cfg = make_cfg("data=ring8", "model=mlp", "extras.minibatch_discrimination.kernels=4")
-    data = build_data(cfg.data, 0, torch.device("cpu"))
-    torch.manual_seed(0)
-    G, D = build_nets(cfg, data, ref_seed=0)
-    gan = GAN(G, D, GANLoss(), data, LABEL_MODES["none"], z_dim=cfg.model.z_dim,
-              batch_size=8, d_steps=1, g_steps=1, lr_g=1e-3, lr_d=1e-3, betas_g=(0.5, 0.9),
-              betas_d=(0.5, 0.9), split_real_fake=False, historical_averaging=0.0,
-              noise_seed=0, device=torch.device("cpu"))
-    assert gan.split_real_fake  # asked for by D, although norm.split_real_fake is off
-    real, _ = data.sample(8)
+    gan = build_gan(cfg, torch.device("cpu"))
+    G, D = gan.G, gan.D
+    assert not cfg.norm.split_real_fake and gan.split_real_fake  # asked for by the plug-in
+    real, _ = gan.data.sample(8)
     with torch.no_grad():
         fake = G(torch.randn(8, cfg.model.z_dim))
-        (real_adv, _), (fake_adv, _) = gan.discriminate(real, None, fake, None)
-        torch.testing.assert_close(real_adv, D(real)[0])
-        torch.testing.assert_close(fake_adv, D(fake)[0])
+        out_real, out_fake = gan.discriminate(real, None, fake, None)
+        torch.testing.assert_close(out_real.adv, D(real).adv)
+        torch.testing.assert_close(out_fake.adv, D(fake).adv)
         # one joint batch would have given other values: real samples see fakes as neighbours
-        assert (D(torch.cat([real, fake]))[0][:8] - real_adv).abs().max() > 1e-4
+        assert (D(torch.cat([real, fake])).adv[:8] - out_real.adv).abs().max() > 1e-4
 
 
-def test_wrapped_d_still_asks_for_separate_batches(make_cfg):
-    # GAN reads `separate_real_fake` off D, which may be wrapped for reference norm
+def test_the_record_says_the_batches_were_separate(make_cfg, tmp_path):
+    cfg = make_cfg("extras=[minibatch_discrimination]", "norm.split_real_fake=false", *TINY)
+    result = run(cfg, tmp_path / "run")
+    assert result["trick"]["norm.split_real_fake"] is True  # what ran, not what was asked
+
+
+def test_wrapped_d_keeps_its_plugin_layer(make_cfg):
     cfg = make_cfg("data=ring8", "model=mlp", "extras.minibatch_discrimination.kernels=4",
                    "norm.d=virtual", "norm.ref_batch_size=8")
-    _, D = build_nets(cfg, build_data(cfg.data, 0, torch.device("cpu")), ref_seed=0)
+    _, D = build_nets_for(cfg, build_data(cfg.data, 0, torch.device("cpu")))
     assert isinstance(D, ReferenceBatch)
-    assert getattr(D, "separate_real_fake", False) is True
+    assert isinstance(D.layers["minibatch_discrimination"], MinibatchDiscrimination)
 
 
 # -- historical averaging ------------------------------------------------------------------
@@ -232,18 +240,140 @@ def test_extras_train(make_cfg, tmp_path, monkeypatch, family):
             ["data=fashion_mnist", "model=dcgan", "data.download=false",
              f"data.root={write_fake_fashion(tmp_path / 'data')}",
              "model.g_width=8", "model.d_width=8", "model.z_dim=8", "eval.features=none"])
-    cfg = make_cfg(*data, "extras.minibatch_discrimination.kernels=8",
-                   "extras.historical_averaging=0.01", *TINY)
+    cfg = make_cfg(*data, "extras=[minibatch_discrimination,feature_matching]",
+                   "extras.minibatch_discrimination.kernels=8",
+                   "extras.historical_averaging.weight=0.01", *TINY)
     result = run(cfg, tmp_path / "run")
     assert result["status"] == "completed", result["error"]
     assert result["trick"]["extras.minibatch_discrimination.kernels"] == 8
     assert result["trick"]["extras.minibatch_discrimination.dims"] == 5
-    assert result["trick"]["extras.historical_averaging"] == 0.01
+    assert result["trick"]["extras.historical_averaging.weight"] == 0.01
+    assert result["trick"]["extras.feature_matching.weight"] == 1.0
+    assert recorder.logged["train/loss_g_feature_matching"] > 0
     for key in ("train/penalty_d_hist_avg", "train/penalty_g_hist_avg"):
         # step 2's penalty compares theta_1 with the mean of theta_0 and theta_1: > 0
         assert recorder.logged[key] > 0
         assert result["metrics"][key] == recorder.logged[key]
     state = load_weights(tmp_path / "run")
     # initial parameters plus one update per optimiser step (d_steps = g_steps = 1)
-    assert state["penalties"]["d"]["count"] == 3 and state["penalties"]["g"]["count"] == 3
-    assert any(k.startswith("mbd.T") for k in state["D"])
+    averages = state["extras"]["historical_averaging"]
+    assert averages["d"]["count"] == 3 and averages["g"]["count"] == 3
+    assert "layers.minibatch_discrimination.T" in state["D"]
+
+
+# -- feature matching ------------------------------------------------------------------------
+
+def _out(features: torch.Tensor) -> DOutput:
+    return DOutput(torch.zeros(len(features)), None, features)
+
+
+def test_feature_matching_by_hand():
+    # E f(x) = (2, 3), E f(G(z)) = (1, 1): ||(1, 2)||^2 = 5, times the weight 0.5
+    real = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    fake = torch.tensor([[0.0, 0.0], [2.0, 2.0]], requires_grad=True)
+    fm = FeatureMatching("feature_matching", resolve_options(
+        {"feature_matching": {"weight": 0.5}})["feature_matching"])
+    step = Step(_out(fake), _draw_real=lambda: _out(real))
+    term = fm.g_terms(step)["loss_g_feature_matching"]
+    assert term.item() == pytest.approx(2.5)
+    term.backward()
+    # d/d fake_i = weight * 2 (E f(G(z)) - E f(x)) / N = 0.5 * 2 * (-1, -2) / 2
+    torch.testing.assert_close(fake.grad, torch.tensor([[-0.5, -1.0], [-0.5, -1.0]]))
+    assert real.grad is None  # the real statistics are constants for G
+    assert fm.d_terms(step) == {}  # D's cost is untouched
+
+
+class _CountingData:
+    """Wraps a data source and counts the real batches drawn."""
+
+    def __init__(self, data):
+        self.data, self.draws = data, 0
+
+    def sample(self, n):
+        self.draws += 1
+        return self.data.sample(n)
+
+    def __getattr__(self, name):
+        return getattr(self.data, name)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_a_g_update_draws_real_data_only_for_feature_matching(make_cfg, weight):
+    cfg = make_cfg(f"extras.feature_matching.weight={weight}", "train.batch_size=8")
+    gan = build_gan(cfg, torch.device("cpu"))
+    gan.data = _CountingData(gan.data)
+    stats = gan.g_step()
+    assert gan.data.draws == (1 if weight else 0)
+    assert ("loss_g_feature_matching" in stats) == bool(weight)
+
+
+# -- the extension point ------------------------------------------------------------------------
+
+@dataclass
+class _DoubleOptions:
+    weight: float = 0.0
+
+
+class _Doubler(Extra):
+    """A test plug-in: a D layer that doubles D's features, and a constant term in each cost."""
+
+    Options = _DoubleOptions
+
+    def d_layer(self, in_features: int) -> nn.Module:
+        layer = nn.Identity()
+        layer.out_features = in_features
+        return layer
+
+    def d_terms(self, step):
+        return {"test_d": torch.tensor(self.options.weight)}
+
+    def g_terms(self, step):
+        return {"test_g": 2 * torch.tensor(self.options.weight)}
+
+
+@pytest.fixture
+def doubler():
+    EXTRAS.register("test_doubler")(_Doubler)
+    try:
+        yield
+    finally:
+        del EXTRAS["test_doubler"]
+
+
+def test_a_new_plugin_plugs_in_without_touching_the_gan(doubler, make_cfg):
+    (extra,) = build_extras({"test_doubler": {"weight": 0.25}})
+    assert isinstance(extra, _Doubler) and extra.name == "test_doubler"
+    assert build_extras({"test_doubler": {"weight": 0.0}}) == []  # off by default
+    cfg = make_cfg("data=ring8")
+    data = build_data(cfg.data, 0, torch.device("cpu"))
+    G, D = build_nets(cfg, data, LabelMode(), [extra], ref_seed=0)
+    assert isinstance(D.layers["test_doubler"], nn.Identity)  # its layer sits in D
+    opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=0.0) for m in (G, D))
+    gan = GAN(G, D, opt_g, opt_d, Game(NonSaturating(), LabelMode(), [extra]), data,
+              Schedule(batch_size=4), noise_seed=0, device=torch.device("cpu"))
+    stats = gan.train_step()
+    assert stats["test_d"].item() == 0.25 and stats["test_g"].item() == 0.5
+    # the plug-in's terms are part of each player's whole cost
+    d_only = stats["loss_d_real"] / 2 + stats["loss_d_fake"] / 2
+    assert stats["loss_d"].item() == pytest.approx(d_only.item() + 0.25, rel=1e-6)
+
+
+def test_plugin_options_are_typed_and_typos_are_named():
+    with pytest.raises(ConfigError, match="extras.feature_matchin is not a plug-in "
+                                          r"\(did you mean 'feature_matching'\?\)"):
+        resolve_options({"feature_matchin": {"weight": 1.0}})
+    with pytest.raises(ConfigError, match="extras.feature_matching.wieght is not an option of "
+                                          r"feature_matching \(did you mean 'weight'\?\)"):
+        resolve_options({"feature_matching": {"wieght": 1.0}})
+    defaults = resolve_options({})
+    assert sorted(defaults) == sorted(EXTRAS)
+    assert build_extras({}) == []  # every plug-in is off by default
+
+
+def test_extras_group_options_switch_plugins_on(make_cfg):
+    cfg = make_cfg("extras=[minibatch_discrimination,feature_matching]")
+    check(cfg)
+    names = [e.name for e in build_extras(cfg.extras)]
+    assert names == ["feature_matching", "minibatch_discrimination"]
+    assert (cfg.extras.minibatch_discrimination.kernels, cfg.extras.feature_matching.weight
+            ) == (50, 1.0)  # Salimans et al. 2016's sizes

@@ -10,21 +10,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganlab.config import ConfigError, validate
-from ganlab.data import build_data
+from ganlab.config import ConfigError
+from ganlab.configure import check
+from ganlab.data import UNLABELLED, build_data
 from ganlab.labels import (
     LABEL_MODES,
-    UNLABELLED,
     AdvHead,
     AuxiliaryHead,
     KPlusOne,
     KPlusOneHead,
+    LabelMode,
     ProjectionHead,
 )
 from ganlab.losses import GANLoss
-from ganlab.nets import build_nets
 from ganlab.train import run
-from tests.helpers import write_fake_fashion
+from tests.helpers import build_nets_for, write_fake_fashion
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 CPU = torch.device("cpu")
@@ -58,6 +58,7 @@ def test_mode_registry():
     assert UNLABELLED == -1
     assert sorted(LABEL_MODES) == ["auxiliary", "conditional", "kplus1", "none"]
     flags = {name: (m.conditional_g, m.conditional_d, m.head) for name, m in LABEL_MODES.items()}
+    assert all(isinstance(m(), LabelMode) for m in LABEL_MODES.values())
     assert flags == {"none": (False, False, AdvHead),
                      "conditional": (True, True, ProjectionHead),
                      "auxiliary": (True, False, AuxiliaryHead),
@@ -76,7 +77,7 @@ def test_head_output_shapes(mode, has_cls):
 
 @pytest.mark.parametrize("mode", ["none", "conditional"])
 def test_modes_without_extra_terms(mode):
-    m = LABEL_MODES[mode]
+    m = LABEL_MODES[mode]()
     cls, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
     assert m.d_terms(None, y, None, y) == {} and m.d_terms(cls, y, cls, y) == {}
     assert m.g_terms(None, y) == {} and m.g_terms(cls, y) == {}
@@ -113,16 +114,20 @@ def test_kplus1_d_cost_by_hand():
 
     terms = KPlusOne().d_terms(cls_real, y_real, cls_fake, None)
     assert list(terms) == ["loss_d_class_real"]
-    # labelled rows only: (-log 1/2 - log 2/3) / 2 = (ln 2 + ln 1.5) / 2 = ln 3 / 2
-    assert terms["loss_d_class_real"].item() == pytest.approx(LN3 / 2, rel=1e-6)
+    # labelled rows only: (-log 1/2 - log 2/3) / 2 = (ln 2 + ln 1.5) / 2 = ln 3 / 2, weighted
+    # 1/2 like each side of the GAN cost (class_weight 1)
+    assert terms["loss_d_class_real"].item() == pytest.approx(LN3 / 4, rel=1e-6)
     total = gan.total + sum(terms.values())
-    assert total.item() == pytest.approx(0.5 * (real_part + fake_part) + LN3 / 2, rel=1e-6)
+    assert total.item() == pytest.approx(0.5 * (real_part + fake_part) + LN3 / 4, rel=1e-6)
+    # class_weight scales the class term and nothing else
+    heavy = KPlusOne(class_weight=3.0).d_terms(cls_real, y_real, cls_fake, None)
+    assert heavy["loss_d_class_real"].item() == pytest.approx(3 * LN3 / 4, rel=1e-6)
     assert KPlusOne().g_terms(cls_fake, None) == {}  # G's cost is the GAN cost alone
 
 
 def test_kplus1_class_term_ignores_unlabelled_rows():
     cls = torch.tensor([[1.0, 2.0, 3.0], [3.0, -1.0, 0.5], [0.0, 0.0, 5.0]])
-    m = KPlusOne()
+    m = KPlusOne(class_weight=2.0)  # side weight 1: the plain mean cross-entropy
     none = m.d_terms(cls, torch.full((3,), UNLABELLED), None, None)["loss_d_class_real"]
     assert none.item() == 0.0
     # the unlabelled rows' logits do not matter: change them, same value
@@ -148,7 +153,7 @@ def test_kplus1_is_the_k_plus_one_class_cross_entropy():
 
     lhs = -math.log(3 / 7)
     assert lhs == pytest.approx(math.log(2) + math.log(7 / 6))
-    ce = KPlusOne().d_terms(cls_real[:1], y_real[:1], None, None)["loss_d_class_real"]
+    ce = KPlusOne(2.0).d_terms(cls_real[:1], y_real[:1], None, None)["loss_d_class_real"]
     assert (ce + F.softplus(-adv_real[0])).item() == pytest.approx(lhs, rel=1e-6)
 
     # the same over a batch: the (K+1)-way cross-entropy computed in the test with a zero
@@ -159,9 +164,13 @@ def test_kplus1_is_the_k_plus_one_class_cross_entropy():
     ce_real = F.cross_entropy(with_fake_column(real), y_real)
     ce_fake = F.cross_entropy(with_fake_column(fake), torch.full((2,), 3))
     gan = GANLoss(1.0, 0.0).d_loss(adv_real, adv_fake)
-    terms = KPlusOne().d_terms(cls_real, y_real, cls_fake, None)
+    terms = KPlusOne(2.0).d_terms(cls_real, y_real, cls_fake, None)
     torch.testing.assert_close(gan.parts["loss_d_real"] + terms["loss_d_class_real"], ce_real)
     torch.testing.assert_close(gan.parts["loss_d_fake"], ce_fake)
+    # and with the default class_weight 1, D's whole cost is the (K+1)-way cross-entropy
+    # averaged over its two sides: Salimans et al.'s L_supervised + L_unsupervised, halved
+    terms = KPlusOne().d_terms(cls_real, y_real, cls_fake, None)
+    torch.testing.assert_close(gan.total + terms["loss_d_class_real"], (ce_real + ce_fake) / 2)
 
 
 # -- auxiliary and conditional -------------------------------------------------------------
@@ -170,7 +179,7 @@ def test_auxiliary_terms_are_k_way_cross_entropies():
     torch.manual_seed(1)
     real_cls, fake_cls = torch.randn(4, 5), torch.randn(4, 5)
     y_real, y_fake = torch.tensor([0, 4, 2, 2]), torch.tensor([1, 1, 3, 0])
-    m = LABEL_MODES["auxiliary"]
+    m = LABEL_MODES["auxiliary"](class_weight=2.0)  # side weight 1: plain cross-entropies
     d = m.d_terms(real_cls, y_real, fake_cls, y_fake)
     g = m.g_terms(fake_cls, y_fake)
     assert sorted(d) == ["loss_d_class_fake", "loss_d_class_real"] and list(g) == ["loss_g_class"]
@@ -181,6 +190,13 @@ def test_auxiliary_terms_are_k_way_cross_entropies():
     torch.testing.assert_close(d["loss_d_class_real"], ce(real_cls, y_real))
     torch.testing.assert_close(d["loss_d_class_fake"], ce(fake_cls, y_fake))
     torch.testing.assert_close(g["loss_g_class"], F.cross_entropy(fake_cls, y_fake))
+    # the default class_weight 1 gives each side's cross-entropy the GAN cost's 1/2:
+    # AC-GAN's L_S + L_C with equal weights
+    default = LABEL_MODES["auxiliary"]()
+    for name, value in default.d_terms(real_cls, y_real, fake_cls, y_fake).items():
+        torch.testing.assert_close(value, d[name] / 2)
+    torch.testing.assert_close(default.g_terms(fake_cls, y_fake)["loss_g_class"],
+                               g["loss_g_class"] / 2)
     # one by hand: logits (0, ln 2, ln 3), label 1 -> -log(2/6) = ln 3
     one = m.g_terms(torch.tensor([[0.0, LN2, LN3]]), torch.tensor([1]))["loss_g_class"]
     assert one.item() == pytest.approx(LN3, rel=1e-6)
@@ -215,7 +231,7 @@ def test_conditional_g_and_d_see_the_label(make_cfg, mode):
     cfg = make_cfg("data=ring8", "model=mlp", f"labels={mode}")
     data = build_data(cfg.data, 0, CPU)
     torch.manual_seed(0)
-    G, D = build_nets(cfg, data, ref_seed=0)
+    G, D = build_nets_for(cfg, data)
     z = torch.randn(6, cfg.model.z_dim)
     y0, y1 = torch.zeros(6, dtype=torch.long), torch.full((6,), 3)
     with torch.no_grad():
@@ -223,8 +239,8 @@ def test_conditional_g_and_d_see_the_label(make_cfg, mode):
         assert G.body.net[0].in_features == cfg.model.z_dim + data.num_classes
         assert (G(z, y0) - G(z, y1)).abs().min() > 0
         x, _ = data.sample(6)
-        adv0, _ = D(x, y0)
-        adv1, _ = D(x, y1)
+        adv0 = D(x, y0).adv
+        adv1 = D(x, y1).adv
     if mode == "conditional":  # the projection head sees y
         assert (adv0 - adv1).abs().min() > 0
     else:  # AC-GAN's D does not take y; its classifier predicts it
@@ -301,7 +317,7 @@ def test_every_label_mode_trains(make_cfg, fashion_root, tmp_path, family, mode,
     result = run(cfg, tmp_path / "run")
     assert result["status"] == "completed", result["error"]
     assert result["step"] == 2
-    assert result["trick"]["labels"] == mode
+    assert result["trick"]["labels.name"] == mode
     assert result["trick"]["labels.fraction"] == fraction
     assert result["comparability"]["labels"] == ("none" if mode == "none" else "labelled")
     class_terms = {k for k in result["metrics"] if k.startswith("train/") and "class" in k}
@@ -324,11 +340,11 @@ def test_every_label_mode_trains(make_cfg, fashion_root, tmp_path, family, mode,
 def test_label_rules(make_cfg, overrides, fragments):
     cfg = make_cfg("data=ring8", "model=mlp", *overrides)
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        check(cfg)
     for fragment in fragments:
         assert fragment in str(err.value)
 
 
 def test_kplus1_accepts_partial_labels(make_cfg):
-    validate(make_cfg("labels=kplus1", "labels.fraction=0.25"))
-    validate(make_cfg("labels=kplus1", "labels.fraction=1.0"))
+    check(make_cfg("labels=kplus1", "labels.fraction=0.25"))
+    check(make_cfg("labels=kplus1", "labels.fraction=1.0"))

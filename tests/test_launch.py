@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from ganlab.config import ConfigError, compose, validate
-from ganlab.rerun import load_config
+from ganlab.config import VARIANT_ROLES, ConfigError, role_of
+from ganlab.configure import check, compose, load_config
 from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
 
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
@@ -19,18 +20,22 @@ TINY = ["train.steps=4", "train.batch_size=16", "eval.every=0", "eval.num_sample
         "logger=none", "train.progress=false"]
 
 
-def test_every_axis_has_a_preset():
-    assert PRESETS == sorted(["quick", "smoothing", "norm", "labels", "dsteps", "width",
-                              "salimans2016"])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_sweeps_seeds_and_variant_keys_only(preset):
+    params = OmegaConf.load(REPO / "conf" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    axes = [k for k in params if k != "seed"]
+    assert "seed" in params and axes  # replicated over seeds, along at least one axis
+    # what it sweeps changes the trained model (never infrastructure or the evaluation)
+    assert all(role_of(k) in VARIANT_ROLES for k in axes), axes
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("data", [["data=ring8", "model=mlp"], ["data=mnist", "model=dcgan"]])
 def test_presets_compose_on_ring8_and_mnist_with_seeds_and_a_baseline(preset, data):
-    cfg = compose([f"experiment={preset}", *data], )
+    cfg = compose([f"experiment={preset}", *data])
     if preset != "quick":  # the demo pins ring8; every other preset runs on any data
         assert cfg.data.name == data[0].split("=")[1]
-    validate(cfg)
+    check(cfg)
     assert cfg.study.name == preset and cfg.study.question and cfg.study.baselines
     text = (REPO / "conf" / "experiment" / f"{preset}.yaml").read_text()
     assert text.startswith("# @package _global_\n# ")  # and says what it asks
@@ -55,14 +60,18 @@ def test_salimans2016_rows_are_each_trick_removed(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {r["hparams"]["study.variant"]: r["trick"] for r in _results(tmp_path)}
     full = rows["all"]
-    assert (full["labels"], full["norm.g"], full["smoothing.real_target"]) == ("kplus1",
-                                                                              "virtual", 0.9)
+    assert (full["labels.name"], full["norm.g"], full["smoothing.real_target"]) == (
+        "kplus1", "virtual", 0.9)
     assert full["extras.minibatch_discrimination.kernels"] > 0
+    assert full["extras.feature_matching.weight"] > 0
     changed = {name: {k for k in full if row[k] != full[k]} for name, row in rows.items()}
     assert changed == {
         "all": set(), "minus_vbn_plus_bn": {"norm.g"}, "minus_ls": {"smoothing.real_target"},
-        "minus_l": {"labels"}, "minus_l_plus_ha": {"labels", "extras.historical_averaging"},
-        "minus_mbf": {"extras.minibatch_discrimination.kernels"}}
+        "minus_l": {"labels.name"},
+        "minus_l_plus_ha": {"labels.name", "extras.historical_averaging.weight"},
+        # without minibatch features D no longer needs separate real/fake batches: the
+        # record says what ran
+        "minus_mbf": {"extras.minibatch_discrimination.kernels", "norm.split_real_fake"}}
     # and the preset's sweep cells are named without the seed or the preset itself
     assert all("seed" not in p.name and "experiment" not in p.name
                for p in tmp_path.iterdir() if p.is_dir())
@@ -131,8 +140,10 @@ def test_relaunching_a_killed_sweep_resumes_it_and_skips_finished_runs(tmp_path)
     assert killed.returncode == -9  # the whole sweep process died during seed=0
     statuses = [r["status"] for r in _results(tmp_path / "sweep")]
     assert statuses == ["running"]
-    again = run_cli(*args)
+    # relaunched with other infrastructure keys: the same cells, so the same runs resume
+    again = run_cli(*args, "fanout.n_jobs=3", "logger.project=elsewhere")
     assert again.returncode == 0 and "resumed from" in again.stdout + again.stderr
+    assert len(_results(tmp_path / "sweep")) == 2
     assert [r["status"] for r in _results(tmp_path / "sweep")] == ["completed", "completed"]
     ckpts = sorted((tmp_path / "sweep").rglob("last.pt"))
     stamps = [p.stat().st_mtime_ns for p in ckpts]
@@ -162,14 +173,18 @@ def test_rerun_repeats_a_run_bit_for_bit_and_takes_overrides(tmp_path):
     c = json.loads((tmp_path / "changed" / "result.json").read_text())
     assert (c["seed"], c["step"], c["trick"]["smoothing.fake_target"]) == (5, 40, 0.1)
     assert c["trick"]["norm.g"] == "batch"  # everything else as saved
+    # a global group choice (an ablation row) sets what composing it sets
+    row = load_config(original, ["ablation=minus_ls"])
+    assert (row.labels.name, row.smoothing.real_target, row.norm.g) == ("kplus1", 1.0, "virtual")
+    assert row.extras.feature_matching.weight == 1.0 and row.study.variant == "minus_ls"
+    assert row.train.steps == 30  # untouched keys keep their saved values
     busy = run_cli(str(original), "--out", str(tmp_path / "again"), module="ganlab.rerun")
     assert busy.returncode == 2 and "not empty" in busy.stderr
 
 
 def test_rerun_overrides_are_checked(tmp_path):
     (tmp_path / ".hydra").mkdir()
-    (tmp_path / ".hydra" / "config.yaml").write_text(
-        (REPO / "conf" / "smoothing" / "none.yaml").read_text() and "seed: 1\n")
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 1\n")
     with pytest.raises(ConfigError, match="smoothing='sideways' is not allowed"):
         load_config(tmp_path, ["smoothing=sideways"])
     with pytest.raises(ConfigError, match="train.nope=1"):

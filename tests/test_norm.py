@@ -10,18 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from ganlab.config import compose
+from ganlab.config import ConfigError
+from ganlab.configure import compose
 from ganlab.data import build_data
-from ganlab.nets import build_nets
 from ganlab.nets.norm import (
-    NORM_LAYERS,
     ReferenceBatch,
     ReferenceNorm,
     RefStatsNorm,
     VirtualNorm,
+    needs_reference,
     norm_layer,
 )
-from tests.helpers import write_fake_fashion
+from tests.helpers import build_nets_for, write_fake_fashion
 
 EPS = 1e-5  # RefStatsNorm's default eps
 BATCH = 12
@@ -47,7 +47,7 @@ def _build(family: str, root, norm: str, ref_seed: int = 0, data_seed: int = 0):
     cfg = _cfg(family, root, f"norm.g={norm}", f"norm.d={norm}")
     data = build_data(cfg.data, data_seed, torch.device("cpu"))
     torch.manual_seed(0)
-    G, D = build_nets(cfg, data, ref_seed)
+    G, D = build_nets_for(cfg, data, ref_seed)
     return cfg, data, G, D
 
 
@@ -70,7 +70,11 @@ def test_registry_builds_the_documented_layers():
     assert isinstance(norm_layer("batch", 3, True), nn.BatchNorm2d)
     assert type(norm_layer("reference", 3, True)) is ReferenceNorm
     assert type(norm_layer("virtual", 3, False)) is VirtualNorm
-    assert sorted(NORM_LAYERS) == ["batch", "none", "reference", "virtual"]
+    assert [needs_reference(k) for k in ("none", "batch", "reference", "virtual")] == [
+        False, False, True, True]
+    with pytest.raises(ConfigError, match="norm='layer' is not allowed; choose one of: none, "
+                                          "batch, reference, virtual"):
+        norm_layer("layer", 3, False)
 
 
 def test_reference_and_virtual_norm_by_hand():
@@ -233,7 +237,7 @@ def _d_row0(D, data):
     other, _ = data.sample(BATCH)
     x2 = x.clone()
     x2[1:] = other[1:]
-    (adv1, cls1), (adv2, cls2) = D(x), D(x2)
+    (adv1, cls1, _), (adv2, cls2, _) = D(x), D(x2)
     assert cls1 is None and cls2 is None  # labels=none: no class logits
     assert adv1.shape == (BATCH,)
     return adv1[0], adv2[0]
@@ -311,7 +315,7 @@ def test_backward_reaches_every_norm_layer(fashion_root, family, norm):
     gen = torch.Generator().manual_seed(7)
     fake = G(torch.randn(BATCH, cfg.model.z_dim, generator=gen))
     (fake * torch.randn(fake.shape, generator=gen)).sum().backward()
-    adv, _ = D(data.sample(BATCH)[0])
+    adv = D(data.sample(BATCH)[0]).adv
     (adv * torch.randn(adv.shape, generator=gen)).sum().backward()
     for net in (G, D):
         norms = [m for m in net.modules() if isinstance(m, RefStatsNorm)]

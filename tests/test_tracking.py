@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from ganlab.config import compose
+from ganlab.configure import compose
 from ganlab.tracking import NullTracker, WandbTracker, build_tracker
 from ganlab.train import run
 

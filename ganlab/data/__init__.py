@@ -1,30 +1,39 @@
-"""Data sources: one `build_data(cfg.data, seed, device)` for every dataset name.
+"""Data sources: the DATASETS registry and one `build_data(cfg.data, ...)` for every name.
 
-A source has `kind` ("toy2d" or "image"), `num_classes`, `sample_shape`,
-`sample(batch_size) -> (x, y)` (y = -1 where a label is hidden), `reference_batch(n, gen)`
-for reference/virtual norm, and `state_dict()` / `load_state_dict()` for exact resume.
+See ganlab.data.base for what a source provides.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from ganlab.config import DataConfig, data_root
-from ganlab.data.images import ImageDataset, load_cifar10, load_idx_dataset
+from ganlab.data.base import UNLABELLED, DatasetSpec
+from ganlab.data.images import IDX_DATASETS, ImageDataset, load_cifar10, load_idx_dataset
 from ganlab.data.toy import MIXTURES, GaussianMixture2D
+from ganlab.registry import Registry
 
-TOY = tuple(MIXTURES)
+__all__ = ["DATASETS", "UNLABELLED", "build_data", "load_split"]
+
+DATASETS: Registry[DatasetSpec] = Registry("data")
+for _name in MIXTURES:
+    DATASETS.register(_name)(DatasetSpec("toy2d"))
+for _name in IDX_DATASETS:
+    DATASETS.register(_name)(DatasetSpec("image", partial(load_idx_dataset, _name)))
+DATASETS.register("cifar10")(DatasetSpec("image", load_cifar10))
 
 
 def load_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (N, C, H, W), labels) of one split of an image dataset."""
-    if cfg.name == "cifar10":
-        return load_cifar10(data_root(cfg.root), split, cfg.download)
-    return load_idx_dataset(cfg.name, data_root(cfg.root), split, cfg.download)
+    spec = DATASETS.choose(cfg.name)
+    assert spec.load_split is not None, f"data={cfg.name} has no splits"
+    return spec.load_split(data_root(cfg.root), split, cfg.download)
 
 
 def build_data(cfg: DataConfig, seed: int, device: torch.device, label_fraction: float = 1.0):
-    if cfg.name in MIXTURES:
+    if DATASETS.choose(cfg.name).kind == "toy2d":
         return GaussianMixture2D(cfg.name, seed, device, label_fraction)
     images, labels = load_split(cfg, cfg.split)
     expected = (cfg.channels, cfg.image_size, cfg.image_size)

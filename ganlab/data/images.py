@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ganlab.config import ConfigError
-from ganlab.labels import UNLABELLED
+from ganlab.data.base import UNLABELLED
 
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ganlab.labels import UNLABELLED
+from ganlab.data.base import UNLABELLED
 
 
 def ring_modes(n: int = 8, radius: float = 1.0) -> torch.Tensor:

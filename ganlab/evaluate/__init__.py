@@ -16,6 +16,7 @@ import logging
 
 import torch
 
+from ganlab.data import load_split
 from ganlab.evaluate.features import (
     ClassifierRecipe,
     Extractor,
@@ -25,8 +26,19 @@ from ganlab.evaluate.features import (
 )
 from ganlab.evaluate.modes import mode_metrics
 from ganlab.evaluate.reference import RealReference
+from ganlab.registry import Registry
 
 log = logging.getLogger(__name__)
+
+# eval.features: name -> (cfg, device) -> the feature extractor of image metrics, or None
+# for no image metrics (`auto` picks classifier or inception by dataset, see features.py)
+FEATURES: Registry = Registry("eval.features")
+FEATURES.register("classifier")(lambda cfg, device: load_or_train_classifier(
+    ClassifierRecipe(cfg.data.name, epochs=cfg.eval.classifier_epochs),
+    lambda split: load_split(cfg.data, split), device))
+FEATURES.register("inception")(lambda cfg, device: load_inception(cfg.eval.inception_weights,
+                                                                  device))
+FEATURES.register("none")(lambda cfg, device: None)
 
 
 class ModeEvaluator:
@@ -94,19 +106,13 @@ class ImageEvaluator:
 
 
 def build_evaluator(cfg, data, device: torch.device):
+    """The evaluator for a run's data: mode coverage (2-D) or image metrics."""
+    make_extractor = FEATURES.choose(resolve_features(cfg.eval.features, cfg.data.name))
     if data.kind == "toy2d":
         return ModeEvaluator(data, cfg.eval)
-    features = resolve_features(cfg.eval.features, cfg.data.name)
-    if features == "none":
+    extractor = make_extractor(cfg, device)
+    if extractor is None:
         return NoImageMetrics(data, cfg.eval)
-    if features == "classifier":
-        from ganlab.data import load_split
-
-        recipe = ClassifierRecipe(cfg.data.name, epochs=cfg.eval.classifier_epochs)
-        extractor = load_or_train_classifier(recipe, lambda s: load_split(cfg.data, s), device)
-    else:
-        extractor = load_inception(cfg.eval.inception_weights, device)
     reference = RealReference.load_or_compute(cfg.data, cfg.eval.real_split,
                                               cfg.eval.real_num_samples, extractor)
     return ImageEvaluator(extractor, reference, cfg.eval)
-

@@ -2,10 +2,11 @@
 
     python -m ganlab.evaluate RUN_DIR [eval.num_samples=50000] [eval.features=...] ...
 
-Loads the run's saved config (`.hydra/config.yaml`) and `checkpoints/last.pt`, applies the
-`eval.*` overrides (and `data.root`, `train.device`), scores G once under that protocol and
-updates `result.json`: its `eval/...` metrics and `comparability.eval` (the protocol the
-new scores were computed under). Training history is kept as it was. An `eval.num_samples`
+Builds G from the run's saved config (`.hydra/config.yaml`) and loads it from
+`checkpoints/last.pt`, applies the overrides (evaluation, schedule and infrastructure keys
+only: e.g. `eval.*`, `data.root`, `train.device`), scores G once under that protocol and
+updates `result.json`: its `eval/...` metrics and `comparability.eval` (the protocol the new
+scores were computed under). Training history is kept as it was. An `eval.num_samples`
 override sets the number of generated samples of this final score.
 """
 
@@ -14,50 +15,53 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
-from ganlab.config import ConfigError, validate
-from ganlab.result import ResultFile, read_result
-
-ALLOWED = ("eval.", "data.root", "data.download", "train.device")
+from ganlab.assemble import build_gan, resolve_device
+from ganlab.checkpoint import load_checkpoint
+from ganlab.config import RESCORE_ROLES, ConfigError, role_of
+from ganlab.configure import check, load_config
+from ganlab.evaluate import build_evaluator
+from ganlab.evaluate.score import score
+from ganlab.result import ResultFile, comparability_dict, read_result
 
 
 def load_run_config(run_dir: Path, overrides: list[str]):
-    from ganlab.rerun import load_config  # the saved config plus checked overrides
-
-    bad = [o for o in overrides if not o.split("=", 1)[0].startswith(ALLOWED)]
+    bad = [o for o in overrides if role_of(o.split("=", 1)[0]) not in RESCORE_ROLES]
     if bad:
-        raise ConfigError(f"{', '.join(bad)}: only {', '.join(ALLOWED)} may change when "
-                          "re-scoring a run (anything else would describe another model)")
+        raise ConfigError(f"{', '.join(bad)}: only evaluation, schedule and infrastructure "
+                          "keys (eval.*, data.root, train.device, ...) may change when "
+                          "re-scoring a run; anything else would describe another model")
     cfg = load_config(run_dir, overrides)
     if any(o.startswith("eval.num_samples=") for o in overrides):
         cfg.eval.final_num_samples = cfg.eval.num_samples
-    validate(cfg)
+    check(cfg)
     return cfg
 
 
 def rescore(run_dir: Path, overrides: list[str]) -> dict:
-    from ganlab.train import Trainer
-
     previous = read_result(run_dir)
     if previous is None:
         raise ConfigError(f"{run_dir} has no result.json")
     cfg = load_run_config(run_dir, overrides)
-    if not (run_dir / "checkpoints" / "last.pt").exists():
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if not ckpt.exists():
         raise ConfigError(f"{run_dir} has no checkpoint to score")
-    # The trainer writes its protocol as it is built: give it a scratch record, so that
-    # result.json changes only once the new scores exist.
-    with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(cfg, run_dir, ResultFile(Path(scratch) / "result.json", **previous))
-        trainer.try_resume(check_config=False)
-        step = trainer.counters.step
-        metrics, n = trainer.score(final=True,
-                                   path=run_dir / "samples" / f"evaluate_step_{step:07d}.png")
-        comparability = trainer.result.data["comparability"]
+    device = resolve_device(cfg.train.device)
+    gan = build_gan(cfg, device)
+    state = load_checkpoint(ckpt)
+    gan.load_state_dict(state["gan"])
+    step = state["counters"]["step"]
+    evaluator = build_evaluator(cfg, gan.data, device)
+    metrics, n = score(gan, evaluator, seed=cfg.seed, step=step, final=True, eval_cfg=cfg.eval,
+                       coupling_batch=cfg.train.batch_size,
+                       picture=run_dir / "samples" / f"evaluate_step_{step:07d}.png",
+                       title=f"{cfg.data.name}  step {step} (re-scored)")
+    # result.json changes only now that the new scores exist
     kept = {k: v for k, v in previous["metrics"].items() if not k.startswith("eval/")}
     ResultFile(run_dir / "result.json", **previous).update(
-        metrics={**kept, **metrics}, comparability=comparability)
+        metrics={**kept, **metrics},
+        comparability=comparability_dict(cfg, evaluator.protocol()))
     return {"step": step, "num_samples": n, **metrics}
 
 

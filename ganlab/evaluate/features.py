@@ -30,6 +30,7 @@ from torch import nn
 
 from ganlab.checkpoint import save_checkpoint
 from ganlab.config import ConfigError
+from ganlab.data.images import to_signed_unit
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,6 @@ def load_or_train_classifier(recipe: ClassifierRecipe, load_split, device: torch
                              ) -> Extractor:
     """The cached classifier for `recipe`, trained on first use. `load_split(split)` gives
     (uint8 images, labels) of the dataset's train or test split."""
-    from ganlab.data.images import to_signed_unit
-
     train_u8, train_y = load_split("train")
     key = hashlib.sha256(json.dumps(recipe.__dict__, sort_keys=True).encode()
                          + tensor_sha256([train_u8, train_y]).encode()).hexdigest()[:16]

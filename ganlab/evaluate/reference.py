@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ganlab.checkpoint import save_checkpoint
+from ganlab.data import load_split
+from ganlab.data.images import to_signed_unit
 from ganlab.evaluate.features import Extractor, cache_dir, file_lock, tensor_sha256
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,6 @@ class RealReference:
     @staticmethod
     def compute(images: torch.Tensor, labels: torch.Tensor, count: int,
                 extractor: Extractor) -> dict:
-        from ganlab.data.images import to_signed_unit
-
         idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]
         feats, logits = extractor(to_signed_unit(images[idx]))
         return {"features": feats, "logits": logits, "labels": labels[idx].clone()}
@@ -39,8 +39,6 @@ class RealReference:
     @classmethod
     def load_or_compute(cls, data_cfg, split: str, count: int, extractor: Extractor
                         ) -> RealReference:
-        from ganlab.data import load_split
-
         images, labels = load_split(data_cfg, split)
         # the split's content is part of the key: another copy of the data is another entry
         content = tensor_sha256([images, labels])[:12]

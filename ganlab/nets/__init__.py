@@ -1,21 +1,32 @@
-"""Network assembly: `build_nets(cfg, data, ref_seed) -> (G, D)` for every model family.
+"""Networks: the MODELS registry of model families, and the G and D wrappers around them.
 
-G = [one-hot y concatenated to z, when the label mode conditions G] -> family body.
-D = family trunk -> [minibatch discrimination] -> the label mode's head.
-Either is wrapped in `ReferenceBatch` when its norm needs a reference batch.
+A family builds a G body (latent (+ one-hot label) -> sample) and a D trunk (sample ->
+features). `Generator` feeds y to the body when G is conditional; `Discriminator` runs the
+trunk, the extras' feature layers (e.g. minibatch discrimination) and the label mode's head,
+and returns a `DOutput`. ganlab.assemble puts them together.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganlab.extras import MinibatchDiscrimination
-from ganlab.labels import LABEL_MODES
 from ganlab.nets.dcgan import DCGANFeatures, DCGANGenerator
 from ganlab.nets.mlp import MLPFeatures, MLPGenerator
-from ganlab.nets.norm import NEEDS_REFERENCE, ReferenceBatch
+from ganlab.registry import Registry
+
+__all__ = ["MODELS", "DOutput", "Discriminator", "Generator", "ModelSpec"]
+
+
+class DOutput(NamedTuple):
+    adv: torch.Tensor  # (N,) real/fake logits: what the GAN loss (and smoothing) sees
+    cls: torch.Tensor | None  # (N, K) class logits of the label mode's head, or None
+    features: torch.Tensor  # (N, A) the trunk's features (what feature matching matches)
 
 
 class Generator(nn.Module):
@@ -30,54 +41,42 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, trunk: nn.Module, head: nn.Module, mbd: nn.Module | None):
+    def __init__(self, trunk: nn.Module, layers: dict[str, nn.Module], head: nn.Module):
         super().__init__()
-        self.trunk, self.mbd, self.head = trunk, mbd, head
-        # Minibatch features must compare real with real and fake with fake.
-        self.separate_real_fake = mbd is not None
+        self.trunk, self.layers, self.head = trunk, nn.ModuleDict(layers), head
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        h = self.trunk(x)
-        if self.mbd is not None:
-            h = self.mbd(h)
-        return self.head(h, y)  # (adv_logits (N,), class_logits (N, K) or None)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DOutput:
+        features = self.trunk(x)
+        h = features
+        for layer in self.layers.values():
+            h = layer(h)
+        adv, cls = self.head(h, y)
+        return DOutput(adv, cls, features)
 
 
-def _mlp_bodies(model, norm, data, g_in: int) -> tuple[nn.Module, nn.Module]:
-    (dim,) = data.sample_shape
+@dataclass(frozen=True)
+class ModelSpec:
+    # (model cfg, norm cfg, sample shape, G's input size) -> (G body, D trunk); the trunk has
+    # `out_features`
+    bodies: Callable[..., tuple[nn.Module, nn.Module]]
+    data_kind: str  # the kind of data it is built for (ganlab.data.DATASETS' kinds)
+    image_sizes: tuple[int, ...] = ()  # the image sizes it supports (images only)
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def _mlp_bodies(model, norm, sample_shape, g_in: int) -> tuple[nn.Module, nn.Module]:
+    (dim,) = sample_shape
     return (MLPGenerator(g_in, model.g_width, model.depth, dim, norm.g),
             MLPFeatures(dim, model.d_width, model.depth, norm.d))
 
 
-def _dcgan_bodies(model, norm, data, g_in: int) -> tuple[nn.Module, nn.Module]:
-    channels, size, _ = data.sample_shape
+def _dcgan_bodies(model, norm, sample_shape, g_in: int) -> tuple[nn.Module, nn.Module]:
+    channels, size, _ = sample_shape
     return (DCGANGenerator(g_in, model.g_width, size, channels, norm.g),
             DCGANFeatures(model.d_width, size, channels, norm.d))
 
 
-MODEL_BUILDERS = {"mlp": _mlp_bodies, "dcgan": _dcgan_bodies}
-
-
-def build_nets(cfg, data, ref_seed: int) -> tuple[nn.Module, nn.Module]:
-    """Build G and D from the run config for a data source; `ref_seed` fixes the
-    reference batches of reference/virtual norm."""
-    mode = LABEL_MODES[cfg.labels.name]
-    k = data.num_classes
-    g_classes = k if mode.conditional_g else 0
-    g_body, trunk = MODEL_BUILDERS[cfg.model.name](cfg.model, cfg.norm, data,
-                                                   cfg.model.z_dim + g_classes)
-    mb = cfg.extras.minibatch_discrimination
-    mbd = MinibatchDiscrimination(trunk.out_features, mb.kernels, mb.dims) if mb.kernels else None
-    head = mode.head(trunk.out_features + (mb.kernels if mbd else 0), k)
-    G = Generator(g_body, cfg.model.z_dim, g_classes)
-    D = Discriminator(trunk, head, mbd)
-    gen = torch.Generator().manual_seed(ref_seed)
-    n = cfg.norm.ref_batch_size
-    if cfg.norm.g in NEEDS_REFERENCE:
-        z_ref = torch.randn(n, cfg.model.z_dim, generator=gen)
-        y_ref = torch.randint(k, (n,), generator=gen) if g_classes else None
-        G = ReferenceBatch(G, z_ref, y_ref)
-    if cfg.norm.d in NEEDS_REFERENCE:
-        x_ref, y_ref = data.reference_batch(n, gen)
-        D = ReferenceBatch(D, x_ref, y_ref)
-    return G, D
+MODELS.register("mlp")(ModelSpec(_mlp_bodies, "toy2d"))
+MODELS.register("dcgan")(ModelSpec(_dcgan_bodies, "image", image_sizes=(28, 32)))

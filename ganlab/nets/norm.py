@@ -20,11 +20,12 @@ statistics, as in Salimans et al.'s implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from ganlab.registry import Registry
 
 
 class RefStatsNorm(nn.Module):
@@ -86,25 +87,23 @@ class VirtualNorm(RefStatsNorm):
         return mean, var
 
 
-def _none(num_features: int, spatial: bool) -> nn.Module:
-    return nn.Identity()
-
-
-def _batch(num_features: int, spatial: bool) -> nn.Module:
-    return nn.BatchNorm2d(num_features) if spatial else nn.BatchNorm1d(num_features)
-
-
-NORM_LAYERS: dict[str, Callable[[int, bool], nn.Module]] = {
-    "none": _none,
-    "batch": _batch,
-    "reference": ReferenceNorm,
-    "virtual": VirtualNorm,
-}
-NEEDS_REFERENCE = ("reference", "virtual")
+# name -> (num_features, spatial) -> layer
+NORMS: Registry = Registry("norm")
+NORMS.register("none")(lambda num_features, spatial: nn.Identity())
+NORMS.register("batch")(lambda num_features, spatial: (nn.BatchNorm2d if spatial else
+                                                       nn.BatchNorm1d)(num_features))
+NORMS.register("reference")(ReferenceNorm)
+NORMS.register("virtual")(VirtualNorm)
 
 
 def norm_layer(kind: str, num_features: int, spatial: bool) -> nn.Module:
-    return NORM_LAYERS[kind](num_features, spatial)
+    return NORMS.choose(kind)(num_features, spatial)
+
+
+def needs_reference(kind: str) -> bool:
+    """Whether a norm reads a fixed reference batch (ReferenceBatch must wrap the net)."""
+    layer = NORMS.choose(kind)
+    return isinstance(layer, type) and issubclass(layer, RefStatsNorm)
 
 
 class ReferenceBatch(nn.Module):

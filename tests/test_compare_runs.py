@@ -1,4 +1,5 @@
-"""The sweep summary: grouping by comparability class and variant, seed pooling, the CLI."""
+"""The comparer's one grouping (comparison classes, variants, seed pooling) and its brief
+view (`python -m ganlab.compare --brief`)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from ganlab.compare.__main__ import main
+from ganlab.compare.runs import group_runs, load_results
+from ganlab.compare.tables import format_brief
 from ganlab.result import write_json_atomic
-from ganlab.summary import load_results, main, summarise
 
-TRICK = {"labels": "none", "loss": "minimax", "smoothing.real_target": 1.0,
+TRICK = {"labels.name": "none", "loss.name": "minimax", "smoothing.real_target": 1.0,
          "smoothing.fake_target": 0.0, "norm.g": "none", "norm.d": "none",
          "norm.split_real_fake": False, "train.d_steps": 1, "train.g_steps": 1,
          "model.g_width": 64, "model.d_width": 64}
-UNLABELLED = {"labels": "none", "dataset": "ring8", "split": "train", "resolution": "2d",
-              "model": "mlp", "eval": {"metrics": "modes2d", "num_samples": 2500}}
+UNLABELLED = {"labels": "none", "data.name": "ring8", "data.split": "train",
+              "model.name": "mlp", "eval": {"metrics": "modes2d", "num_samples": 2500}}
 LABELLED = dict(UNLABELLED, labels="labelled")
 
 # eval metrics of the completed runs, by variant, in seed order
@@ -41,25 +44,26 @@ def sweep(tmp_path) -> Path:
     for loss in ("minimax", "non_saturating"):
         for seed in range(3):
             write_run(root / f"loss={loss}" / f"seed={seed}", "completed", seed,
-                      dict(TRICK, loss=loss), UNLABELLED,
+                      dict(TRICK, **{"loss.name": loss}), UNLABELLED,
                       {"eval/modes_covered": COVERED[loss][seed],
                        "eval/reverse_kl": KL[loss][seed],  # NaN is written as null
                        "eval/hq_pct": HQ[loss][seed],
                        "train/loss_d": 0.69})  # not an eval metric: no column
     # a diverged minimax run whose last evaluation must not enter the means
-    write_run(root / "loss=minimax" / "seed=3", "diverged", 3, dict(TRICK, loss="minimax"),
+    write_run(root / "loss=minimax" / "seed=3", "diverged", 3, TRICK,
               UNLABELLED, {"eval/modes_covered": 0, "eval/reverse_kl": 2.08,
                            "eval/hq_pct": 0.0})
     # a labelled run: compared only with labelled runs, so it gets a table of its own
-    write_run(root / "labelled" / "seed=0", "completed", 0, dict(TRICK, labels="supervised"),
+    write_run(root / "labelled" / "seed=0", "completed", 0,
+              dict(TRICK, **{"labels.name": "conditional"}),
               LABELLED, {"eval/modes_covered": 8, "eval/reverse_kl": 0.01, "eval/hq_pct": 99.0})
     (root / "loss=minimax" / "notes.json").write_text("{}")  # not a result file
     return root
 
 
-def _table(tables: list[dict], labels: str) -> dict:
-    (table,) = [t for t in tables if t["comparability"]["labels"] == labels]
-    return table
+def _class(classes, labels: str):
+    (group,) = [c for c in classes if c.comparability["labels"] == labels]
+    return group
 
 
 def test_load_results_finds_every_run(sweep):
@@ -70,56 +74,49 @@ def test_load_results_finds_every_run(sweep):
         "loss=minimax/seed=3", "labelled/seed=0"}
 
 
-def test_classes_get_separate_tables(sweep):
-    tables = summarise(load_results([sweep]))
-    assert len(tables) == 2
-    unlabelled, labelled = _table(tables, "none"), _table(tables, "labelled")
-    assert unlabelled["comparability"] == UNLABELLED
-    assert unlabelled["metrics"] == ["eval/hq_pct", "eval/modes_covered", "eval/reverse_kl"]
+def test_classes_are_grouped_apart_and_variants_named_by_what_varies(sweep):
+    classes = group_runs(load_results([sweep]))
+    assert len(classes) == 2
+    unlabelled, labelled = _class(classes, "none"), _class(classes, "labelled")
+    assert unlabelled.comparability == UNLABELLED
     # only the loss differs inside the unlabelled class, so it names the variants
-    assert [row["variant"] for row in unlabelled["rows"]] == ["loss=minimax",
-                                                             "loss=non_saturating"]
-    (row,) = labelled["rows"]
-    assert row["variant"] == "(single variant)"
-    assert (row["n"], row["completed"], row["diverged"], row["failed"]) == (1, 1, 0, 0)
-    assert row["metrics"]["eval/modes_covered"] == (8, 0.0, 1)  # one run: sd 0
+    assert unlabelled.varying == ["loss.name"]
+    assert [v.label for v in unlabelled.variants] == ["loss=minimax", "loss=non_saturating"]
+    assert [len(v.runs) for v in unlabelled.variants] == [4, 3]  # seeds pooled, diverged too
+    (variant,) = labelled.variants
+    assert variant.label == "(one variant)" and len(variant.runs) == 1
 
 
-def test_seeds_pool_per_variant_and_diverged_runs_are_excluded(sweep):
-    rows = {row["variant"]: row for row in _table(summarise(load_results([sweep])), "none")["rows"]}
-    mm, ns = rows["loss=minimax"], rows["loss=non_saturating"]
-    assert (mm["n"], mm["completed"], mm["diverged"], mm["failed"]) == (4, 3, 1, 0)
-    assert (ns["n"], ns["completed"], ns["diverged"], ns["failed"]) == (3, 3, 0, 0)
-
-    # minimax coverage 6, 7, 8: mean 7 and sample sd 1 (the diverged 0 left out)
-    assert mm["metrics"]["eval/modes_covered"] == (7.0, 1.0, 3)
-    for name, values in (("eval/reverse_kl", KL["minimax"]), ("eval/hq_pct", HQ["minimax"])):
-        assert mm["metrics"][name] == (statistics.fmean(values), statistics.stdev(values), 3)
-    assert ns["metrics"]["eval/modes_covered"] == (
-        statistics.fmean([8, 8, 5]), statistics.stdev([8, 8, 5]), 3)
-    # the NaN KL was stored as null and is left out: two values remain
-    assert ns["metrics"]["eval/reverse_kl"] == (
-        statistics.fmean([0.02, 0.04]), statistics.stdev([0.02, 0.04]), 2)
-    assert ns["metrics"]["eval/reverse_kl"][0] == pytest.approx(0.03)
-
-
-def test_main_prints_the_tables(sweep, capsys):
-    assert main([str(sweep)]) == 0
-    out = capsys.readouterr().out
-    assert "class: dataset=ring8 labels=none model=mlp resolution=2d" in out
-    assert "class: dataset=ring8 labels=labelled model=mlp resolution=2d" in out
-    lines = out.splitlines()
+def test_brief_pools_seeds_per_variant_without_diverged_runs(sweep):
+    lines = format_brief(load_results([sweep])).splitlines()
     header = next(line for line in lines if line.startswith("variant"))
     assert header.split() == ["variant", "runs", "done/div/fail", "hq_pct", "modes_covered",
                               "reverse_kl"]
     hq, kl = HQ["minimax"], KL["minimax"]
+    # minimax coverage 6, 7, 8: mean 7 and sample sd 1 (the diverged 0 left out)
     assert cells(lines, "loss=minimax") == [
         "loss=minimax", "4", "3/1/0",
         f"{statistics.fmean(hq):.3g} ± {statistics.stdev(hq):.2g}",
         "7 ± 1",
         f"{statistics.fmean(kl):.3g} ± {statistics.stdev(kl):.2g}"]
-    assert cells(lines, "(single variant)") == [
-        "(single variant)", "1", "1/0/0", "99 ± 0", "8 ± 0", "0.01 ± 0"]
+    # the NaN KL was stored as null and is left out: two values remain
+    assert cells(lines, "loss=non_saturating") == [
+        "loss=non_saturating", "3", "3/0/0",
+        f"{statistics.fmean(HQ['non_saturating']):.3g} ± "
+        f"{statistics.stdev(HQ['non_saturating']):.2g}",
+        f"{statistics.fmean([8, 8, 5]):.3g} ± {statistics.stdev([8, 8, 5]):.2g}",
+        f"{0.03:.3g} ± {statistics.stdev([0.02, 0.04]):.2g}"]
+    assert cells(lines, "(one variant)") == [
+        "(one variant)", "1", "1/0/0", "99 ± 0", "8 ± 0", "0.01 ± 0"]
+
+
+def test_brief_cli_prints_each_class_and_writes_nothing(sweep, capsys):
+    assert main([str(sweep), "--brief"]) == 0
+    out = capsys.readouterr().out
+    assert "class [labels=none, data.name=ring8, data.split=train, model.name=mlp]" in out
+    assert "class [labels=labelled, data.name=ring8, data.split=train, model.name=mlp]" in out
+    assert out.count("done/div/fail") == 2
+    assert not (sweep / "report.md").exists()
 
 
 def cells(lines: list[str], first: str) -> list[str]:
@@ -129,12 +126,12 @@ def cells(lines: list[str], first: str) -> list[str]:
 
 
 def test_main_on_an_empty_dir(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 2
+    assert main([str(tmp_path), "--brief"]) == 2
     assert "no result.json" in capsys.readouterr().err
 
 
 def test_main_on_a_missing_dir(tmp_path, capsys):
-    assert main([str(tmp_path / "nope")]) == 2
+    assert main([str(tmp_path / "nope"), "--brief"]) == 2
     assert "no such directory" in capsys.readouterr().err
 
 
@@ -143,11 +140,12 @@ def test_runs_with_different_hparams_are_not_pooled(tmp_path):
         run_dir = tmp_path / f"train.lr_d={lr_d}" / "seed=0"
         write_run(run_dir, "completed", 0, TRICK, UNLABELLED, {"eval/modes_covered": 4 + 4 * i},
                   hparams={"train.steps": 2000, "train.lr_d": lr_d})
-    rows = [row for table in summarise(load_results([tmp_path])) for row in table["rows"]]
-    assert sorted(row["n"] for row in rows) == [1, 1]
+    (group,) = group_runs(load_results([tmp_path]))
+    assert group.varying == ["train.lr_d"]
+    assert sorted(len(v.runs) for v in group.variants) == [1, 1]
 
 
 def test_overlapping_dirs_count_each_run_once(sweep):
-    tables = summarise(load_results([sweep, sweep / "loss=minimax"]))
-    (mm,) = [row for row in _table(tables, "none")["rows"] if row["variant"] == "loss=minimax"]
-    assert (mm["n"], mm["completed"]) == (4, 3)
+    classes = group_runs(load_results([sweep, sweep / "loss=minimax"]))
+    minimax = next(v for v in _class(classes, "none").variants if v.label == "loss=minimax")
+    assert len(minimax.runs) == 4

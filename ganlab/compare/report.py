@@ -1,6 +1,6 @@
 """The comparer's report: `report.md` and a self-contained `report.html` (pictures inlined).
 
-For each comparison class: one table per evaluation metric (ganlab.compare), a point chart of
+For each comparison class: one table per evaluation metric (ganlab.compare.tables), a point chart of
 each variant's mean with its 95 % CI, metric-vs-step curves (mean and min-max band over
 seeds), the latest samples of each variant side by side, and, when smoothing varies, the
 analytic optimal D of each variant (Eq. 15's bump where beta > 0). Also logged to W&B as a
@@ -17,13 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ganlab.compare import (
-    Table,
-    build_tables,
-    describe,
-    direction,
-    table_lines,
-)
+from ganlab.compare.tables import Table, build_tables, describe, direction, table_lines
+from ganlab.dstar import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
+from ganlab.result import STATUSES, count_statuses
 
 log = logging.getLogger(__name__)
 SKIP_METRICS = ("_std", "fid_class/")
@@ -124,8 +120,6 @@ def _samples(t: Table, path: Path) -> bool:
 def _dstar(t: Table, path: Path) -> bool:
     import torch
 
-    from ganlab.dstar import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
-
     if not any(k.startswith("smoothing.") for k in t.varying):
         return False
     plt = _plt()
@@ -178,12 +172,11 @@ def write_report(results: list[dict], tables: list[Table], out: Path,
     metrics = report_metrics(results) or [tables[0].metric]
     for ci, main in enumerate(tables):
         heading = describe(main).split(":")[0]
-        counts = {s: sum(r["status"] == s for row in main.rows for r in row.runs)
-                  for s in ("completed", "diverged", "failed", "running")}
-        status = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        counts = count_statuses(main.runs)
+        status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
         md += [f"## {heading}", "", f"Runs: {status}.", ""]
         body.append(f"<h2>{html.escape(heading)}</h2><p>Runs: {html.escape(status)}.</p>")
-        class_results = [r for row in main.rows for r in row.runs]
+        class_results = main.runs
         for metric in metrics:
             t = next(iter(build_tables(class_results, metric, match, baselines)), None)
             if t is None or all(r.mean is None for r in t.rows):

@@ -1,0 +1,320 @@
+"""The comparer's tables: one per comparison class and metric, paired by seed.
+
+Per variant: n, mean with a 95 % bootstrap CI, median; the paired difference from the
+baseline variant with its bootstrap CI; a paired t-test with Holm's correction across the
+variants of a table, and the verdict in the metric's own direction (lower FID is better).
+With fewer than 3 paired seeds a row says the evidence is too thin instead of giving a
+p-value. Diverged and failed runs are counted in every row, never dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ganlab.compare.runs import ComparisonClass, class_label, group_runs, variant_settings
+from ganlab.compare.stats import bootstrap_ci, holm, paired_t
+from ganlab.result import count_statuses
+
+# +1: higher is better; -1: lower is better
+DIRECTIONS = {"fid": -1, "kid": -1, "is": 1, "precision": 1, "recall": 1,
+              "modes_covered": 1, "hq_pct": 1, "reverse_kl": -1, "coupling": -1}
+# --match: the budget runs are compared at, and the history field that measures it
+HISTORY_KEY = {"g_steps": "g_updates", "images_seen": "images_seen", "wall_s": "wall_s"}
+MATCHES = ("final", *HISTORY_KEY)
+MIN_PAIRS = 3  # fewer paired seeds than this: no p-value
+
+
+class CompareError(ValueError):
+    """A comparison that must not be made; the message says why."""
+
+
+def metric_key(name: str) -> str:
+    return name if "/" in name else f"eval/{name}"
+
+
+def direction(name: str) -> int:
+    """+1 when higher is better: eval/fid -> -1, eval/fid_class/3 -> -1, eval/is_std -> +1."""
+    parts = name.split("/")
+    base = parts[1] if parts[0] == "eval" and len(parts) > 1 else parts[-1]
+    return DIRECTIONS.get(base.removesuffix("_std").removesuffix("_class"), 1)
+
+
+def parse_baseline(tokens: list[str]) -> dict[str, str]:
+    spec = {}
+    for token in ",".join(tokens).split(","):
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            raise CompareError(f"--baseline {token!r} is not KEY=VALUE")
+        spec[key.strip()] = value.strip()
+    return spec
+
+
+def _same(value, wanted: str) -> bool:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() == wanted.lower()
+    if isinstance(value, (int, float)):
+        try:
+            return math.isclose(float(value), float(wanted), rel_tol=1e-9, abs_tol=1e-12)
+        except ValueError:
+            return False
+    return str(value) == wanted
+
+
+def matches(settings: dict, spec: dict[str, str]) -> bool:
+    """Whether a variant's settings satisfy a baseline spec; a group's name stands for its
+    `.name` key (`labels=none` is `labels.name=none`)."""
+    def value(k: str):
+        return settings[k] if k in settings else settings.get(f"{k}.name", _ABSENT)
+
+    return all(value(k) is not _ABSENT and _same(value(k), v) for k, v in spec.items())
+
+
+_ABSENT = object()
+
+
+# -- budgets ------------------------------------------------------------------------------
+def value_at(run: dict, metric: str, match: str, budget: float | None):
+    """The metric of a run at the matched budget: its last evaluation within the budget."""
+    if match == "final":
+        return run["metrics"].get(metric)
+    key = HISTORY_KEY[match]
+    within = [h for h in run["history"] if h[key] <= budget + 1e-9 and metric in h["metrics"]]
+    return within[-1]["metrics"][metric] if within else None
+
+
+def common_budget(runs: list[dict], match: str) -> float | None:
+    """The largest budget every run reached: the point where all can be compared."""
+    if match == "final":
+        return None
+    key = HISTORY_KEY[match]
+    # failed and diverged runs are counted, not waited for: they must not shrink the budget
+    reached = [max((h[key] for h in r["history"]), default=0) for r in runs
+               if r["status"] == "completed"]
+    return min(reached) if reached else None
+
+
+# -- tables -------------------------------------------------------------------------------
+@dataclass
+class Row:
+    label: str
+    settings: dict
+    runs: list[dict]
+    n: int = 0
+    mean: float | None = None
+    ci: tuple[float, float] | None = None
+    median: float | None = None
+    values: dict[int, float] = field(default_factory=dict)  # seed -> value
+    diverged: int = 0
+    failed: int = 0
+    is_baseline: bool = False
+    pairs: int = 0
+    diff: float | None = None
+    diff_ci: tuple[float, float] | None = None
+    p: float | None = None
+    p_holm: float | None = None
+    verdict: str = ""
+
+
+@dataclass
+class Table:
+    comparability: dict
+    metric: str
+    match: str
+    budget: float | None
+    baseline: dict
+    rows: list[Row]
+    varying: list[str]
+    study: dict
+
+    @property
+    def runs(self) -> list[dict]:
+        return [r for row in self.rows for r in row.runs]
+
+
+def build_tables(results: list[dict], metric: str, match: str = "final",
+                 baselines: list[dict[str, str]] | None = None) -> list[Table]:
+    if match not in MATCHES:
+        raise CompareError(f"--match {match!r} is not allowed; choose one of: "
+                           f"{', '.join(MATCHES)}")
+    classes = group_runs(results)
+    return [_table(c, classes, metric_key(metric), match, baselines) for c in classes]
+
+
+def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: str, match: str,
+           baselines: list[dict[str, str]] | None) -> Table:
+    rows = [Row(v.label, v.settings, v.runs) for v in group.variants]
+    explicit = baselines is not None
+    specs = baselines if explicit else [parse_baseline([b]) for b in
+                                        group.study.get("baselines", [])]
+    chosen = next((spec for spec in specs if any(matches(r.settings, spec) for r in rows)),
+                  None)
+    if chosen is None and explicit:
+        _cross_class_error(group, classes, specs)
+    base_rows = [r for r in rows if chosen and matches(r.settings, chosen)]
+    if len(base_rows) > 1:
+        raise CompareError(f"baseline {chosen} matches {len(base_rows)} variants of class "
+                           f"{class_label(group.comparability)}: "
+                           f"{'; '.join(r.label for r in base_rows)}; add keys to it")
+    base = base_rows[0] if base_rows else rows[0]  # default: the first variant
+    base.is_baseline = True
+    budget = common_budget(group.runs, match)
+    for row in rows:
+        _fill(row, metric, match, budget)
+    _compare(rows, base, metric)
+    return Table(group.comparability, metric, match, budget,
+                 chosen or {"(first variant)": base.label}, rows, group.varying, group.study)
+
+
+def _diff_keys(a: dict, b: dict) -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            va, vb = a.get(k), b.get(k)
+            if isinstance(va, dict) and isinstance(vb, dict):
+                out += [f"{k}.{d}" for d in _diff_keys(va, vb)]
+            else:
+                out.append(f"{k}: {va} vs {vb}")
+    return out
+
+
+def _cross_class_error(group: ComparisonClass, classes: list[ComparisonClass],
+                       specs: list[dict]) -> None:
+    comp = group.comparability
+    for other in classes:
+        for spec in specs:
+            if any(matches(variant_settings(r), spec) for r in other.runs):
+                differ = "; ".join(_diff_keys(other.comparability, comp))
+                raise CompareError(
+                    f"baseline {','.join(f'{k}={v}' for k, v in spec.items())} belongs to "
+                    f"another comparison class than runs of [{class_label(comp)}]; they "
+                    f"differ in {differ}. Runs are compared only within a class: give one "
+                    "baseline per class (repeat --baseline).")
+    wanted = " or ".join(",".join(f"{k}={v}" for k, v in s.items()) for s in specs)
+    raise CompareError(f"no run matches the baseline {wanted} in class [{class_label(comp)}]")
+
+
+def _fill(row: Row, metric: str, match: str, budget: float | None) -> None:
+    counts = count_statuses(row.runs)
+    row.diverged, row.failed = counts["diverged"], counts["failed"]
+    for r in row.runs:
+        if r["status"] != "completed":
+            continue
+        v = value_at(r, metric, match, budget)
+        if v is not None and np.isfinite(v):
+            row.values[r["seed"]] = float(v)
+    vals = list(row.values.values())
+    row.n = len(vals)
+    if vals:
+        row.mean, row.median = float(np.mean(vals)), float(np.median(vals))
+        row.ci = bootstrap_ci(vals)
+
+
+def _compare(rows: list[Row], base: Row, metric: str) -> None:
+    sign = direction(metric)
+    pvals = []
+    for row in rows:
+        if row is base:
+            pvals.append(None)
+            continue
+        seeds = sorted(set(row.values) & set(base.values))
+        row.pairs = len(seeds)
+        diffs = [row.values[s] - base.values[s] for s in seeds]
+        if diffs:
+            row.diff = float(np.mean(diffs))
+            row.diff_ci = bootstrap_ci(diffs)
+        if row.pairs >= MIN_PAIRS and np.ptp(diffs) > 0:
+            row.p = paired_t([row.values[s] for s in seeds], [base.values[s] for s in seeds])
+        pvals.append(row.p)  # identical differences on every seed: no variance, no test
+    for row, p in zip(rows, holm(pvals), strict=True):
+        row.p_holm = p
+        if row is base:
+            row.verdict = "baseline"
+        elif row.pairs < MIN_PAIRS:
+            row.verdict = f"too thin ({row.pairs} paired seeds; need {MIN_PAIRS})"
+        elif row.p is None:
+            row.verdict = ("same on every seed" if not row.diff else
+                           f"{'better' if sign * row.diff > 0 else 'worse'} by the same amount "
+                           "on every seed (no variance: no test)")
+        elif p is not None and p < 0.05:
+            row.verdict = "better" if sign * row.diff > 0 else "worse"
+        else:
+            row.verdict = "no clear difference"
+
+
+# -- text -----------------------------------------------------------------------------------
+def fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def table_lines(t: Table) -> list[list[str]]:
+    head = ["variant", "n", "div", "fail", "mean", "95% CI", "median", "Δ vs baseline",
+            "Δ 95% CI", "p (paired t)", "p Holm", "verdict"]
+    lines = [head]
+    for r in t.rows:
+        lines.append([r.label + (" *" if r.is_baseline else ""), str(r.n), str(r.diverged),
+                      str(r.failed), fmt(r.mean),
+                      "—" if r.ci is None else f"[{fmt(r.ci[0])}, {fmt(r.ci[1])}]",
+                      fmt(r.median), "" if r.is_baseline else fmt(r.diff),
+                      "" if r.is_baseline or r.diff_ci is None else
+                      f"[{fmt(r.diff_ci[0])}, {fmt(r.diff_ci[1])}]",
+                      "" if r.p is None else f"{r.p:.3g}",
+                      "" if r.p_holm is None else f"{r.p_holm:.3g}", r.verdict])
+    return lines
+
+
+def describe(t: Table) -> str:
+    where = "final scores" if t.match == "final" else f"matched at {t.match} = {fmt(t.budget)}"
+    better = "higher" if direction(t.metric) > 0 else "lower"
+    return (f"class [{class_label(t.comparability)}]: {t.metric} ({better} is better), "
+            f"{where}; baseline {', '.join(f'{k}={v}' for k, v in t.baseline.items())} (*)")
+
+
+def aligned(lines: list[list[str]]) -> list[str]:
+    """A text table: columns padded to width, a rule under the header row."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for i, line in enumerate(lines):
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
+def format_text(tables: list[Table]) -> str:
+    out = []
+    for t in tables:
+        out += [describe(t), *aligned(table_lines(t)), ""]
+    return "\n".join(out)
+
+
+def format_brief(results: list[dict]) -> str:
+    """A quick look: per class, mean ± std over seeds of every eval metric per variant
+    (completed runs only), with each variant's status counts. No pairing, no tests."""
+    out = []
+    for group in group_runs(results):
+        names = sorted({m for r in group.runs for m in r["metrics"] if m.startswith("eval/")})
+        lines = [["variant", "runs", "done/div/fail", *(m.split("/", 1)[1] for m in names)]]
+        for v in group.variants:
+            counts = count_statuses(v.runs)
+            cells = [v.label, str(len(v.runs)),
+                     f"{counts['completed']}/{counts['diverged']}/{counts['failed']}"]
+            for m in names:
+                values = [r["metrics"][m] for r in v.runs if r["status"] == "completed"
+                          and r["metrics"].get(m) is not None]
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.fmean(values):.3g} ± {sd:.2g}" if values else "—")
+            lines.append(cells)
+        out += [f"class [{class_label(group.comparability)}]", *aligned(lines), ""]
+    return "\n".join(out)
+
+
+def default_metric(results: list[dict]) -> str:
+    names = {k for r in results for k in r["metrics"]}
+    for name in ("eval/fid", "eval/modes_covered"):
+        if name in names:
+            return name
+    raise CompareError("no run has eval/fid or eval/modes_covered; name one with --metric")
