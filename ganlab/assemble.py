@@ -20,7 +20,11 @@ from ganlab.gan import GAN, Game, Schedule
 from ganlab.labels import LABEL_MODES, LabelMode
 from ganlab.losses import build_loss
 from ganlab.nets import MODELS, Discriminator, Generator
-from ganlab.nets.norm import ReferenceBatch, needs_reference
+from ganlab.nets.norm import ReferenceBatch, RefStatsNorm, needs_reference
+
+# the memory of a round, as a multiple of the activations of its forward passes: kept for
+# the backward pass, their gradients, and the optimiser's and the allocator's slack
+ROUND_MEMORY_FACTOR = 3
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -67,13 +71,22 @@ def build_nets(cfg: DictConfig, data, mode: LabelMode, extras: list[Extra],
 
 
 def build_gan(cfg: DictConfig, device: torch.device) -> GAN:
-    """The run's GAN, freshly initialised from its seed, on `device`."""
+    """The run's GAN, freshly initialised from its seed, on `device`. A config that cannot
+    run here (a reference batch larger than the data, a round larger than the memory) is
+    refused with the numbers."""
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     data = build_data(cfg.data, derive_seed(cfg.seed, "data"), device, cfg.labels.fraction)
+    n = cfg.norm.ref_batch_size
+    if needs_reference(cfg.norm.d) and hasattr(data, "__len__") and n > len(data):
+        raise ConfigError(f"norm.ref_batch_size={n} is not allowed with norm.d={cfg.norm.d}: "
+                          f"D's reference batch is drawn from data={cfg.data.name}'s "
+                          f"{cfg.data.split} split of {len(data)} samples; it must be <= "
+                          f"{len(data)}")
     mode = LABEL_MODES.choose(cfg.labels.name)(cfg.labels.class_weight)
     extras = build_extras(cfg.extras)
     G, D = build_nets(cfg, data, mode, extras, derive_seed(cfg.seed, "reference"))
     G, D = G.to(device), D.to(device)
+    check_memory(cfg, G, D, data, device)
     t = cfg.train
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=tuple(t.betas_g))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=tuple(t.betas_d))
@@ -82,3 +95,83 @@ def build_gan(cfg: DictConfig, device: torch.device) -> GAN:
     schedule = Schedule(t.batch_size, t.d_steps, t.g_steps, cfg.norm.split_real_fake)
     return GAN(G, D, opt_g, opt_d, game, data, schedule,
                noise_seed=derive_seed(cfg.seed, "noise"), device=device)
+
+
+# -- will it fit? ----------------------------------------------------------------------------
+def _activation_bytes(net: nn.Module, *inputs) -> int:
+    """Bytes of every leaf module's output for `inputs`, in eval mode without gradients;
+    reference/virtual norms take their statistics from the inputs themselves."""
+    total = 0
+
+    def count(module, args, output):
+        nonlocal total
+        for t in output if isinstance(output, tuple) else (output,):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    norms = [m for m in net.modules() if isinstance(m, RefStatsNorm)]
+    was_training = net.training
+    net.eval()
+    try:
+        for m in norms:
+            m.collecting = True
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        for m in norms:
+            m.collecting, m.ref_mean, m.ref_var = False, None, None
+        for h in handles:
+            h.remove()
+        net.train(was_training)
+    return total
+
+
+def round_memory_bytes(cfg: DictConfig, G: nn.Module, D: nn.Module, data,
+                       device: torch.device) -> int:
+    """A rough estimate of the memory one training round needs: the activations of G on a
+    batch (and its reference batch) and of D on a real and a fake batch (and its reference
+    batch), times ROUND_MEMORY_FACTOR, plus four copies of the weights (weights, gradients,
+    Adam's two moments)."""
+    g = G.net if isinstance(G, ReferenceBatch) else G
+    d = D.net if isinstance(D, ReferenceBatch) else D
+    z = torch.zeros(2, cfg.model.z_dim, device=device)
+    y = torch.zeros(2, dtype=torch.long, device=device) if g.num_classes else None
+    per_g = _activation_bytes(g, z, y) / 2
+    x = torch.zeros(2, *data.sample_shape, device=device)
+    y_d = torch.zeros(2, dtype=torch.long, device=device)
+    per_d = _activation_bytes(d, x, y_d) / 2
+    b, n = cfg.train.batch_size, cfg.norm.ref_batch_size
+    ref_g = n if needs_reference(cfg.norm.g) else 0
+    ref_d = n if needs_reference(cfg.norm.d) else 0
+    weights = sum(p.numel() * p.element_size() for m in (G, D) for p in m.parameters())
+    return int(ROUND_MEMORY_FACTOR * (per_g * (b + ref_g) + per_d * (2 * b + ref_d))
+               + 4 * weights)
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory free for a run on `device` (None where it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(cfg: DictConfig, G: nn.Module, D: nn.Module, data, device: torch.device,
+                 available: int | None = None) -> None:
+    need = round_memory_bytes(cfg, G, D, data, device)
+    available = available_memory_bytes(device) if available is None else available
+    if available is not None and need > available:
+        gib = 2 ** 30
+        raise ConfigError(
+            f"this config needs about {need / gib:.1f} GiB for one round (train.batch_size="
+            f"{cfg.train.batch_size}, norm.ref_batch_size={cfg.norm.ref_batch_size} with "
+            f"norm.g={cfg.norm.g}, norm.d={cfg.norm.d}), more than the {available / gib:.1f} "
+            f"GiB available on {device}; lower norm.ref_batch_size or train.batch_size")

@@ -11,7 +11,7 @@ metadata, declared once here; everything that sorts keys derives from it:
 | budget   | train.steps                       | hparams       | yes     | no (extends)    | yes        |
 | class    | data.name, model.name             | comparability | -       | yes             | yes        |
 | eval     | eval.num_samples, eval.features   | comparability | -       | yes             | yes        |
-| schedule | eval.every, train.log_every       | -             | -       | no              | yes        |
+| schedule | eval.every, train.log_every       | -             | -       | no              | no         |
 | infra    | train.device, logger.*, fanout.*  | -             | -       | no              | no         |
 | study    | study.*                           | study         | -       | no              | no         |
 | seed     | seed                              | seed          | -       | yes             | no (own dir)|
@@ -55,8 +55,10 @@ VARIANT_ROLES = frozenset({Role.TRICK, Role.HPARAM, Role.BUDGET})
 RESUME_FIXED_ROLES = frozenset({Role.TRICK, Role.HPARAM, Role.CLASS, Role.EVAL, Role.SEED})
 # what re-scoring a finished run may change without describing another model
 RESCORE_ROLES = frozenset({Role.EVAL, Role.SCHEDULE, Role.INFRA})
-# left out of a sweep cell's folder name: runs that differ only in these share a cell
-CELL_EXCLUDED_ROLES = frozenset({Role.INFRA, Role.STUDY, Role.SEED})
+# left out of a sweep cell's folder name: runs that differ only in these share a cell, so a
+# sweep relaunched with another launcher, device or evaluation schedule finds its runs. A
+# budget (train.steps) stays in the name: a sweep over it must not merge its runs.
+CELL_EXCLUDED_ROLES = frozenset({Role.SCHEDULE, Role.INFRA, Role.STUDY, Role.SEED})
 # config groups that set keys anywhere (`# @package _global_`) rather than one section
 GLOBAL_GROUP_ROLES = {"launcher": Role.INFRA, "experiment": Role.STUDY, "ablation": Role.TRICK}
 
@@ -179,6 +181,8 @@ class LoggerConfig:
     entity: str | None = None
     group: str | None = None  # defaults to the sweep cell (overrides without the seed)
     tags: list[str] = field(default_factory=list)
+    # online mode: seconds to reach W&B before logging offline instead (`wandb sync` later)
+    init_timeout: float = keyed(10.0, above=0)
 
 
 @dataclass
@@ -227,8 +231,8 @@ def role_of(key: str, schema: type = Config) -> Role | None:
     """The role of a dotted config key (or of a config group's name); None if unknown.
 
     The most specific declaration wins: a field's own role, else its section's. Keys
-    inside a section the schema does not spell out (the plug-ins' `extras.*`) take the
-    section's role."""
+    inside a section the static schema leaves open (the plug-ins' `extras.*`) take the
+    section's role; any other unknown key has none."""
     base = key.lstrip("+~").split("@")[0]
     if base in GLOBAL_GROUP_ROLES:
         return GLOBAL_GROUP_ROLES[base]
@@ -237,7 +241,7 @@ def role_of(key: str, schema: type = Config) -> Role | None:
         fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(
             cls) else {}
         if part not in fields:
-            return role if cls is not schema else None
+            return role if cls is not schema and not fields else None
         role = fields[part].metadata.get("role", role)
         # `from __future__ import annotations` leaves field types as strings: resolve them
         cls = typing.get_type_hints(cls)[part]
@@ -340,19 +344,9 @@ def validate(cfg: DictConfig | Config) -> None:
         value = select(cfg, key)
         if not (value >= bound if op == ">=" else value > bound):
             raise ConfigError(f"{key}={value!r} is not allowed; it must be {op} {bound}")
-    if cfg.train.batch_size < 2 and "batch" in (cfg.norm.g, cfg.norm.d):
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not allowed with "
-                          "batch norm; it must be >= 2")
-
-    labels, fraction = cfg.labels.name, cfg.labels.fraction
-    if labels != "none" and cfg.data.num_classes < 2:
-        raise ConfigError(f"labels={labels!r} needs a labelled dataset, and data={cfg.data.name!r} "
-                          f"has data.num_classes={cfg.data.num_classes}; use labels=none")
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"labels.fraction={fraction!r} is not allowed; it must be in (0, 1]")
-    if fraction < 1 and labels != "kplus1":
-        raise ConfigError(f"labels.fraction={fraction!r} is not allowed with labels={labels!r}; "
-                          "only labels=kplus1 trains with partly labelled data")
+    if not 0 < cfg.labels.fraction <= 1:
+        raise ConfigError(f"labels.fraction={cfg.labels.fraction!r} is not allowed; "
+                          "it must be in (0, 1]")
     for key in ("train.betas_g", "train.betas_d"):
         betas = list(select(cfg, key))
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):

@@ -8,15 +8,20 @@ checking it against what the parts support.
   today's `conf/`, with overrides applied (for re-running and re-scoring).
 - `check(cfg)`: `ganlab.config.validate` plus every name against its registry, and the
   data/model pairing each model family declares.
+- `check_overrides(args)`: command-line overrides against conf/ and the schema, so that a
+  typo or a wrong type ends in one line (with a "did you mean") before Hydra composes.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
+import typing
 from dataclasses import field, make_dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.config import CONF_DIR, Config, ConfigError, Role, flatten, select, validate
 from ganlab.data import DATASETS
@@ -50,9 +55,87 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    check_overrides(overrides)
     register_configs()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+# -- overrides ---------------------------------------------------------------------------------
+def check_overrides(args: list[str] | tuple[str, ...]) -> None:
+    """Raise ConfigError (one line) for an override that names no config group option, no
+    schema key, or gives a value of the wrong type; flags and hydra.* keys are left alone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    tokens = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(tokens)
+    except HydraException as e:
+        raise ConfigError(f"cannot read the overrides: {str(e).splitlines()[0]}") from None
+    for o in overrides:
+        if o.is_hydra_override() or o.is_delete():
+            continue
+        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        if (Path(CONF_DIR) / o.key_or_group).is_dir():
+            for value in values:
+                for option in value if isinstance(value, list) else [value]:
+                    _check_option(o.key_or_group, option)
+        elif not o.is_add():
+            for value in values:
+                check_key_value(o.key_or_group, value)
+
+
+def _check_option(group: str, option) -> None:
+    options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    if option is not None and str(option) not in options:
+        raise ConfigError(f"{group}={option!r} is not allowed; choose one of: "
+                          f"{', '.join(options)}{_did_you_mean(str(option), options)}")
+
+
+@functools.cache
+def _schema_keys() -> tuple[str, ...]:
+    base = OmegaConf.structured(schema())
+    sections = [k for k in base if OmegaConf.is_config(base[k])]
+    return tuple(sorted(set(flatten(OmegaConf.to_container(base, resolve=False))) | set(sections)))
+
+
+def check_key_value(key: str, value) -> None:
+    """One override `key=value` against the typed schema."""
+    keys = _schema_keys()
+    if key not in keys:
+        raise ConfigError(f"{key} is not a config key{_did_you_mean(key, keys)}; "
+                          "`python -m ganlab.train --cfg job` prints them all")
+    if isinstance(value, str) and "${" in value:
+        return  # an interpolation: typed when resolved
+    try:
+        OmegaConf.update(OmegaConf.structured(schema()), key, value, merge=True)
+    except OmegaConfBaseException:
+        raise ConfigError(f"{key}={value!r} is not allowed; {key} takes "
+                          f"{_type_name(_field_type(key))}") from None
+
+
+def _field_type(key: str):
+    cls = schema()
+    for part in key.split("."):
+        cls = typing.get_type_hints(cls)[part]
+    return cls
+
+
+def _type_name(kind) -> str:
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    optional = " (or null)" if type(None) in typing.get_args(kind) else ""
+    if typing.get_origin(kind) is list:
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if args and optional:
+        return _type_name(args[0]) + optional
+    return {int: "an integer", float: "a number", bool: "true or false",
+            str: "a string"}.get(kind, str(kind))
+
+
+def _did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def check(cfg: DictConfig) -> None:
@@ -69,10 +152,21 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"data.image_size={cfg.data.image_size!r} is not allowed with "
                           f"model={cfg.model.name}; it supports "
                           f"{', '.join(map(str, model.image_sizes))}")
-    for key in ("norm.g", "norm.d"):
-        NORMS.choose(select(cfg, key), key)
+    norms = {key: NORMS.choose(select(cfg, key), key) for key in ("norm.g", "norm.d")}
+    batch_norms = [f"{k}={select(cfg, k)}" for k, n in norms.items() if n.batch_statistics]
+    if batch_norms and cfg.train.batch_size < 2:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not allowed with "
+                          f"{', '.join(batch_norms)}; it must be >= 2")
     LOSSES.choose(cfg.loss.name)
-    LABEL_MODES.choose(cfg.labels.name)
+    mode = LABEL_MODES.choose(cfg.labels.name)
+    labels, fraction = cfg.labels.name, cfg.labels.fraction
+    if mode.uses_labels and cfg.data.num_classes < 2:
+        raise ConfigError(f"labels={labels!r} needs a labelled dataset, and data={cfg.data.name!r} "
+                          f"has data.num_classes={cfg.data.num_classes}; use labels=none")
+    if fraction < 1 and not mode.partial_labels:
+        partial = [name for name, m in LABEL_MODES.items() if m.partial_labels]
+        raise ConfigError(f"labels.fraction={fraction!r} is not allowed with labels={labels!r}; "
+                          f"only labels={' or '.join(partial)} trains with partly labelled data")
     TRACKERS.choose(cfg.logger.name)
     resolve_options(cfg.extras)
 
@@ -98,14 +192,16 @@ def load_config(run_dir: Path, overrides: list[str]) -> DictConfig:
         if (Path(CONF_DIR) / group).is_dir():
             cfg = _apply_group_choice(cfg, group, override)
             continue
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
-        except Exception as e:  # unknown key, wrong type
-            raise ConfigError(f"{override}: {e}".splitlines()[0]) from None
+        parsed = OmegaConf.from_dotlist([override])
+        check_key_value(key, OmegaConf.select(parsed, key))
+        cfg = OmegaConf.merge(cfg, parsed)
     return cfg
 
 
 def _apply_group_choice(cfg: DictConfig, group: str, override: str) -> DictConfig:
+    """Set every key the group's options decide (those any option sets away from the
+    defaults) to what composing this choice gives: a row that puts a key back to its
+    default puts it back here too."""
     value = override.partition("=")[2]
     folder = Path(CONF_DIR) / group
     options = sorted(p.stem for p in folder.glob("*.yaml"))
@@ -113,14 +209,29 @@ def _apply_group_choice(cfg: DictConfig, group: str, override: str) -> DictConfi
         if wanted and wanted not in options:
             raise ConfigError(f"{group}={wanted!r} is not allowed; choose one of: "
                               f"{', '.join(options)}")
-    if group not in _primary_groups():  # e.g. ablation rows: added to the defaults list
-        package = "@_global_" if _is_global(folder / f"{value}.yaml") else ""
-        override = f"+{group}{package}={value}"
-    defaults, chosen = flatten(compose([])), compose([override])
-    changed = {k: v for k, v in flatten(chosen).items() if defaults.get(k) != v}
+    chosen = flatten(compose([_as_override(group, value)]))
+    decided = _keys_decided_by(group)
     if group in cfg:  # the group's own section is replaced as a whole
-        cfg = OmegaConf.merge(cfg, {group: chosen[group]})
-    return OmegaConf.merge(cfg, _unflatten(changed))
+        decided |= {k for k in chosen if k.startswith(f"{group}.")}
+    return OmegaConf.merge(cfg, _unflatten({k: chosen[k] for k in decided if k in chosen}))
+
+
+def _as_override(group: str, value: str) -> str:
+    if group in _primary_groups():
+        return f"{group}={value}"
+    # e.g. ablation rows: added to the defaults list, in their own package
+    package = "@_global_" if _is_global(Path(CONF_DIR) / group / f"{value}.yaml") else ""
+    return f"+{group}{package}={value}"
+
+
+@functools.cache
+def _keys_decided_by(group: str) -> frozenset[str]:
+    defaults = flatten(compose([]))
+    decided: set[str] = set()
+    for option in sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")):
+        composed = flatten(compose([_as_override(group, option)]))
+        decided |= {k for k, v in composed.items() if defaults.get(k) != v}
+    return frozenset(decided)
 
 
 @functools.cache

@@ -16,9 +16,9 @@ height) and `dstar.png` (both curves over the densities, with the bump region sh
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from torch import nn
 from ganlab.config import ConfigError, validate
 from ganlab.configure import compose
 from ganlab.losses import GANLoss
+from ganlab.plots import save_figure
+from ganlab.storage import StorageError, atomic_write_json
 
 P_DATA = (0.0, 1.0)  # mean, std
 P_MODEL = (2.0, 1.0)
@@ -58,7 +60,9 @@ class DStarFit:
 
 
 def fit_dstar(real_target: float, fake_target: float, steps: int = 3000, batch: int = 1024,
-              seed: int = 0, points: int = 281) -> DStarFit:
+              seed: int = 0, points: int = 281, progress=None) -> DStarFit:
+    """D trained to optimality against the fixed densities; `progress(step, loss)` is called
+    every tenth of the way."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     D = nn.Sequential(nn.Linear(1, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(),
@@ -66,7 +70,7 @@ def fit_dstar(real_target: float, fake_target: float, steps: int = 3000, batch: 
     opt = torch.optim.Adam(D.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # settle on the optimum
     loss = GANLoss(real_target, fake_target)  # the same cost D minimises in training
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         real = P_DATA[0] + P_DATA[1] * torch.randn(batch, 1, generator=gen)
         fake = P_MODEL[0] + P_MODEL[1] * torch.randn(batch, 1, generator=gen)
         terms = loss.d_loss(D(real).squeeze(1), D(fake).squeeze(1))
@@ -74,6 +78,8 @@ def fit_dstar(real_target: float, fake_target: float, steps: int = 3000, batch: 
         terms.total.backward()
         opt.step()
         sched.step()
+        if progress is not None and step % max(1, steps // 10) == 0:
+            progress(step, float(terms.total))
     x = torch.linspace(*GRID, points)
     with torch.no_grad():
         measured = torch.sigmoid(D(x.unsqueeze(1)).squeeze(1))
@@ -113,7 +119,7 @@ def plot_dstar(fit: DStarFit, path: Path) -> None:
                  f"max |D - D*| = {fit.max_abs_error:.3f}", fontsize=9)
     ax.legend(fontsize=7, loc="center left")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -131,11 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ganlab.dstar: config error: {e}", file=sys.stderr)
         return 2
+    print(f"training D to optimality ({args.steps} steps) for real_target="
+          f"{cfg.smoothing.real_target:g}, fake_target={cfg.smoothing.fake_target:g}; "
+          f"writing to {args.out}", flush=True)
+    start = time.perf_counter()
+
+    def progress(step: int, loss: float) -> None:
+        print(f"  step {step}/{args.steps}  D's cost {loss:.4f}  "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+
     fit = fit_dstar(cfg.smoothing.real_target, cfg.smoothing.fake_target, args.steps,
-                    seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "dstar.json").write_text(json.dumps(asdict(fit), indent=1))
-    plot_dstar(fit, args.out / "dstar.png")
+                    seed=args.seed, progress=progress)
+    try:
+        atomic_write_json(args.out / "dstar.json", asdict(fit))
+        plot_dstar(fit, args.out / "dstar.png")
+    except (StorageError, OSError) as e:
+        print(f"ganlab.dstar: {e}", file=sys.stderr)
+        return 2
     print(f"real_target={fit.real_target:g} fake_target={fit.fake_target:g}  "
           f"max|D-D*|={fit.max_abs_error:.4f} mean|D-D*|={fit.mean_abs_error:.4f}  "
           f"bump: measured {fit.bump_measured:.4f}, analytic {fit.bump_analytic:.4f}\n"

@@ -67,6 +67,7 @@ class GAN:
         self.data, self.schedule, self.device = data, schedule, device
         self.z_dim, self.num_classes = G.z_dim, data.num_classes
         self.batch_size = schedule.batch_size
+        self.round_images = 0  # real samples drawn in the latest round (the loop counts them)
         # what actually runs: a plug-in may need separate batches whatever norm.* says
         self.split_real_fake = schedule.split_real_fake or any(
             e.separate_real_fake for e in self.extras)
@@ -106,8 +107,12 @@ class GAN:
             plugin.after_update(who)
         return {f"loss_{who}": total.detach(), **{k: v.detach() for k, v in extra.items()}}
 
+    def _real_batch(self):
+        self.round_images += self.batch_size
+        return self.data.sample(self.batch_size)
+
     def d_step(self) -> dict[str, torch.Tensor]:
-        real, y_real = self.data.sample(self.batch_size)
+        real, y_real = self._real_batch()
         y_fake = self.sample_fake_labels(self.batch_size)
         with torch.no_grad():
             fake = self.G(self.sample_z(self.batch_size), y_fake)
@@ -125,7 +130,7 @@ class GAN:
                 "fake_logits": out_fake.adv.detach()}
 
     def _real_output(self) -> DOutput:
-        real, y_real = self.data.sample(self.batch_size)
+        real, y_real = self._real_batch()
         with torch.no_grad():
             return self.D(real, y_real if self.labels.conditional_d else None)
 
@@ -146,6 +151,7 @@ class GAN:
         Both networks must be in train mode (the loop sets it once; `generate` restores it).
         """
         stats: dict[str, torch.Tensor] = {}
+        self.round_images = 0
         for _ in range(self.schedule.d_steps):
             stats.update(self.d_step())
         for _ in range(self.schedule.g_steps):

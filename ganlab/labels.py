@@ -75,6 +75,8 @@ LABEL_MODES: Registry[type[LabelMode]] = Registry("labels")
 
 @LABEL_MODES.register("none")
 class LabelMode:
+    uses_labels = False  # trained with labels: compared with labelled runs only (§4.1)
+    partial_labels = False  # can train on partly labelled data (labels.fraction < 1)
     conditional_g = False  # G takes y
     conditional_d = False  # D's head takes y
     head: type[nn.Module] = AdvHead
@@ -93,6 +95,7 @@ class LabelMode:
 
 @LABEL_MODES.register("conditional")
 class Conditional(LabelMode):
+    uses_labels = True
     conditional_g = True
     conditional_d = True
     head = ProjectionHead
@@ -100,6 +103,7 @@ class Conditional(LabelMode):
 
 @LABEL_MODES.register("auxiliary")
 class Auxiliary(LabelMode):
+    uses_labels = True
     conditional_g = True
     head = AuxiliaryHead
 
@@ -113,6 +117,8 @@ class Auxiliary(LabelMode):
 
 @LABEL_MODES.register("kplus1")
 class KPlusOne(LabelMode):
+    uses_labels = True
+    partial_labels = True
     head = KPlusOneHead
 
     def d_terms(self, real_cls, y_real, fake_cls, y_fake):

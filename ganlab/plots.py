@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ganlab.storage import atomic_write
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure as a PNG, written atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write(path, buffer.getvalue())
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Write a picture atomically (a full disk leaves no half file, and says so)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write(path, buffer.getvalue())
 
 
 def image_grid(images: torch.Tensor, pad: int = 2) -> np.ndarray:
@@ -27,7 +44,7 @@ def image_grid(images: torch.Tensor, pad: int = 2) -> np.ndarray:
 
 def save_image_grid(images: torch.Tensor, path: Path) -> None:
     grid = image_grid(images)
-    Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid).save(path)
+    save_png(Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid), path)
 
 
 def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: str,
@@ -59,11 +76,10 @@ def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: 
         draw.line((x - 6, y + 6, x + 6, y - 6), fill=(214, 39, 40), width=3)
     draw.text((margin, 6), f"{title}   (blue: generated, red: true modes; "
                            f"axes [-{span:.3g}, {span:.3g}])", fill="black")
-    image.save(path)
+    save_png(image, path)
 
 
 def save_samples(samples: torch.Tensor, data, path: Path, title: str, grid_size: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     if data.kind == "toy2d":
         save_scatter(samples, data.modes, path, title)
     else:

@@ -5,7 +5,8 @@ re-run does not depend on today's `conf/` files: with no overrides it repeats th
 on CPU its weights and metrics equal the original's bit for bit. Overrides are `key=value`
 (e.g. `train.steps=5000`, `seed=7`) or a group choice (e.g. `smoothing=two_sided`). The new
 run goes to `--out` (default: outputs/reruns/<sweep cell>_<run>, numbered if taken; never
-inside the sweep, whose comparison it would otherwise join).
+inside the sweep, whose comparison it would otherwise join). Re-running into an existing
+`--out` resumes that re-run (the same config) or is refused (another config).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ganlab.config import ConfigError
 from ganlab.configure import load_config
-from ganlab.train import run
+from ganlab.train import USER_ERRORS, Interrupted, run
 
 
 def free_dir(base: Path) -> Path:
@@ -41,13 +42,23 @@ def main(argv: list[str] | None = None) -> int:
         # outside any sweep dir, so that a re-run never joins the sweep's comparison
         name = "_".join(p for p in args.run_dir.resolve().parts[-2:] if p)
         out = args.out or free_dir(Path("outputs") / "reruns" / name)
-        if out.exists() and any(out.iterdir()):
-            raise ConfigError(f"--out {out} exists and is not empty; choose a new directory")
+        # an existing --out must be this re-run itself (it then resumes; another config is
+        # refused by ganlab.train.run), never some other folder
+        if out.exists() and any(out.iterdir()) and not (out / ".hydra" / "config.yaml").exists():
+            raise ConfigError(f"--out {out} exists, is not empty and holds no run; choose a "
+                              "new directory")
         print(f"re-running {args.run_dir} into {out}", file=sys.stderr)
-        result = run(cfg, out)
+        result = run(cfg, out, overrides=args.overrides)
     except ConfigError as e:
         print(f"ganlab.rerun: config error: {e}", file=sys.stderr)
         return 2
+    except USER_ERRORS as e:
+        print(f"ganlab.rerun: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"ganlab.rerun: {e}; run the same command with --out {out} to resume",
+              file=sys.stderr)
+        return 128 + e.signum
     print(f"{out}: {result['status']}" + (f" ({result['error']})" if result["error"] else ""))
     return 0 if result["status"] != "failed" else 1
 

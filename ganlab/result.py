@@ -1,24 +1,30 @@
 """The per-run `result.json`: what a run was (trick, comparability, hparams) and what it got.
 
-The file is rewritten atomically at start, at every evaluation and at the end, so a run that
-crashes, diverges or is killed always leaves a readable record with its status.
+The file is rewritten atomically once a launch is accepted, at every evaluation and at the
+end, so a run that crashes, diverges, is interrupted or killed leaves a readable record with
+its status. A file that is not such a record raises RecordError naming it.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from ganlab.config import Role, keys_with_role
+from ganlab.config import VARIANT_ROLES, Role, keys_with_role
+from ganlab.labels import LABEL_MODES
+from ganlab.storage import atomic_write_json
 
-STATUSES = ("completed", "diverged", "failed", "running")
+STATUSES = ("completed", "diverged", "failed", "interrupted", "running")
 TERMINAL = ("completed", "diverged")  # re-launching such a run does nothing
+REQUIRED = ("status", "seed", "trick", "comparability", "metrics", "history")
+
+
+class RecordError(ValueError):
+    """A result.json that cannot be read as a run's record; the message names it."""
 
 
 def trick_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -28,14 +34,15 @@ def trick_dict(cfg: DictConfig) -> dict[str, Any]:
 
 def hparams_dict(cfg: DictConfig) -> dict[str, Any]:
     """Everything else that shapes what is trained; runs of one variant agree on it."""
-    return keys_with_role(cfg, {Role.HPARAM, Role.BUDGET})
+    return keys_with_role(cfg, VARIANT_ROLES - {Role.TRICK})
 
 
 def comparability_dict(cfg: DictConfig, eval_protocol: dict | None) -> dict[str, Any]:
     """What decides whether two runs may be compared at all: label use (the tutorial's rule:
     models trained with labels are compared with each other only), the data and model
     family (role `class`), and the evaluation protocol the scores were computed under."""
-    return {"labels": "none" if cfg.labels.name == "none" else "labelled",
+    labelled = LABEL_MODES.choose(cfg.labels.name).uses_labels
+    return {"labels": "labelled" if labelled else "none",
             **keys_with_role(cfg, {Role.CLASS}), "eval": eval_protocol}
 
 
@@ -44,42 +51,38 @@ def count_statuses(results: list[dict]) -> Counter:
     return Counter(r["status"] for r in results)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(_json_safe(data), f, indent=2, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_result(run_dir: Path | str) -> dict | None:
+    """The run's record; None if it has none; RecordError if the file is not a record."""
     path = Path(run_dir) / "result.json"
     if not path.exists():
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RecordError(f"{path} is unreadable ({e})") from None
+    missing = [k for k in REQUIRED if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise RecordError(f"{path} is not a complete run record (no {', '.join(missing)})")
+    if data["status"] not in STATUSES:
+        raise RecordError(f"{path} has an unknown status {data['status']!r}")
+    return data
 
 
 class ResultFile:
-    """The run's result.json, kept in memory and rewritten whole on every update."""
+    """The run's result.json, kept in memory and rewritten whole on every update.
 
-    def __init__(self, path: Path, **fields: Any):
-        self.path = path
+    With `live=False` updates stay in memory until `go_live()`: a relaunch writes nothing
+    over the previous record until it has been accepted."""
+
+    def __init__(self, path: Path, live: bool = True, **fields: Any):
+        self.path, self.live = path, live
         self.data: dict[str, Any] = {"status": "running", "error": None, "seed": None,
                                      "trick": {}, "comparability": {}, "hparams": {},
                                      "metrics": {}, "history": [], "step": 0,
-                                     "study": {}, "host": {}, **fields}
+                                     "study": {}, "host": {},
+                                     # the protocol the history was evaluated under, where
+                                     # a re-scoring changed `comparability.eval` since
+                                     "history_eval": None, **fields}
 
     def update(self, **fields: Any) -> None:
         unknown = set(fields) - set(self.data)
@@ -87,5 +90,9 @@ class ResultFile:
         if "status" in fields:
             assert fields["status"] in STATUSES, fields["status"]
         self.data.update(fields)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, self.data)
+        if self.live:
+            atomic_write_json(self.path, self.data)
+
+    def go_live(self) -> None:
+        self.live = True
+        atomic_write_json(self.path, self.data)

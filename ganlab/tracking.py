@@ -1,6 +1,8 @@
 """Experiment tracking: Weights & Biases, offline unless the user asks for online.
 
-A tracker never kills training: the first W&B error is reported once, and the tracker turns
+A tracker never kills training nor blocks it: online mode that cannot reach W&B within
+`logger.init_timeout` seconds says so once and logs offline instead (the copy lands in the
+run dir, for `wandb sync`); any later W&B error is reported once, and the tracker turns
 itself off for the rest of the run.
 """
 
@@ -29,7 +31,8 @@ class NullTracker:
 @TRACKERS.register("wandb")
 class WandbTracker(NullTracker):
     def __init__(self, *, run_dir: Path, project: str, entity: str | None, mode: str,
-                 group: str | None, tags: list[str], name: str, config: dict[str, Any]):
+                 group: str | None, tags: list[str], name: str, config: dict[str, Any],
+                 init_timeout: float = 10.0):
         self.run = None
         id_file = run_dir / "wandb_id.txt"  # a resumed run appends to the same W&B run
         try:
@@ -38,11 +41,25 @@ class WandbTracker(NullTracker):
             self._wandb = wandb
             run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
             id_file.write_text(run_id)
-            self.run = wandb.init(
-                project=project, entity=entity, mode=mode, group=group, tags=tags, name=name,
-                id=run_id, resume="allow", dir=str(run_dir), config=config, reinit="create_new",
-                settings=wandb.Settings(silent=True, console="off"))
-        except Exception as e:  # no login, no network, bad entity...: train anyway
+
+            def init(mode: str):
+                return wandb.init(
+                    project=project, entity=entity, mode=mode, group=group, tags=tags,
+                    name=name, id=run_id, resume="allow", dir=str(run_dir), config=config,
+                    reinit="create_new", settings=wandb.Settings(
+                        silent=True, console="off", init_timeout=init_timeout))
+
+            try:
+                self.run = init(mode)
+            except Exception as e:
+                if mode != "online":
+                    raise
+                log.warning("W&B online could not start within %gs (%s); logging offline to "
+                            "%s instead: upload it later with `wandb sync %s`", init_timeout,
+                            type(e).__name__, run_dir / "wandb", run_dir / "wandb")
+                wandb.teardown()  # the failed attempt holds the run id
+                self.run = init("offline")
+        except Exception as e:  # no login, a bad entity, no disk...: train anyway
             self._fail("init", e)
 
     def _fail(self, what: str, e: Exception) -> None:
@@ -87,4 +104,5 @@ def build_tracker(logger_cfg, *, run_dir: Path, name: str, group: str | None, ta
     mode = os.environ.get("WANDB_MODE", logger_cfg.mode)
     return tracker(run_dir=run_dir, project=logger_cfg.project, entity=logger_cfg.entity,
                    mode=mode, group=logger_cfg.group or group,
-                   tags=list(logger_cfg.tags) + tags, name=name, config=config)
+                   tags=list(logger_cfg.tags) + tags, name=name, config=config,
+                   init_timeout=logger_cfg.init_timeout)

@@ -2,7 +2,13 @@
 
 The loop knows counters, schedules and bookkeeping; what a trick does lives in the parts the
 GAN is built from (ganlab.assemble). Running the same command into the same run directory
-resumes from `checkpoints/last.pt`, bit-identically on CPU.
+resumes from its last good checkpoint, bit-identically on CPU.
+
+A launch owns its run dir (ganlab.rundir) and is *accepted* only once its config agrees with
+what the dir holds and the checkpoint (if any) has been restored: until then nothing of the
+previous record is touched, and a failure is reported beside it. Every way a run ends is
+recorded: completed, diverged (a NaN/inf loss), failed (with the error), interrupted
+(SIGTERM/SIGINT: a checkpoint first, then the status; relaunching resumes).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,9 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ganlab.assemble import build_gan, resolve_device
-from ganlab.checkpoint import load_checkpoint, save_checkpoint
+from ganlab.checkpoint import LAST, CheckpointError, load_latest, save_checkpoint
 from ganlab.config import RESUME_FIXED_ROLES, ConfigError, flatten, keys_with_role, sweep_cell
-from ganlab.configure import check, register_configs
+from ganlab.configure import check, check_overrides, load_config, register_configs
 from ganlab.evaluate import build_evaluator
 from ganlab.evaluate.score import score
 from ganlab.result import (
@@ -35,49 +43,92 @@ from ganlab.result import (
     ResultFile,
     comparability_dict,
     hparams_dict,
-    read_result,
     trick_dict,
 )
+from ganlab.rundir import RunDirBusy, RunDirLock, read_previous, save_config, write_failure
+from ganlab.storage import StorageError, remove_stale_temporaries
 from ganlab.tracking import build_tracker
 
 log = logging.getLogger("ganlab.train")
 
-# Test hook: SIGKILL the process after this many G steps, to test resume from a real kill.
+# Test hook: SIGKILL the process after this many rounds, to test resume from a real kill.
 KILL_AFTER_STEP_ENV = "GANLAB_KILL_AFTER_STEP"
+# errors a user can act on: one line on the console, no traceback
+USER_ERRORS = (ConfigError, StorageError, RunDirBusy, CheckpointError)
+# k or g_steps above this gets a warning with the numbers (the tutorial's k is 1 to 5)
+UNUSUAL_STEPS_PER_ROUND = 100
 
 
 class Diverged(RuntimeError):
     """A loss became NaN or infinite."""
 
 
+class Interrupted(Exception):
+    """SIGTERM or SIGINT arrived."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class StopSignals:
+    """SIGTERM/SIGINT during a run. While the loop runs (`deferred`), a request waits for the
+    round to end, so the loop can checkpoint a consistent state; elsewhere it interrupts at
+    once. Installed only in the main thread (where Python delivers signals)."""
+
+    def __init__(self):
+        self.requested: int | None = None
+        self.deferred = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if not self.deferred:
+            raise Interrupted(signum)
+        self.requested = signum
+
+
 @dataclass
 class Counters:
-    step: int = 0  # G rounds completed (the x-axis of every curve)
+    step: int = 0  # rounds completed (the x-axis of every curve)
     d_updates: int = 0  # D optimiser steps
     g_updates: int = 0  # G optimiser steps
-    images_seen: int = 0  # real images shown to D
+    images_seen: int = 0  # real samples shown to D (its updates and feature matching's)
     wall_s: float = 0.0  # training time, excluding evaluation and checkpoint I/O
 
 
-def _experiment_config(cfg: DictConfig) -> dict:
+def experiment_config(cfg: DictConfig) -> dict:
     """What a relaunch into the same run dir must agree on (ganlab.config's roles)."""
     return keys_with_role(cfg, RESUME_FIXED_ROLES)
 
 
-def _config_drift(saved: dict, current: dict) -> list[str]:
-    keys = sorted(set(saved) | set(current))
-    return [f"{k}: {saved.get(k)!r} vs {current.get(k)!r}" for k in keys
-            if saved.get(k) != current.get(k)]
+def refuse_drift(run_dir: Path, saved: dict, current: dict, what: str) -> None:
+    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+               for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    if changed:
+        raise ConfigError(
+            f"{run_dir} holds {what} of another experiment ({'; '.join(changed)}); it is left "
+            "as it was. To train this config, launch it into a new directory "
+            f"(hydra.run.dir=...), or `python -m ganlab.rerun {run_dir} KEY=VALUE ...`")
 
 
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, result: ResultFile,
-                 previous: dict | None = None):
-        """`previous`: the run dir's result.json as it was before this launch, if any."""
+                 previous: dict | None = None, stop: StopSignals | None = None):
+        """`previous`: the run dir's record as it was before this launch, if any."""
         self.cfg, self.run_dir, self.result = cfg, run_dir, result
-        self.previous = previous
+        self.previous, self.stop = previous, stop or StopSignals()
         self.device = resolve_device(cfg.train.device)
-        self.ckpt_path = run_dir / "checkpoints" / "last.pt"
+        self.ckpt_path = run_dir / "checkpoints" / LAST
         self.gan = build_gan(cfg, self.device)
         self.data = self.gan.data
         # May train the feature classifier and cache real statistics on first use.
@@ -94,26 +145,19 @@ class Trainer:
     def save(self) -> None:
         save_checkpoint({"gan": self.gan.state_dict(), "counters": asdict(self.counters),
                          "history": self.history, "last_train": self.last_train,
-                         "config": _experiment_config(self.cfg),
-                         "torch_rng": torch.get_rng_state()}, self.ckpt_path)
+                         "config": experiment_config(self.cfg),
+                         "torch_rng": torch.get_rng_state()}, self.ckpt_path,
+                        keep_previous=True)
 
-    def try_resume(self) -> bool:
-        """Restore the last checkpoint, if any; refuse one of another experiment."""
-        if not self.ckpt_path.exists():
-            return False
-        state = load_checkpoint(self.ckpt_path)
-        drift = _config_drift(state["config"], _experiment_config(self.cfg))
-        if drift:
-            raise ConfigError(f"{self.run_dir} holds a checkpoint of another experiment "
-                              f"({'; '.join(drift)}); use a new run directory")
+    def restore(self, state: dict) -> None:
         self.gan.load_state_dict(state["gan"])
         self.counters = Counters(**state["counters"])
         self.history = list(state["history"])
         self.last_train = dict(state["last_train"])
         torch.set_rng_state(state["torch_rng"])
-        log.info("resumed from %s at step %d", self.ckpt_path, self.counters.step)
-        return True
+        log.info("resumed from %s at step %d", self.ckpt_path.parent, self.counters.step)
 
+    # -- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> dict:
         c, cfg = self.counters, self.cfg
         path = self.run_dir / "samples" / f"step_{c.step:07d}.png"
@@ -143,40 +187,60 @@ class Trainer:
         return self.history[-1]["metrics"] if self.history else {}
 
     # -- the loop --------------------------------------------------------------------------
-    def fit(self) -> dict:
-        cfg = self.cfg
+    def fit(self, accept=None) -> dict:
+        """Train to `train.steps`. `accept()` is called once the launch is accepted (the
+        checkpoint, if any, restored and consistent), before anything is written."""
+        cfg, previous = self.cfg, self.previous
         t, e = cfg.train, cfg.eval
-        previous = self.previous
-        resumed = self.try_resume()
-        c = self.counters  # after resuming: the restored counters
-        # a diverged run would diverge again at the same step: relaunching leaves it alone
-        if previous and previous["status"] in TERMINAL and (
-                previous["status"] == "diverged" or (resumed and c.step >= t.steps)):
-            log.info("%s is already %s; nothing to do", self.run_dir, previous["status"])
-            self.result.update(**previous)
-            return self.result.data
-        if resumed:
-            self.result.update(step=c.step, history=self.history, metrics=self.last_metrics)
-        self.tracker = build_tracker(
-            cfg.logger, run_dir=self.run_dir, name=self.run_dir.name,
-            group=_wandb_group(), tags=[f"{k}={v}" for k, v in trick_dict(cfg).items()],
+        state = load_latest(self.ckpt_path.parent)
+        if state is not None:
+            refuse_drift(self.run_dir, state["config"], experiment_config(cfg), "a checkpoint")
+        if previous and previous["status"] in TERMINAL:
+            done = state is not None and state["counters"]["step"] >= t.steps
+            # a diverged run would diverge again at the same step: relaunching leaves it alone
+            if previous["status"] == "diverged" or done:
+                log.info("%s is already %s; nothing to do", self.run_dir, previous["status"])
+                return previous
+            if state is None:
+                raise CheckpointError(
+                    f"{self.run_dir} is {previous['status']} at step {previous['step']} and "
+                    f"has no checkpoint to extend it to train.steps={t.steps}")
+        if state is not None:
+            self.restore(state)
+        c = self.counters
+        self.result.update(step=c.step, history=self.history, metrics=self.last_metrics)
+        if accept is not None:
+            accept()
+        self.tracker = build_tracker(  # tagged with what ran, as the record says
+            cfg.logger, run_dir=self.run_dir, name=self.run_dir.name, group=_wandb_group(),
+            tags=[f"{k}={v}" for k, v in self.result.data["trick"].items()],
             config=flatten(cfg))
         # the evaluation protocol travels with the scores into W&B too
         self.tracker.summary(flatten(self.result.data["comparability"], "comparability/"))
         kill_at = int(os.environ.get(KILL_AFTER_STEP_ENV, "0"))
         bar = tqdm(total=t.steps, initial=c.step, desc=self.run_dir.name, dynamic_ncols=True,
                    disable=not (t.progress and sys.stderr.isatty()), leave=False)
-        status, error = "completed", None
+        status, error, interrupted = "completed", None, None
         self.gan.G.train()
         self.gan.D.train()
+        self.stop.deferred = True
         try:
             start = time.perf_counter()
             while c.step < t.steps:
+                if self.stop.requested is not None:
+                    interrupted = Interrupted(self.stop.requested)
+                    c.wall_s += time.perf_counter() - start
+                    self.save()  # between rounds: a consistent state to resume from
+                    status = "interrupted"
+                    error = (f"{interrupted} at step {c.step}; checkpoint saved: relaunch the "
+                             "same command to resume")
+                    log.warning("%s", error)
+                    break
                 stats = self.gan.train_step()
                 c.step += 1
                 c.d_updates += t.d_steps
                 c.g_updates += t.g_steps
-                c.images_seen += t.d_steps * t.batch_size
+                c.images_seen += self.gan.round_images
                 bar.update()
                 eval_due = c.step == t.steps or (e.every > 0 and c.step % e.every == 0)
                 ckpt_due = c.step == t.steps or (t.checkpoint_every > 0
@@ -204,6 +268,7 @@ class Trainer:
             status, error = "diverged", str(err)
             log.warning("run diverged: %s", err)
         finally:
+            self.stop.deferred = False
             bar.close()
         final = self.last_metrics
         self.result.update(status=status, error=error, step=c.step, metrics=final,
@@ -211,6 +276,8 @@ class Trainer:
                            host={**self.result.data["host"], "ended": time.time()})
         self.tracker.summary({"status": status, **final})
         self.tracker.finish(exit_code=0 if status == "completed" else 1)
+        if interrupted is not None:
+            raise interrupted
         return self.result.data
 
 
@@ -235,52 +302,139 @@ def _host_record() -> dict:
             "started": time.time(), "ended": None}
 
 
-def run(cfg: DictConfig, run_dir: Path | str) -> dict:
-    """Train one run into `run_dir`; always leaves its result.json. Returns its contents."""
-    run_dir = Path(run_dir)
-    saved_config = run_dir / ".hydra" / "config.yaml"
-    if not saved_config.exists():  # a run started from Python, not the CLI: save it too
-        saved_config.parent.mkdir(parents=True, exist_ok=True)
-        saved_config.write_text(OmegaConf.to_yaml(cfg))
-    previous = read_result(run_dir)  # read before this launch rewrites it
-    result = ResultFile(run_dir / "result.json")
+@contextmanager
+def _file_log(path: Path):
+    """The run's own log file (opened once the run dir is ours)."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - "
+                                           "%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
     try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _warn_about_work(cfg: DictConfig) -> None:
+    t = cfg.train
+    if max(t.d_steps, t.g_steps) > UNUSUAL_STEPS_PER_ROUND:
+        log.warning("train.d_steps=%d and train.g_steps=%d: each round runs %d updates, "
+                    "%d in all for train.steps=%d (the tutorial's k is 1 to 5); progress is "
+                    "counted in rounds", t.d_steps, t.g_steps, t.d_steps + t.g_steps,
+                    t.steps * (t.d_steps + t.g_steps), t.steps)
+
+
+def _describe_failure(err: BaseException) -> tuple[str, str]:
+    """(status, error) for a launch that ended with `err`."""
+    if isinstance(err, (Interrupted, KeyboardInterrupt)):
+        return "interrupted", str(err) or "interrupted by SIGINT"
+    if isinstance(err, ConfigError):
+        return "failed", f"config error: {err}"
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return "failed", (f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                          " (out of memory: lower train.batch_size or norm.ref_batch_size, "
+                          "or pack fewer runs per GPU with fanout.runs_per_gpu)")
+    return "failed", f"{type(err).__name__}: {err}"
+
+
+def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None) -> dict:
+    """Train one run into `run_dir`; returns its record.
+
+    A relaunch into a dir that holds a run resumes it; one that fails before it is accepted
+    leaves the previous record, config and checkpoints as they were and writes
+    `result.failed-<time>.json` beside them. A fresh run that fails still writes its
+    result.json (status failed). `overrides` are saved with the config."""
+    run_dir = Path(run_dir)
+    with RunDirLock(run_dir), _file_log(run_dir / "train.log"), StopSignals() as stop:
+        log.info("run dir %s", run_dir.resolve())
+        for path in remove_stale_temporaries(run_dir):
+            log.info("removed %s, left by a writer that did not finish", path)
+        previous = read_previous(run_dir)
         # The evaluation protocol joins `comparability` once the evaluator is built.
-        result.update(seed=cfg.seed, trick=trick_dict(cfg), hparams=hparams_dict(cfg),
-                      comparability=comparability_dict(cfg, None),
-                      study=OmegaConf.to_container(cfg.study, resolve=True),
-                      host=_host_record())
-        check(cfg)
-        return Trainer(cfg, run_dir, result, previous).fit()
-    except ConfigError as err:
-        result.update(status="failed", error=f"config error: {err}")
-        raise
-    except Exception as err:
-        result.update(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
+        result = ResultFile(run_dir / "result.json", live=False, seed=cfg.seed,
+                            trick=trick_dict(cfg), hparams=hparams_dict(cfg),
+                            comparability=comparability_dict(cfg, None),
+                            study=OmegaConf.to_container(cfg.study, resolve=True),
+                            host=_host_record())
+
+        def accept() -> None:  # this launch's config and record replace the previous ones
+            save_config(run_dir, cfg, overrides)
+            result.go_live()
+
+        try:
+            check(cfg)
+            saved = run_dir / ".hydra" / "config.yaml"
+            if previous is not None and saved.exists():
+                refuse_drift(run_dir, experiment_config(load_config(run_dir, [])),
+                             experiment_config(cfg), "a run")
+            _warn_about_work(cfg)
+            return Trainer(cfg, run_dir, result, previous, stop).fit(accept)
+        except BaseException as err:
+            _record_failure(run_dir, result, previous, err, accept)
+            raise
+
+
+def _record_failure(run_dir: Path, result: ResultFile, previous: dict | None,
+                    err: BaseException, accept) -> None:
+    if isinstance(err, (StorageError, RunDirBusy, SystemExit)) or (
+            result.live and result.data["status"] != "running"):
+        return  # nothing can be written, or the loop has recorded how it ended
+    status, error = _describe_failure(err)
+    ended = {**result.data["host"], "ended": time.time()}
+    try:
+        if result.live:  # a failure during training: the run's record says so
+            result.update(status=status, error=error, host=ended)
+        elif previous is None:  # a new run: its record says why it never started
+            result.update(status=status, error=error, host=ended)
+            accept()
+        else:  # the previous record stays; the failed attempt is reported beside it
+            path = write_failure(run_dir, {**result.data, "status": status, "error": error,
+                                           "host": ended})
+            log.error("this launch did not start; the previous record (%s at step %s) is "
+                      "left as it was, and this attempt is recorded in %s", previous["status"],
+                      previous["step"], path.name)
+    except StorageError as e:
+        log.error("could not record the failure: %s", e)
 
 
 register_configs()
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict | None:
+def _hydra_main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        return run(cfg, run_dir)
-    except ConfigError as err:
+        return run(cfg, run_dir, overrides=list(hc.overrides.task))
+    except Interrupted as err:
+        # a stop request stops the whole sweep too; the run resumes when relaunched
+        print(f"ganlab: {err}; relaunch the same command to resume", file=sys.stderr)
+        sys.exit(128 + err.signum)
+    except USER_ERRORS as err:
+        prefix = "config error: " if isinstance(err, ConfigError) else ""
         if not multirun:
-            print(f"ganlab: config error: {err}", file=sys.stderr)
+            print(f"ganlab: {prefix}{err}", file=sys.stderr)
             sys.exit(2)
-        log.error("config error: %s", err)
+        log.error("%s%s", prefix, err)
     except Exception:
         if not multirun:
             raise
-        # The run's result.json already says failed; the sweep goes on to the next run.
+        # The run's record already says failed; the sweep goes on to the next run.
         log.exception("run %s failed", run_dir)
-    return read_result(run_dir)
+    return None
+
+
+def main() -> None:
+    """`python -m ganlab.train`: bad overrides end in one line (exit 2) before Hydra starts."""
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"ganlab: config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from ganlab.compare.tables import (
     parse_baseline,
     value_at,
 )
-from ganlab.result import write_json_atomic
+from ganlab.storage import atomic_write_json
 
 CLASS = {"labels": "none", "data.name": "mnist", "data.split": "train",
          "data.image_size": 28, "model.name": "dcgan",
@@ -32,7 +32,7 @@ def _write(root, name: str, seed: int, fid: float, d_steps: int = 1, status="com
            comparability=None, labels="none", history=None, study=None):
     run = root / name / f"seed={seed}"
     run.mkdir(parents=True)
-    write_json_atomic(run / "result.json", {
+    atomic_write_json(run / "result.json", {
         "status": status, "error": None if status == "completed" else "boom", "seed": seed,
         "trick": _trick(d_steps, labels), "comparability": comparability or CLASS,
         "hparams": {"train.lr_d": 2e-4}, "metrics": {"eval/fid": fid, "eval/is": 10 - fid / 10},

@@ -13,7 +13,7 @@ import pytest
 from ganlab.compare.__main__ import main
 from ganlab.compare.runs import group_runs, load_results
 from ganlab.compare.tables import format_brief
-from ganlab.result import write_json_atomic
+from ganlab.storage import atomic_write_json
 
 TRICK = {"labels.name": "none", "loss.name": "minimax", "smoothing.real_target": 1.0,
          "smoothing.fake_target": 0.0, "norm.g": "none", "norm.d": "none",
@@ -32,7 +32,7 @@ HQ = {"minimax": [55.5, 61.25, 70.0], "non_saturating": [80.0, 90.5, 85.25]}
 def write_run(run_dir: Path, status: str, seed: int, trick: dict, comparability: dict,
               metrics: dict, hparams: dict | None = None) -> None:
     run_dir.mkdir(parents=True)
-    write_json_atomic(run_dir / "result.json", {
+    atomic_write_json(run_dir / "result.json", {
         "status": status, "error": "diverged at step 300" if status == "diverged" else None,
         "seed": seed, "trick": trick, "comparability": comparability,
         "hparams": hparams or {"train.steps": 2000}, "metrics": metrics, "history": [], "step": 2000})
@@ -113,8 +113,8 @@ def test_brief_pools_seeds_per_variant_without_diverged_runs(sweep):
 def test_brief_cli_prints_each_class_and_writes_nothing(sweep, capsys):
     assert main([str(sweep), "--brief"]) == 0
     out = capsys.readouterr().out
-    assert "class [labels=none, data.name=ring8, data.split=train, model.name=mlp]" in out
-    assert "class [labels=labelled, data.name=ring8, data.split=train, model.name=mlp]" in out
+    assert "class [labels=none, data.name=ring8, data.split=train, model.name=mlp, eval=modes2d n=2500]" in out
+    assert "class [labels=labelled, data.name=ring8, data.split=train, model.name=mlp, eval=modes2d n=2500]" in out
     assert out.count("done/div/fail") == 2
     assert not (sweep / "report.md").exists()
 

@@ -309,20 +309,28 @@ def test_a_g_update_draws_real_data_only_for_feature_matching(make_cfg, weight):
 
 # -- the extension point ------------------------------------------------------------------------
 
+class _AppendOne(nn.Module):
+    def __init__(self, in_features: int):
+        super().__init__()
+        self.out_features = in_features + 1
+
+    def forward(self, h):
+        return torch.cat([h, torch.ones(len(h), 1)], dim=1)
+
+
 @dataclass
-class _DoubleOptions:
+class _ProbeOptions:
     weight: float = 0.0
 
 
-class _Doubler(Extra):
-    """A test plug-in: a D layer that doubles D's features, and a constant term in each cost."""
+class _Probe(Extra):
+    """A test plug-in: a D layer that appends a constant feature, and a constant term in each
+    player's cost."""
 
-    Options = _DoubleOptions
+    Options = _ProbeOptions
 
     def d_layer(self, in_features: int) -> nn.Module:
-        layer = nn.Identity()
-        layer.out_features = in_features
-        return layer
+        return _AppendOne(in_features)
 
     def d_terms(self, step):
         return {"test_d": torch.tensor(self.options.weight)}
@@ -332,22 +340,23 @@ class _Doubler(Extra):
 
 
 @pytest.fixture
-def doubler():
-    EXTRAS.register("test_doubler")(_Doubler)
+def probe():
+    EXTRAS.register("test_probe")(_Probe)
     try:
         yield
     finally:
-        del EXTRAS["test_doubler"]
+        del EXTRAS["test_probe"]
 
 
-def test_a_new_plugin_plugs_in_without_touching_the_gan(doubler, make_cfg):
-    (extra,) = build_extras({"test_doubler": {"weight": 0.25}})
-    assert isinstance(extra, _Doubler) and extra.name == "test_doubler"
-    assert build_extras({"test_doubler": {"weight": 0.0}}) == []  # off by default
+def test_a_new_plugin_plugs_in_without_touching_the_gan(probe, make_cfg):
+    (extra,) = build_extras({"test_probe": {"weight": 0.25}})
+    assert isinstance(extra, _Probe) and extra.name == "test_probe"
+    assert build_extras({"test_probe": {"weight": 0.0}}) == []  # off by default
     cfg = make_cfg("data=ring8")
     data = build_data(cfg.data, 0, torch.device("cpu"))
     G, D = build_nets(cfg, data, LabelMode(), [extra], ref_seed=0)
-    assert isinstance(D.layers["test_doubler"], nn.Identity)  # its layer sits in D
+    assert isinstance(D.layers["test_probe"], _AppendOne)  # its layer sits in D, before
+    assert D.head.adv.in_features == cfg.model.d_width + 1  # the head, which reads its output
     opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=0.0) for m in (G, D))
     gan = GAN(G, D, opt_g, opt_d, Game(NonSaturating(), LabelMode(), [extra]), data,
               Schedule(batch_size=4), noise_seed=0, device=torch.device("cpu"))
@@ -356,6 +365,15 @@ def test_a_new_plugin_plugs_in_without_touching_the_gan(doubler, make_cfg):
     # the plug-in's terms are part of each player's whole cost
     d_only = stats["loss_d_real"] / 2 + stats["loss_d_fake"] / 2
     assert stats["loss_d"].item() == pytest.approx(d_only.item() + 0.25, rel=1e-6)
+    # G's cost: the non-saturating term on the update's batch, plus the plug-in's 0.5 (with
+    # lr 0 nothing moves, so the same z gives the same batch again)
+    noise = gan.noise.get_state()
+    loss_g = gan.g_step()["loss_g"]
+    gan.noise.set_state(noise)
+    with torch.no_grad():
+        adv = D(G(gan.sample_z(4))).adv
+    expected = 0.5 * torch.nn.functional.softplus(-adv).mean() + 0.5
+    assert loss_g.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_plugin_options_are_typed_and_typos_are_named():

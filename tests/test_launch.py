@@ -178,8 +178,31 @@ def test_rerun_repeats_a_run_bit_for_bit_and_takes_overrides(tmp_path):
     assert (row.labels.name, row.smoothing.real_target, row.norm.g) == ("kplus1", 1.0, "virtual")
     assert row.extras.feature_matching.weight == 1.0 and row.study.variant == "minus_ls"
     assert row.train.steps == 30  # untouched keys keep their saved values
-    busy = run_cli(str(original), "--out", str(tmp_path / "again"), module="ganlab.rerun")
-    assert busy.returncode == 2 and "not empty" in busy.stderr
+    # --out may be this re-run itself (finished: nothing to do), never another experiment
+    same = run_cli(str(original), "--out", str(tmp_path / "again"), module="ganlab.rerun")
+    assert same.returncode == 0 and "nothing to do" in same.stdout + same.stderr
+    other = run_cli(str(original), "seed=9", "--out", str(tmp_path / "again"),
+                    module="ganlab.rerun")
+    assert other.returncode == 2 and "holds a run of another experiment (seed: 0 -> 9)" in (
+        other.stderr)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("mine")
+    junk = run_cli(str(original), "--out", str(tmp_path / "junk"), module="ganlab.rerun")
+    assert junk.returncode == 2 and "holds no run" in junk.stderr
+
+
+def test_an_ablation_row_chosen_on_rerun_resets_what_it_resets(tmp_path):
+    # a run of the "all" row, then each other row chosen on top of its saved config: every
+    # key a row decides comes out as that row composes it, defaults included
+    (tmp_path / ".hydra").mkdir()
+    full = compose(["+ablation@_global_=all", "train.steps=7"])
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(full))
+    for row in ("minus_l", "minus_ls", "minus_mbf", "minus_vbn_plus_bn", "minus_l_plus_ha"):
+        loaded = load_config(tmp_path, [f"ablation={row}"])
+        fresh = compose([f"+ablation@_global_={row}", "train.steps=7"])
+        assert OmegaConf.to_container(loaded) == OmegaConf.to_container(fresh), row
+    assert load_config(tmp_path, ["ablation=minus_l"]).labels.name == "none"
+    assert load_config(tmp_path, ["ablation=minus_ls"]).smoothing.real_target == 1.0
 
 
 def test_rerun_overrides_are_checked(tmp_path):
@@ -187,7 +210,10 @@ def test_rerun_overrides_are_checked(tmp_path):
     (tmp_path / ".hydra" / "config.yaml").write_text("seed: 1\n")
     with pytest.raises(ConfigError, match="smoothing='sideways' is not allowed"):
         load_config(tmp_path, ["smoothing=sideways"])
-    with pytest.raises(ConfigError, match="train.nope=1"):
+    with pytest.raises(ConfigError, match="train.nope is not a config key"):
         load_config(tmp_path, ["train.nope=1"])
+    with pytest.raises(ConfigError, match="train.steps='many' is not allowed; train.steps "
+                                          "takes an integer"):
+        load_config(tmp_path, ["train.steps=many"])
     with pytest.raises(ConfigError, match="has no saved config"):
         load_config(tmp_path / "missing", [])

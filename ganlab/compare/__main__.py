@@ -26,6 +26,7 @@ from ganlab.compare.tables import (
     metric_key,
     parse_baseline,
 )
+from ganlab.storage import StorageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,12 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     parser.add_argument("--brief", action="store_true",
                         help="a quick look: mean ± std per variant, no tests, no report")
+    parser.add_argument("--strict", action="store_true",
+                        help="an unreadable result.json is an error (default: listed, skipped)")
     args = parser.parse_args(argv)
     try:
         missing = [str(d) for d in args.dirs if not d.is_dir()]
         if missing:
             raise CompareError(f"no such directory: {', '.join(missing)}")
         results = load_results(args.dirs)
+        for problem in results.unreadable:
+            print(f"ganlab.compare: skipped {problem}", file=sys.stderr)
+        if results.unreadable and args.strict:
+            raise CompareError(f"{len(results.unreadable)} unreadable result.json (--strict)")
         if not results:
             raise CompareError(f"no result.json under {', '.join(map(str, args.dirs))}")
         if args.brief:
@@ -62,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_text(tables))
     out = args.out or args.dirs[0]
-    paths = write_report(results, tables, out, baselines, args.match,
-                         log_wandb=not args.no_wandb)
+    try:
+        paths = write_report(results, tables, out, baselines, args.match,
+                             log_wandb=not args.no_wandb)
+    except StorageError as e:
+        print(f"ganlab.compare: {e}", file=sys.stderr)
+        return 2
     print(f"report: {paths['html']}  (and {paths['md']})")
     return 0
 

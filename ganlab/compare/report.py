@@ -17,9 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ganlab.compare.tables import Table, build_tables, describe, direction, table_lines
+from ganlab.compare.tables import (
+    CompareError,
+    Table,
+    build_tables,
+    describe,
+    direction,
+    table_lines,
+)
 from ganlab.dstar import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
+from ganlab.plots import save_figure
 from ganlab.result import STATUSES, count_statuses
+from ganlab.storage import atomic_write
 
 log = logging.getLogger(__name__)
 SKIP_METRICS = ("_std", "fid_class/")
@@ -54,7 +63,7 @@ def _point_chart(t: Table, path: Path) -> None:
     ax.set_xlabel(f"{t.metric} ({better} is better): mean and 95 % CI; seeds in grey")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -78,12 +87,12 @@ def _curves(t: Table, path: Path) -> bool:
                         [max(series[s]) for s in steps], alpha=0.15)
         drawn = True
     if drawn:
-        ax.set_xlabel("G steps")
+        ax.set_xlabel("rounds (train.steps)")
         ax.set_ylabel(t.metric)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure(fig, path)
     plt.close(fig)
     return drawn
 
@@ -112,7 +121,7 @@ def _samples(t: Table, path: Path) -> bool:
         ax.imshow(np.asarray(Image.open(png).convert("RGB")))
         ax.set_title(title, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
@@ -138,7 +147,7 @@ def _dstar(t: Table, path: Path) -> bool:
                  "p_data  (see python -m ganlab.dstar)", fontsize=8)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
@@ -162,14 +171,17 @@ def write_report(results: list[dict], tables: list[Table], out: Path,
                  baselines: list[dict] | None, match: str, log_wandb: bool = True) -> dict:
     out = Path(out)
     files = out / "report_files"
-    files.mkdir(parents=True, exist_ok=True)
     md = ["# ganlab comparison report", "",
           f"{len(results)} runs; variants paired with their baseline by seed; 95 % "
           "bootstrap CIs; paired t-test, Holm-corrected across the variants of a table. "
           "Classes are never mixed.", ""]
     body = [f"<h1>ganlab comparison report</h1><p>{html.escape(md[2])}</p>"]
+    skipped = getattr(results, "unreadable", [])
+    if skipped:
+        note = f"Skipped {len(skipped)} unreadable result.json: " + "; ".join(skipped)
+        md += [note, ""]
+        body.append(f"<p><b>{html.escape(note)}</b></p>")
     images: dict[str, Path] = {}
-    metrics = report_metrics(results) or [tables[0].metric]
     for ci, main in enumerate(tables):
         heading = describe(main).split(":")[0]
         counts = count_statuses(main.runs)
@@ -177,8 +189,14 @@ def write_report(results: list[dict], tables: list[Table], out: Path,
         md += [f"## {heading}", "", f"Runs: {status}.", ""]
         body.append(f"<h2>{html.escape(heading)}</h2><p>Runs: {html.escape(status)}.</p>")
         class_results = main.runs
-        for metric in metrics:
-            t = next(iter(build_tables(class_results, metric, match, baselines)), None)
+        for metric in report_metrics(class_results) or [main.metric]:
+            try:
+                t = next(iter(build_tables(class_results, metric, match, baselines)), None)
+            except CompareError as e:  # e.g. no common budget for this metric
+                md += [f"### {metric}", "", f"Not compared: {e}", ""]
+                body.append(f"<h3>{html.escape(metric)}</h3><p>Not compared: "
+                            f"{html.escape(str(e))}</p>")
+                continue
             if t is None or all(r.mean is None for r in t.rows):
                 continue
             stem = f"c{ci}_{metric.replace('/', '_')}"
@@ -202,13 +220,13 @@ def write_report(results: list[dict], tables: list[Table], out: Path,
                 images[name] = files / name
                 md += [f"### {title}", "", f"![{title}](report_files/{name})", ""]
                 body.append(f"<h3>{html.escape(title)}</h3>" + _img(files / name, title))
-    (out / "report.md").write_text("\n".join(md))
+    atomic_write(out / "report.md", "\n".join(md).encode())
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
              "collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}"
              "img{max-width:100%}")
-    (out / "report.html").write_text(
+    atomic_write(out / "report.html", (
         f"<!doctype html><html><head><meta charset='utf-8'><title>ganlab report</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>").encode())
     if log_wandb:
         _log_wandb(tables, images, out)
     return {"md": out / "report.md", "html": out / "report.html"}

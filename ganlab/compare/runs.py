@@ -1,9 +1,11 @@
 """Reading runs and grouping them: the one grouping behind every view of the comparer.
 
-Every result.json under the given dirs is read once. Runs are grouped into comparison
-classes by their `comparability` dict (label use, data, model family, evaluation protocol)
-and, within a class, into variants: runs whose trick toggles and hyper-parameters agree,
-i.e. that differ only by seed.
+Every result.json under the given dirs is read once; files that are not readable records
+are listed (`Runs.unreadable`) and skipped. Runs are grouped into comparison classes by
+their `comparability` dict (label use, data, model family, evaluation protocol) and, within
+a class, into variants: runs whose trick toggles and hyper-parameters agree, i.e. that
+differ only by seed. A run that failed before its evaluator existed has no protocol; it is
+counted in the class it would have joined.
 """
 
 from __future__ import annotations
@@ -13,22 +15,34 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ganlab.result import read_result
+from ganlab.result import RecordError, read_result
 
 
-def load_results(dirs: list[Path]) -> list[dict]:
-    results, seen = [], set()
+class Runs(list):
+    """The records read, with the files that could not be read (`unreadable`: messages)."""
+
+    def __init__(self, records=(), unreadable=()):
+        super().__init__(records)
+        self.unreadable = list(unreadable)
+
+
+def load_results(dirs: list[Path]) -> Runs:
+    runs, seen = Runs(), set()
     for d in dirs:
         for path in sorted(Path(d).rglob("result.json")):
             run_dir = path.parent.resolve()
             if run_dir in seen:  # overlapping dirs: count each run once
                 continue
             seen.add(run_dir)
-            result = read_result(run_dir)
+            try:
+                result = read_result(run_dir)
+            except RecordError as e:
+                runs.unreadable.append(str(e))
+                continue
             if result is not None:
                 result["run_dir"] = str(run_dir)
-                results.append(result)
-    return results
+                runs.append(result)
+    return runs
 
 
 def key(d: dict) -> str:
@@ -61,7 +75,16 @@ class ComparisonClass:
 
 
 def class_label(comparability: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in comparability.items() if k != "eval")
+    """The class's data, model family, label use and a short name of its protocol."""
+    protocol = comparability.get("eval")
+    if protocol is None:
+        proto = "none (failed before evaluating)"
+    else:
+        proto = " ".join(str(protocol[k]) for k in ("features", "metrics") if k in protocol)
+        proto += f" n={protocol.get('final_num_samples', protocol.get('num_samples'))}"
+    shown = {k: v for k, v in comparability.items() if k not in ("eval", "data.num_classes",
+                                                                  "data.channels")}
+    return ", ".join([*(f"{k}={v}" for k, v in shown.items()), f"eval={proto}"])
 
 
 def variant_label(settings: dict, varying: list[str]) -> str:
@@ -75,11 +98,24 @@ def variant_label(settings: dict, varying: list[str]) -> str:
         or "(one variant)"
 
 
+def _without_eval(comparability: dict) -> str:
+    return key({k: v for k, v in comparability.items() if k != "eval"})
+
+
 def group_runs(results: list[dict]) -> list[ComparisonClass]:
     """Comparison classes (sorted by label), each with its variants (sorted by label)."""
     by_class: dict[str, list[dict]] = defaultdict(list)
+    no_protocol = []
     for r in results:
-        by_class[key(r["comparability"])].append(r)
+        if r["comparability"].get("eval") is None:
+            no_protocol.append(r)
+        else:
+            by_class[key(r["comparability"])].append(r)
+    for r in no_protocol:
+        # a run that failed before its evaluator existed joins the one class it belongs to
+        homes = [k for k, runs in by_class.items()
+                 if _without_eval(runs[0]["comparability"]) == _without_eval(r["comparability"])]
+        by_class[homes[0] if len(homes) == 1 else key(r["comparability"])].append(r)
     classes = []
     for runs in by_class.values():
         settings = [variant_settings(r) for r in runs]
@@ -88,7 +124,10 @@ def group_runs(results: list[dict]) -> list[ComparisonClass]:
         groups: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(settings):
             groups[key({k: s.get(k) for k in varying})].append(i)
-        group = ComparisonClass(runs[0]["comparability"], runs, varying)
+        comparability = next((r["comparability"] for r in runs
+                              if r["comparability"].get("eval") is not None),
+                             runs[0]["comparability"])
+        group = ComparisonClass(comparability, runs, varying)
         for idx in groups.values():
             s = settings[idx[0]]
             group.variants.append(Variant(s, [runs[i] for i in idx], variant_label(s, varying)))

@@ -9,14 +9,19 @@ p-value. Diverged and failed runs are counted in every row, never dropped.
 
 from __future__ import annotations
 
+import difflib
 import math
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from ganlab.compare.runs import ComparisonClass, class_label, group_runs, variant_settings
 from ganlab.compare.stats import bootstrap_ci, holm, paired_t
+from ganlab.config import CONF_DIR, flatten
+from ganlab.configure import compose
 from ganlab.result import count_statuses
 
 # +1: higher is better; -1: lower is better
@@ -53,6 +58,35 @@ def parse_baseline(tokens: list[str]) -> dict[str, str]:
     return spec
 
 
+def resolve_baseline(spec: dict[str, str], settings_keys: set[str]) -> dict[str, str]:
+    """A baseline in the train command's words: `key=value` over the settings of
+    result.json, or `group=option` (e.g. `smoothing=none`: the values that option sets).
+    An unknown key is an error listing the keys that exist."""
+    out = {}
+    for key, value in spec.items():
+        option = Path(CONF_DIR) / key / f"{value}.yaml"
+        if key in settings_keys or f"{key}.name" in settings_keys and not option.exists():
+            out[key] = value
+        elif option.exists():
+            values = flatten(OmegaConf.to_container(OmegaConf.load(option)), f"{key}.")
+            sets = {k: str(v) for k, v in values.items() if k in settings_keys}
+            if not sets:
+                raise CompareError(f"--baseline {key}={value}: that option sets nothing the "
+                                   "runs record")
+            out.update(sets)
+        elif (Path(CONF_DIR) / key).is_dir():
+            options = sorted(p.stem for p in (Path(CONF_DIR) / key).glob("*.yaml"))
+            raise CompareError(f"--baseline {key}={value!r}: not an option of {key}; choose "
+                               f"one of: {', '.join(options)}")
+        else:
+            close = difflib.get_close_matches(key, sorted(settings_keys), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise CompareError(f"--baseline {key}=...: no run records {key}{hint}; keys: "
+                               f"{', '.join(sorted(settings_keys))}, or a config group "
+                               "with one of its options (e.g. smoothing=none)")
+    return out
+
+
 def _same(value, wanted: str) -> bool:
     if isinstance(value, bool) or value is None:
         return str(value).lower() == wanted.lower()
@@ -77,12 +111,25 @@ _ABSENT = object()
 
 
 # -- budgets ------------------------------------------------------------------------------
+def _history(run: dict, key: str) -> list[dict]:
+    """A run's history, checked for what a matched budget reads."""
+    if run.get("history_eval") not in (None, run["comparability"].get("eval")):
+        raise CompareError(f"{run.get('run_dir', 'a run')} was re-scored under another "
+                           "evaluation protocol than its history: compare it with --match "
+                           "final")
+    if any(key not in h for h in run["history"]):
+        raise CompareError(f"{run.get('run_dir', 'a run')}: its history has no {key} (an older "
+                           "record?); compare it with --match final")
+    return run["history"]
+
+
 def value_at(run: dict, metric: str, match: str, budget: float | None):
     """The metric of a run at the matched budget: its last evaluation within the budget."""
     if match == "final":
         return run["metrics"].get(metric)
     key = HISTORY_KEY[match]
-    within = [h for h in run["history"] if h[key] <= budget + 1e-9 and metric in h["metrics"]]
+    within = [h for h in _history(run, key) if h[key] <= budget + 1e-9
+              and metric in h["metrics"]]
     return within[-1]["metrics"][metric] if within else None
 
 
@@ -92,7 +139,7 @@ def common_budget(runs: list[dict], match: str) -> float | None:
         return None
     key = HISTORY_KEY[match]
     # failed and diverged runs are counted, not waited for: they must not shrink the budget
-    reached = [max((h[key] for h in r["history"]), default=0) for r in runs
+    reached = [max((h[key] for h in _history(r, key)), default=0) for r in runs
                if r["status"] == "completed"]
     return min(reached) if reached else None
 
@@ -141,7 +188,20 @@ def build_tables(results: list[dict], metric: str, match: str = "final",
         raise CompareError(f"--match {match!r} is not allowed; choose one of: "
                            f"{', '.join(MATCHES)}")
     classes = group_runs(results)
-    return [_table(c, classes, metric_key(metric), match, baselines) for c in classes]
+    if baselines is not None:
+        keys = {k for r in results for k in variant_settings(r)}
+        baselines = [resolve_baseline(b, keys) for b in baselines]
+    metric = metric_key(metric)
+    for c in classes:
+        names = sorted({m for r in c.runs for m in r["metrics"]} |
+                       {m for r in c.runs for h in r["history"] for m in h["metrics"]})
+        if metric not in names and any(r["status"] == "completed" for r in c.runs):
+            close = difflib.get_close_matches(metric, names, n=1)
+            raise CompareError(
+                f"--metric {metric}: no run of class [{class_label(c.comparability)}] has it"
+                f"{f' (did you mean {close[0]}?)' if close else ''}; its metrics: "
+                f"{', '.join(n for n in names if n.startswith('eval/')) or '(none)'}")
+    return [_table(c, classes, metric, match, baselines) for c in classes]
 
 
 def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: str, match: str,
@@ -159,14 +219,52 @@ def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: str, 
         raise CompareError(f"baseline {chosen} matches {len(base_rows)} variants of class "
                            f"{class_label(group.comparability)}: "
                            f"{'; '.join(r.label for r in base_rows)}; add keys to it")
-    base = base_rows[0] if base_rows else rows[0]  # default: the first variant
+    base = base_rows[0] if base_rows else _off_variant(rows, group)
     base.is_baseline = True
     budget = common_budget(group.runs, match)
     for row in rows:
         _fill(row, metric, match, budget)
+    _check_budget(rows, group, metric, match, budget)
     _compare(rows, base, metric)
     return Table(group.comparability, metric, match, budget,
-                 chosen or {"(first variant)": base.label}, rows, group.varying, group.study)
+                 chosen or {"(the defaults)": base.label}, rows, group.varying, group.study)
+
+
+def _off_variant(rows: list[Row], group: ComparisonClass) -> Row:
+    """The variant with the swept axis "off": the one whose varying settings agree most
+    with the defaults a run of this data gets (no smoothing, k = 1, ratio 1, ...)."""
+    data = group.comparability.get("data.name")
+    defaults = flatten(compose([f"data={data}"] if data else []))
+    def agreement(row: Row) -> int:
+        return sum(_same(row.settings.get(k), str(defaults[k])) for k in group.varying
+                   if k in defaults)
+
+    return max(rows, key=agreement)  # ties: the first by label
+
+
+def _check_budget(rows: list[Row], group: ComparisonClass, metric: str, match: str,
+                  budget: float | None) -> None:
+    """A matched budget that leaves a variant without a point is an error that says which
+    comparisons would work."""
+    empty = [r for r in rows if r.n == 0 and any(x["status"] == "completed" for x in r.runs)]
+    if match == "final" or not empty:
+        return
+    works = [m for m in HISTORY_KEY if m != match and _feasible(group.runs, metric, m)]
+    firsts = [min((h[HISTORY_KEY[match]] for h in x["history"] if metric in h["metrics"]),
+                  default=math.inf) for r in empty for x in r.runs]
+    raise CompareError(
+        f"--match {match}: at the largest budget every run reached ({fmt(budget)}), "
+        f"{', '.join(r.label for r in empty)} has no evaluation of {metric} (its first is at "
+        f"{fmt(min(firsts))}). Try --match final"
+        + (f" or --match {' or '.join(works)}" if works else "")
+        + ", or evaluate more often (eval.every)")
+
+
+def _feasible(runs: list[dict], metric: str, match: str) -> bool:
+    done = [r for r in runs if r["status"] == "completed"]
+    budget = common_budget(done, match)
+    return budget is not None and all(value_at(r, metric, match, budget) is not None
+                                      for r in done)
 
 
 def _diff_keys(a: dict, b: dict) -> list[str]:

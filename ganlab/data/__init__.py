@@ -21,8 +21,9 @@ DATASETS: Registry[DatasetSpec] = Registry("data")
 for _name in MIXTURES:
     DATASETS.register(_name)(DatasetSpec("toy2d"))
 for _name in IDX_DATASETS:
-    DATASETS.register(_name)(DatasetSpec("image", partial(load_idx_dataset, _name)))
-DATASETS.register("cifar10")(DatasetSpec("image", load_cifar10))
+    DATASETS.register(_name)(DatasetSpec("image", partial(load_idx_dataset, _name),
+                                         features="classifier"))
+DATASETS.register("cifar10")(DatasetSpec("image", load_cifar10, features="inception"))
 
 
 def load_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:

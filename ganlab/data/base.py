@@ -19,3 +19,6 @@ class DatasetSpec:
     kind: str  # "toy2d" (2-D mixtures, scored by mode coverage) or "image"
     # images: (root, split, download) -> (uint8 images (N, C, H, W), labels)
     load_split: Callable | None = None
+    # images: the feature space `eval.features=auto` scores them in (a classifier trained on
+    # the dataset for MNIST-like data; the FID-standard InceptionV3 for natural images)
+    features: str | None = None

@@ -16,13 +16,13 @@ import logging
 
 import torch
 
-from ganlab.data import load_split
+from ganlab.config import Role, keys_with_role
+from ganlab.data import DATASETS, load_split
 from ganlab.evaluate.features import (
     ClassifierRecipe,
     Extractor,
     load_inception,
     load_or_train_classifier,
-    resolve_features,
 )
 from ganlab.evaluate.modes import mode_metrics
 from ganlab.evaluate.reference import RealReference
@@ -31,7 +31,7 @@ from ganlab.registry import Registry
 log = logging.getLogger(__name__)
 
 # eval.features: name -> (cfg, device) -> the feature extractor of image metrics, or None
-# for no image metrics (`auto` picks classifier or inception by dataset, see features.py)
+# for no image metrics (`auto`: the dataset's own default, DatasetSpec.features)
 FEATURES: Registry = Registry("eval.features")
 FEATURES.register("classifier")(lambda cfg, device: load_or_train_classifier(
     ClassifierRecipe(cfg.data.name, epochs=cfg.eval.classifier_epochs),
@@ -41,14 +41,18 @@ FEATURES.register("inception")(lambda cfg, device: load_inception(cfg.eval.incep
 FEATURES.register("none")(lambda cfg, device: None)
 
 
+def protocol_settings(cfg) -> dict:
+    """The `eval.*` keys that make up a protocol (ganlab.config's role `eval`)."""
+    return {k.removeprefix("eval."): v for k, v in keys_with_role(cfg, {Role.EVAL}).items()}
+
+
 class ModeEvaluator:
-    def __init__(self, data, eval_cfg):
-        self.data, self.cfg = data, eval_cfg
+    def __init__(self, data, eval_cfg, settings: dict):
+        self.data, self.cfg, self.settings = data, eval_cfg, settings
 
     def protocol(self) -> dict:
-        e = self.cfg
-        return {"metrics": "modes2d", "num_samples": e.num_samples, "hq_std": e.hq_std,
-                "mode_min_count": e.mode_min_count, "g_mode": "eval", "ema": False}
+        return {**self.settings, "metrics": "modes2d", "features": None, "g_mode": "eval",
+                "ema": False}
 
     def num_samples(self, final: bool) -> int:
         return self.cfg.num_samples
@@ -63,24 +67,24 @@ class NoImageMetrics(ModeEvaluator):
     """`eval.features=none`: sample grids only (fast runs, smoke tests, benchmarks)."""
 
     def protocol(self) -> dict:
-        return {"metrics": "none", "g_mode": "eval", "ema": False}
+        return {**self.settings, "metrics": "none", "g_mode": "eval", "ema": False}
 
     def __call__(self, samples, labels=None) -> dict:
         return {}
 
 
 class ImageEvaluator:
-    def __init__(self, extractor: Extractor, reference: RealReference, eval_cfg):
+    def __init__(self, extractor: Extractor, reference: RealReference, eval_cfg,
+                 settings: dict):
         self.extractor, self.reference, self.cfg = extractor, reference, eval_cfg
+        self.settings = settings
 
     def protocol(self) -> dict:
-        e = self.cfg
-        return {"metrics": "fid,is,kid,precision_recall", **self.extractor.protocol(),
-                "real_split": self.reference.split, "real_num_samples": self.reference.count,
-                "num_samples": e.num_samples, "final_num_samples": e.final_num_samples,
-                "is_splits": e.is_splits, "kid_subsets": e.kid_subsets,
-                "kid_subset_size": e.kid_subset_size, "pr_k": e.pr_k,
-                "g_mode": "eval", "ema": False}
+        # the settings, then what they resolved to: the extractor's identity and weights
+        # hash, and the size of the real reference set actually used
+        return {**self.settings, "metrics": "fid,is,kid,precision_recall",
+                **self.extractor.protocol(), "real_split": self.reference.split,
+                "real_num_samples": self.reference.count, "g_mode": "eval", "ema": False}
 
     def num_samples(self, final: bool) -> int:
         return self.cfg.final_num_samples if final else self.cfg.num_samples
@@ -105,14 +109,20 @@ class ImageEvaluator:
         return metrics
 
 
+def resolve_features(name: str, dataset: str) -> str:
+    """`auto`: the dataset's own feature space (none for 2-D data, scored by modes)."""
+    return (DATASETS.choose(dataset).features or "none") if name == "auto" else name
+
+
 def build_evaluator(cfg, data, device: torch.device):
     """The evaluator for a run's data: mode coverage (2-D) or image metrics."""
     make_extractor = FEATURES.choose(resolve_features(cfg.eval.features, cfg.data.name))
+    settings = protocol_settings(cfg)
     if data.kind == "toy2d":
-        return ModeEvaluator(data, cfg.eval)
+        return ModeEvaluator(data, cfg.eval, settings)
     extractor = make_extractor(cfg, device)
     if extractor is None:
-        return NoImageMetrics(data, cfg.eval)
+        return NoImageMetrics(data, cfg.eval, settings)
     reference = RealReference.load_or_compute(cfg.data, cfg.eval.real_split,
                                               cfg.eval.real_num_samples, extractor)
-    return ImageEvaluator(extractor, reference, cfg.eval)
+    return ImageEvaluator(extractor, reference, cfg.eval, settings)

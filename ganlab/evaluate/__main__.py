@@ -13,17 +13,20 @@ override sets the number of generated samples of this final score.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
 from ganlab.assemble import build_gan, resolve_device
-from ganlab.checkpoint import load_checkpoint
+from ganlab.checkpoint import CheckpointError, load_latest
 from ganlab.config import RESCORE_ROLES, ConfigError, role_of
 from ganlab.configure import check, load_config
 from ganlab.evaluate import build_evaluator
 from ganlab.evaluate.score import score
-from ganlab.result import ResultFile, comparability_dict, read_result
+from ganlab.result import RecordError, ResultFile, comparability_dict, read_result
+from ganlab.rundir import RunDirBusy, RunDirLock
+from ganlab.storage import StorageError
 
 
 def load_run_config(run_dir: Path, overrides: list[str]):
@@ -40,16 +43,20 @@ def load_run_config(run_dir: Path, overrides: list[str]):
 
 
 def rescore(run_dir: Path, overrides: list[str]) -> dict:
-    previous = read_result(run_dir)
-    if previous is None:
+    if not (run_dir / "result.json").exists():
         raise ConfigError(f"{run_dir} has no result.json")
+    with RunDirLock(run_dir):  # not while the run trains, nor twice at once
+        return _rescore(run_dir, overrides)
+
+
+def _rescore(run_dir: Path, overrides: list[str]) -> dict:
+    previous = read_result(run_dir)
     cfg = load_run_config(run_dir, overrides)
-    ckpt = run_dir / "checkpoints" / "last.pt"
-    if not ckpt.exists():
+    state = load_latest(run_dir / "checkpoints")
+    if state is None:
         raise ConfigError(f"{run_dir} has no checkpoint to score")
     device = resolve_device(cfg.train.device)
     gan = build_gan(cfg, device)
-    state = load_checkpoint(ckpt)
     gan.load_state_dict(state["gan"])
     step = state["counters"]["step"]
     evaluator = build_evaluator(cfg, gan.data, device)
@@ -59,9 +66,11 @@ def rescore(run_dir: Path, overrides: list[str]) -> dict:
                        title=f"{cfg.data.name}  step {step} (re-scored)")
     # result.json changes only now that the new scores exist
     kept = {k: v for k, v in previous["metrics"].items() if not k.startswith("eval/")}
+    protocol = json.loads(json.dumps(evaluator.protocol()))  # as result.json holds it
+    history_eval = previous.get("history_eval") or previous["comparability"]["eval"]
     ResultFile(run_dir / "result.json", **previous).update(
-        metrics={**kept, **metrics},
-        comparability=comparability_dict(cfg, evaluator.protocol()))
+        metrics={**kept, **metrics}, comparability=comparability_dict(cfg, protocol),
+        history_eval=None if history_eval == protocol else history_eval)
     return {"step": step, "num_samples": n, **metrics}
 
 
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
         scores = rescore(args.run_dir, args.overrides)
-    except ConfigError as e:
+    except (ConfigError, RecordError, CheckpointError, RunDirBusy, StorageError) as e:
         print(f"ganlab.evaluate: {e}", file=sys.stderr)
         return 2
     width = max(len(k) for k in scores)

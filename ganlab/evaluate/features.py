@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,25 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganlab.checkpoint import save_checkpoint
+from ganlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ganlab.config import ConfigError
 from ganlab.data.images import to_signed_unit
 
 log = logging.getLogger(__name__)
 
-MNIST_LIKE = ("mnist", "fashion_mnist")
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                          "weights-inception-2015-12-05-6726825d.pth")
 
 
 def cache_dir() -> Path:
     return Path(os.path.expanduser(os.environ.get("GANLAB_CACHE", "~/.cache/ganlab")))
-
-
-def resolve_features(name: str, dataset: str) -> str:
-    if name == "auto":
-        return "classifier" if dataset in MNIST_LIKE else "inception"
-    return name
 
 
 def tensor_sha256(tensors) -> str:
@@ -66,6 +60,21 @@ def file_lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cached(path: Path, build, what: str) -> dict:
+    """The cache entry at `path`, built once (under a file lock, so concurrent runs build it
+    once) when it is missing or damaged."""
+    with file_lock(path.with_suffix(".lock")):
+        if path.exists():
+            try:
+                return load_checkpoint(path)
+            except CheckpointError as e:
+                log.warning("%s; rebuilding it", e)
+        log.info("%s (once; cached at %s)", what, path)
+        state = build()
+        save_checkpoint(state, path)
+        return state
 
 
 @dataclass
@@ -145,6 +154,8 @@ def train_classifier(recipe: ClassifierRecipe, train_x: torch.Tensor, train_y: t
     steps_per_epoch = len(train_x) // recipe.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr,
                                                 total_steps=max(1, steps_per_epoch * recipe.epochs))
+    total, start = steps_per_epoch * recipe.epochs, time.perf_counter()
+    report_every = max(1, steps_per_epoch // 4)  # long work shows progress: 4 lines an epoch
     for epoch in range(recipe.epochs):
         net.train()
         order = torch.randperm(len(train_x), generator=gen)
@@ -156,8 +167,14 @@ def train_classifier(recipe: ClassifierRecipe, train_x: torch.Tensor, train_y: t
             loss.backward()
             opt.step()
             sched.step()
-        log.info("classifier epoch %d/%d: test accuracy %.4f", epoch + 1, recipe.epochs,
-                 _accuracy(net, test_x, test_y))
+            done = epoch * steps_per_epoch + i + 1
+            if (i + 1) % report_every == 0 and i + 1 < steps_per_epoch:
+                elapsed = time.perf_counter() - start
+                log.info("classifier epoch %d/%d: %d%%, loss %.3f (%.0f s, about %.0f s left)",
+                         epoch + 1, recipe.epochs, 100 * (i + 1) // steps_per_epoch,
+                         loss.item(), elapsed, elapsed * (total - done) / done)
+        log.info("classifier epoch %d/%d: test accuracy %.4f (%.0f s)", epoch + 1,
+                 recipe.epochs, _accuracy(net, test_x, test_y), time.perf_counter() - start)
     net.eval()
     return net, _accuracy(net, test_x, test_y)
 
@@ -170,17 +187,16 @@ def load_or_train_classifier(recipe: ClassifierRecipe, load_split, device: torch
     key = hashlib.sha256(json.dumps(recipe.__dict__, sort_keys=True).encode()
                          + tensor_sha256([train_u8, train_y]).encode()).hexdigest()[:16]
     path = cache_dir() / "extractors" / f"classifier_{recipe.dataset}_{key}.pt"
-    with file_lock(path.with_suffix(".lock")):
-        if not path.exists():
-            log.info("training the %s feature classifier (once; cached at %s)",
-                     recipe.dataset, path)
-            test_u8, test_y = load_split("test")
-            net, acc = train_classifier(recipe, to_signed_unit(train_u8), train_y,
-                                        to_signed_unit(test_u8), test_y)
-            save_checkpoint({"state_dict": net.state_dict(), "recipe": recipe.__dict__,
-                             "test_accuracy": acc, "num_classes": net.logits.out_features,
-                             "shape": list(train_u8.shape[1:])}, path)
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+
+    def train() -> dict:
+        test_u8, test_y = load_split("test")
+        net, acc = train_classifier(recipe, to_signed_unit(train_u8), train_y,
+                                    to_signed_unit(test_u8), test_y)
+        return {"state_dict": net.state_dict(), "recipe": recipe.__dict__,
+                "test_accuracy": acc, "num_classes": net.logits.out_features,
+                "shape": list(train_u8.shape[1:])}
+
+    saved = cached(path, train, f"training the {recipe.dataset} feature classifier")
     c, s, _ = saved["shape"]
     net = SmallCNN(c, s, saved["num_classes"], recipe.width)
     net.load_state_dict(saved["state_dict"])

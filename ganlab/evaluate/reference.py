@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ganlab.checkpoint import save_checkpoint
 from ganlab.data import load_split
 from ganlab.data.images import to_signed_unit
-from ganlab.evaluate.features import Extractor, cache_dir, file_lock, tensor_sha256
+from ganlab.evaluate.features import Extractor, cache_dir, cached, tensor_sha256
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,8 @@ class RealReference:
         content = tensor_sha256([images, labels])[:12]
         name = (f"{data_cfg.name}_{split}-{content}_{extractor.name}-{extractor.sha256[:12]}"
                 f"_{count}.pt")
-        path = cache_dir() / "refstats" / name
-        with file_lock(path.with_suffix(".lock")):
-            if not path.exists():
-                log.info("computing real reference features: %s", path)
-                save_checkpoint(cls.compute(images, labels, count, extractor), path)
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = cached(cache_dir() / "refstats" / name,
+                       lambda: cls.compute(images, labels, count, extractor),
+                       f"computing the real reference features of {data_cfg.name} {split}")
         return cls(split, len(saved["labels"]), saved["features"], saved["logits"],
                    saved["labels"])

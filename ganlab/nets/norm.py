@@ -20,7 +20,9 @@ statistics, as in Salimans et al.'s implementation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -87,23 +89,29 @@ class VirtualNorm(RefStatsNorm):
         return mean, var
 
 
-# name -> (num_features, spatial) -> layer
-NORMS: Registry = Registry("norm")
-NORMS.register("none")(lambda num_features, spatial: nn.Identity())
-NORMS.register("batch")(lambda num_features, spatial: (nn.BatchNorm2d if spatial else
-                                                       nn.BatchNorm1d)(num_features))
-NORMS.register("reference")(ReferenceNorm)
-NORMS.register("virtual")(VirtualNorm)
+@dataclass(frozen=True)
+class NormSpec:
+    make: Callable[[int, bool], nn.Module]  # (num_features, spatial) -> layer
+    reference: bool = False  # reads a fixed reference batch (ReferenceBatch wraps the net)
+    batch_statistics: bool = False  # normalises with its own minibatch's statistics
+
+
+NORMS: Registry[NormSpec] = Registry("norm")
+NORMS.register("none")(NormSpec(lambda num_features, spatial: nn.Identity()))
+NORMS.register("batch")(NormSpec(
+    lambda num_features, spatial: (nn.BatchNorm2d if spatial else nn.BatchNorm1d)(num_features),
+    batch_statistics=True))
+NORMS.register("reference")(NormSpec(ReferenceNorm, reference=True))
+NORMS.register("virtual")(NormSpec(VirtualNorm, reference=True))
 
 
 def norm_layer(kind: str, num_features: int, spatial: bool) -> nn.Module:
-    return NORMS.choose(kind)(num_features, spatial)
+    return NORMS.choose(kind).make(num_features, spatial)
 
 
 def needs_reference(kind: str) -> bool:
     """Whether a norm reads a fixed reference batch (ReferenceBatch must wrap the net)."""
-    layer = NORMS.choose(kind)
-    return isinstance(layer, type) and issubclass(layer, RefStatsNorm)
+    return NORMS.choose(kind).reference
 
 
 class ReferenceBatch(nn.Module):
