@@ -78,22 +78,6 @@ def _describe_holder(text: str) -> str:
         return "another process"
 
 
-def is_busy(run_dir: Path) -> bool:
-    """Whether a live process holds the run dir (a `running` record without one is stale)."""
-    path = Path(run_dir) / LOCK_NAME
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def read_previous(run_dir: Path) -> dict | None:
     """The run dir's record before this launch; a damaged one is moved aside, kept."""
     try:

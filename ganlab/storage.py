@@ -30,15 +30,19 @@ def explain(err: OSError, path: Path) -> str:
     return f"could not write {path} ({err.strerror or err}): {ELSEWHERE}"
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def atomic_write(path: Path | str, data: bytes) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_file(tmp, data)
         os.replace(tmp, path)
     except OSError as e:
         try:

@@ -91,6 +91,9 @@ class WandbTracker(NullTracker):
         if self.run is not None:
             try:
                 self.run.finish(exit_code=exit_code)
+                # stop W&B's service now: a launcher's worker may exit right after the run,
+                # and a service torn down then prints connection errors over the sweep
+                self._wandb.teardown()
             except Exception as e:
                 self._fail("finish", e)
 

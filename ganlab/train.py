@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -46,7 +47,7 @@ from ganlab.result import (
     trick_dict,
 )
 from ganlab.rundir import RunDirBusy, RunDirLock, read_previous, save_config, write_failure
-from ganlab.storage import StorageError, remove_stale_temporaries
+from ganlab.storage import StorageError, explain, remove_stale_temporaries
 from ganlab.tracking import build_tracker
 
 log = logging.getLogger("ganlab.train")
@@ -378,9 +379,9 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
 
 def _record_failure(run_dir: Path, result: ResultFile, previous: dict | None,
                     err: BaseException, accept) -> None:
-    if isinstance(err, (StorageError, RunDirBusy, SystemExit)) or (
+    if isinstance(err, (RunDirBusy, SystemExit)) or (
             result.live and result.data["status"] != "running"):
-        return  # nothing can be written, or the loop has recorded how it ended
+        return  # the dir is not ours, or the loop has recorded how it ended
     status, error = _describe_failure(err)
     ended = {**result.data["host"], "ended": time.time()}
     try:
@@ -395,8 +396,8 @@ def _record_failure(run_dir: Path, result: ResultFile, previous: dict | None,
             log.error("this launch did not start; the previous record (%s at step %s) is "
                       "left as it was, and this attempt is recorded in %s", previous["status"],
                       previous["step"], path.name)
-    except StorageError as e:
-        log.error("could not record the failure: %s", e)
+    except StorageError as e:  # a full disk may still take the small record, or not
+        log.error("could not record the failure either: %s", e)
 
 
 register_configs()
@@ -427,12 +428,28 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
     return None
 
 
-def main() -> None:
-    """`python -m ganlab.train`: bad overrides end in one line (exit 2) before Hydra starts."""
+def _check_writable(args: list[str]) -> None:
+    """Where the run (or sweep) will be written must take a folder: a read-only or full disk
+    ends here in one line rather than in Hydra's traceback."""
+    key = "hydra.sweep.dir=" if {"-m", "--multirun"} & set(args) else "hydra.run.dir="
+    target = Path(next((a[len(key):] for a in args if a.startswith(key)), "outputs"))
+    existing = next(p for p in [target, *target.absolute().parents] if p.exists())
     try:
-        check_overrides(sys.argv[1:])
-    except ConfigError as err:
-        print(f"ganlab: config error: {err}", file=sys.stderr)
+        tempfile.TemporaryDirectory(dir=existing, prefix=".ganlab-probe-").cleanup()
+    except OSError as e:
+        raise StorageError(explain(e, target)) from None
+
+
+def main() -> None:
+    """`python -m ganlab.train`: bad overrides, and a place that cannot be written, end in
+    one line (exit 2) before Hydra starts."""
+    args = sys.argv[1:]
+    try:
+        check_overrides(args)
+        _check_writable(args)
+    except (ConfigError, StorageError) as err:
+        prefix = "config error: " if isinstance(err, ConfigError) else ""
+        print(f"ganlab: {prefix}{err}", file=sys.stderr)
         sys.exit(2)
     _hydra_main()
 

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from ganlab.config import VARIANT_ROLES, ConfigError, role_of
 from ganlab.configure import check, compose, load_config
+from ganlab.rerun import main as rerun_main
 from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
 
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
@@ -157,7 +158,7 @@ def test_relaunching_a_killed_sweep_resumes_it_and_skips_finished_runs(tmp_path)
     assert_same_tensors(load_weights(resumed), load_weights(tmp_path / "ref"))
 
 
-def test_rerun_repeats_a_run_bit_for_bit_and_takes_overrides(tmp_path):
+def test_rerun_repeats_a_run_bit_for_bit_and_takes_overrides(tmp_path, caplog, capsys):
     original = tmp_path / "orig"
     assert run_cli("train.steps=30", "eval.every=10", "eval.num_samples=200", "norm.g=batch",
                    "logger=none", f"hydra.run.dir={original}").returncode == 0
@@ -179,16 +180,17 @@ def test_rerun_repeats_a_run_bit_for_bit_and_takes_overrides(tmp_path):
     assert row.extras.feature_matching.weight == 1.0 and row.study.variant == "minus_ls"
     assert row.train.steps == 30  # untouched keys keep their saved values
     # --out may be this re-run itself (finished: nothing to do), never another experiment
-    same = run_cli(str(original), "--out", str(tmp_path / "again"), module="ganlab.rerun")
-    assert same.returncode == 0 and "nothing to do" in same.stdout + same.stderr
-    other = run_cli(str(original), "seed=9", "--out", str(tmp_path / "again"),
-                    module="ganlab.rerun")
-    assert other.returncode == 2 and "holds a run of another experiment (seed: 0 -> 9)" in (
-        other.stderr)
+    # (in this process: each CLI start costs seconds)
+    again = str(tmp_path / "again")
+    with caplog.at_level("INFO", logger="ganlab.train"):
+        assert rerun_main([str(original), "--out", again]) == 0
+    assert "is already completed; nothing to do" in caplog.text
+    assert rerun_main([str(original), "seed=9", "--out", again]) == 2
+    assert "holds a run of another experiment (seed: 0 -> 9)" in capsys.readouterr().err
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("mine")
-    junk = run_cli(str(original), "--out", str(tmp_path / "junk"), module="ganlab.rerun")
-    assert junk.returncode == 2 and "holds no run" in junk.stderr
+    assert rerun_main([str(original), "--out", str(tmp_path / "junk")]) == 2
+    assert "holds no run" in capsys.readouterr().err
 
 
 def test_an_ablation_row_chosen_on_rerun_resets_what_it_resets(tmp_path):

@@ -1,0 +1,419 @@
+"""Faults the way users cause them: a changed key on relaunch, damaged files, two launches at
+once, impossible configs, SIGTERM and Ctrl-C, read-only and full disks, W&B without a
+network, typos, and inputs the comparer must not trip on. A record that was good before a
+fault stays good after it."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+import ganlab.storage as storage
+from ganlab.compare.__main__ import main as compare_main
+from ganlab.compare.runs import group_runs, load_results
+from ganlab.compare.tables import CompareError, build_tables
+from ganlab.config import ConfigError
+from ganlab.storage import StorageError, atomic_write_json
+from ganlab.train import _warn_about_work, run
+from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
+
+FAST = ["logger=none", "train.progress=false", "train.device=cpu", "eval.num_samples=100"]
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    """The bytes of everything a good record is made of."""
+    files = [run_dir / "result.json", *(run_dir / ".hydra").glob("*"),
+             *(run_dir / "checkpoints").glob("*")]
+    return {p.name: p.read_bytes() for p in files}
+
+
+def _result(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def _popen(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ganlab.train", *args], cwd=REPO,
+                            env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _evaluated(run_dir: Path) -> bool:
+    try:
+        return bool(_result(run_dir)["history"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+# -- a relaunch never spoils the record -----------------------------------------------------
+
+def test_a_relaunch_with_a_changed_key_is_refused_and_the_record_kept(tmp_path):
+    args = ["train.steps=20", "eval.every=10", *FAST, f"hydra.run.dir={tmp_path}"]
+    assert run_cli(*args).returncode == 0
+    before = _snapshot(tmp_path)
+    out = run_cli(*args, "train.lr_d=1e-3")
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"ganlab: config error: {tmp_path} holds a run of another experiment (train.lr_d: "
+        "0.0002 -> 0.001); it is left as it was. To train this config, launch it into a new "
+        f"directory (hydra.run.dir=...), or `python -m ganlab.rerun {tmp_path} KEY=VALUE ...`"]
+    assert _snapshot(tmp_path) == before  # result.json, .hydra/ and checkpoints untouched
+    (attempt,) = tmp_path.glob("result.failed-*.json")
+    record = json.loads(attempt.read_text())
+    assert record["status"] == "failed" and "train.lr_d" in record["error"]
+    assert record["hparams"]["train.lr_d"] == 0.001  # what was attempted
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    args = ["train.checkpoint_every=20", "eval.every=20", *FAST]
+    run_dir, reference = tmp_path / "run", tmp_path / "reference"
+    assert run_cli("train.steps=40", *args, f"hydra.run.dir={run_dir}").returncode == 0
+    ckpts = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.pt", "last.pt.sha256", "prev.pt",
+                                                      "prev.pt.sha256"]
+    data = (ckpts / "last.pt").read_bytes()
+    (ckpts / "last.pt").write_bytes(data[: len(data) // 2])  # an interrupted copy
+    (ckpts / "last.pt.tmp").write_bytes(b"half")  # and a writer that never finished
+    longer = run_cli("train.steps=60", *args, f"hydra.run.dir={run_dir}")
+    assert longer.returncode == 0, longer.stderr
+    log = longer.stdout + longer.stderr
+    assert f"{ckpts / 'last.pt'} is damaged" in log
+    assert f"resuming from {ckpts / 'prev.pt'} instead (step 20)" in log
+    assert f"removed {ckpts / 'last.pt.tmp'}" in log
+    assert not (ckpts / "last.pt.tmp").exists()
+    assert _result(run_dir)["status"] == "completed" and _result(run_dir)["step"] == 60
+    # resumed from step 20, the run equals one that never stopped
+    assert run_cli("train.steps=60", *args, f"hydra.run.dir={reference}").returncode == 0
+    assert_same_tensors(load_weights(run_dir), load_weights(reference))
+
+
+def test_when_no_checkpoint_is_good_the_run_stops_naming_them(tmp_path):
+    args = ["train.checkpoint_every=10", "eval.every=10", *FAST, f"hydra.run.dir={tmp_path}"]
+    assert run_cli("train.steps=20", *args).returncode == 0
+    for name in ("last.pt", "prev.pt"):
+        (tmp_path / "checkpoints" / name).write_bytes(b"not a checkpoint")
+    before = _snapshot(tmp_path)
+    out = run_cli("train.steps=30", *args)
+    assert out.returncode == 2
+    (line,) = out.stderr.splitlines()
+    assert line.startswith(f"ganlab: no usable checkpoint in {tmp_path / 'checkpoints'}")
+    assert "last.pt is damaged" in line and "prev.pt is damaged" in line
+    assert _snapshot(tmp_path) == before  # the completed record is still there
+
+
+def test_an_unreadable_record_is_moved_aside_and_the_sweep_goes_on(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=0,1", "train.steps=10", "eval.every=0", *FAST,
+            f"hydra.sweep.dir={sweep}"]
+    assert run_cli(*args).returncode == 0
+    (damaged,) = sweep.glob("*/seed=1/result.json")
+    damaged.write_text('{"status": "compl')  # a record cut off mid-write
+    # the comparer lists it by path and goes on, or refuses with --strict
+    assert compare_main([str(sweep), "--brief"]) == 0
+    assert f"skipped {damaged} is unreadable" in capsys.readouterr().err
+    assert compare_main([str(sweep), "--brief", "--strict"]) == 2
+    assert "1 unreadable result.json (--strict)" in capsys.readouterr().err
+    # a relaunch keeps the damaged file aside and rebuilds the record from the checkpoint
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "2 completed, 0 diverged, 0 failed" in again.stdout + again.stderr
+    (aside,) = damaged.parent.glob("result.damaged-*.json")
+    assert aside.read_text() == '{"status": "compl'
+    assert _result(damaged.parent)["status"] == "completed"
+
+
+# -- one owner --------------------------------------------------------------------------------
+
+def test_a_second_launch_into_a_busy_dir_stops_at_once_naming_the_holder(tmp_path):
+    first = _popen("train.steps=100000", "eval.every=200", *FAST, f"hydra.run.dir={tmp_path}")
+    try:
+        _wait_for(lambda: _evaluated(tmp_path))
+        started = time.monotonic()
+        second = run_cli("train.steps=100000", "eval.every=200", *FAST,
+                         f"hydra.run.dir={tmp_path}")
+        assert time.monotonic() - started < 30
+        assert second.returncode == 2
+        (line,) = second.stderr.splitlines()
+        assert line.startswith(f"ganlab: {tmp_path} is in use by pid {first.pid} on ")
+        assert "launch into another hydra.run.dir" in line
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    # the log has one writer: one start line
+    assert (tmp_path / "train.log").read_text().count("run dir ") == 1
+    assert _result(tmp_path)["status"] == "interrupted"
+
+
+# -- every way a run ends -------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_checkpoints_then_records_interrupted(tmp_path, sig, code):
+    run_dir, reference = tmp_path / "run", tmp_path / "reference"
+    args = ["eval.every=200", "norm=batch", *FAST]
+    proc = _popen("train.steps=100000", *args, f"hydra.run.dir={run_dir}")
+    _wait_for(lambda: _evaluated(run_dir))
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code
+    name = signal.Signals(sig).name
+    assert f"ganlab: interrupted by {name}; relaunch the same command to resume" in err
+    record = _result(run_dir)
+    step = record["step"]
+    assert record["status"] == "interrupted" and f"interrupted by {name} at step {step}" in (
+        record["error"])
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["counters"]["step"] == step  # saved at the round it stopped after
+    if sig == signal.SIGINT:
+        return  # resuming is the same for both signals: checked once
+    # relaunched (here with a nearer end), it resumes where it stopped, exactly
+    resumed = run_cli(f"train.steps={step + 30}", *args, f"hydra.run.dir={run_dir}")
+    assert resumed.returncode == 0 and f"at step {step}" in resumed.stdout + resumed.stderr
+    assert run_cli(f"train.steps={step + 30}", *args, f"hydra.run.dir={reference}"
+                   ).returncode == 0
+    assert_same_tensors(load_weights(run_dir), load_weights(reference))
+
+
+def test_out_of_memory_is_recorded_with_what_to_lower(make_cfg, tmp_path, monkeypatch):
+    from ganlab.gan import GAN
+
+    def oom(self):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(GAN, "train_step", oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        run(make_cfg("train.steps=5"), tmp_path)
+    record = _result(tmp_path)
+    assert record["status"] == "failed"
+    assert record["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert "lower train.batch_size or norm.ref_batch_size" in record["error"]
+
+
+def test_impossible_reference_batches_are_refused_before_training(make_cfg, mnist_root,
+                                                                  tmp_path):
+    base = ["data=mnist", f"data.root={mnist_root}", "eval.features=none"]
+    with pytest.raises(ConfigError, match=r"norm.ref_batch_size=100000 is not allowed with "
+                                          r"norm.d=virtual: .* 60000 samples; it must be <= "
+                                          "60000"):
+        run(make_cfg(*base, "norm.d=virtual", "norm.ref_batch_size=100000"), tmp_path / "d")
+    # G's reference batch is drawn z: any size fits the data, not this machine's memory
+    with pytest.raises(ConfigError, match=r"needs about \d+\.\d GiB for one round .* more "
+                                          r"than the \d+\.\d GiB available on cpu; lower "
+                                          "norm.ref_batch_size"):
+        run(make_cfg(*base, "norm.g=virtual", "norm.ref_batch_size=100000"), tmp_path / "g")
+    assert _result(tmp_path / "g")["status"] == "failed"  # the refusal is recorded
+    assert not (tmp_path / "g" / "checkpoints").exists()
+
+
+def test_a_lopsided_round_is_announced_with_its_numbers(make_cfg, caplog):
+    with caplog.at_level(logging.WARNING, logger="ganlab.train"):
+        _warn_about_work(make_cfg("train.d_steps=1000000", "train.steps=1"))
+    assert ("train.d_steps=1000000 and train.g_steps=1: each round runs 1000001 updates, "
+            "1000001 in all for train.steps=1") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ganlab.train"):
+        _warn_about_work(make_cfg("train.d_steps=5"))
+    assert caplog.text == ""
+
+
+# -- disks ----------------------------------------------------------------------------------
+
+@contextmanager
+def _tmpfs(path: Path, size: str, read_only: bool = False):
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here (the patched-writer tests cover "
+                    "the same paths)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_read_only_disk_gets_one_line(tmp_path):
+    with _tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        out = run_cli("train.steps=5", *FAST, f"hydra.run.dir={ro / 'run'}")
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"ganlab: {ro / 'run'} cannot be written (Read-only file system): write elsewhere: "
+        "hydra.run.dir=... for a run, --out for ganlab.rerun / ganlab.compare"]
+
+
+def test_a_full_disk_gets_one_line_and_leaves_no_half_file(tmp_path):
+    with _tmpfs(tmp_path / "full", "400k") as full:
+        out = run_cli("train.steps=30", "eval.every=10", "train.checkpoint_every=10", *FAST,
+                      f"hydra.run.dir={full / 'run'}")
+        assert out.returncode == 2
+        assert out.stderr.splitlines() == [
+            f"ganlab: no space left to write {full / 'run' / 'checkpoints' / 'last.pt'}: free "
+            "some space, or write elsewhere: hydra.run.dir=... for a run, --out for "
+            "ganlab.rerun / ganlab.compare"]
+        assert list(full.rglob("*.tmp")) == []
+        assert _result(full / "run")["status"] == "failed"  # the small record still fit
+
+
+@pytest.mark.parametrize("code, fragment", [(errno.ENOSPC, "no space left to write"),
+                                            (errno.EROFS, "cannot be written")])
+def test_a_failing_writer_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch,
+                                                                    code, fragment):
+    target = tmp_path / "result.json"
+    atomic_write_json(target, {"status": "completed"})
+    real = storage._write_file
+
+    def failing(path, data):
+        real(path, data[: len(data) // 2])  # part of it reached the disk
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(storage, "_write_file", failing)
+    with pytest.raises(StorageError, match=f"{fragment}.*{target}|{target}.*{fragment}"):
+        atomic_write_json(target, {"status": "failed", "error": "x" * 1000})
+    assert json.loads(target.read_text()) == {"status": "completed"}
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_full_disk_during_training_is_recorded(make_cfg, tmp_path, monkeypatch):
+    import ganlab.checkpoint as checkpoint
+
+    def full(path, data):
+        raise StorageError(storage.explain(OSError(errno.ENOSPC, "No space"), path))
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full)
+    with pytest.raises(StorageError, match="no space left to write .*last.pt"):
+        run(make_cfg("train.steps=10", "eval.every=5", "train.checkpoint_every=5"), tmp_path)
+    record = _result(tmp_path)
+    assert record["status"] == "failed" and "no space left" in record["error"]
+    assert record["step"] == 5 and record["history"]  # what was scored is kept
+
+
+# -- W&B without a network -------------------------------------------------------------------
+
+def test_wandb_online_without_a_network_falls_back_offline_within_seconds(tmp_path):
+    env = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "ganlab.train", "train.steps=10", "eval.every=0",
+         "eval.num_samples=100", "train.progress=false", "logger.mode=online",
+         "logger.init_timeout=3", f"hydra.run.dir={tmp_path}"], cwd=REPO, capture_output=True,
+        text=True, timeout=120,
+        env={k: v for k, v in {**os.environ, **env}.items() if k != "WANDB_MODE"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert time.monotonic() - started < 60  # not W&B's default 90 s wait
+    log = out.stdout + out.stderr
+    assert log.count("W&B online could not start within 3s") == 1
+    assert f"wandb sync {tmp_path / 'wandb'}" in log
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+    assert _result(tmp_path)["status"] == "completed"
+
+
+# -- bad config input ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, line", [
+    ("smoothing.real_taget=0.9", "smoothing.real_taget is not a config key (did you mean "
+                                 "smoothing.real_target?)"),
+    ("train.steps=abc", "train.steps='abc' is not allowed; train.steps takes an integer"),
+    ("norm=virtul", "norm='virtul' is not allowed; choose one of: batch, none, reference, "
+                    "virtual, virtual_g (did you mean virtual?)"),
+])
+def test_config_typos_end_in_one_line(tmp_path, override, line):
+    out = run_cli(override, "logger=none", f"hydra.run.dir={tmp_path / 'r'}")
+    assert out.returncode == 2
+    (printed,) = out.stderr.splitlines()
+    assert printed.startswith(f"ganlab: config error: {line}")
+    assert not (tmp_path / "r").exists()
+
+
+# -- the comparer never trips on input -------------------------------------------------------
+
+CLASS = {"labels": "none", "data.name": "ring8", "data.split": "train", "model.name": "mlp",
+         "eval": {"metrics": "modes2d", "num_samples": 2500}}
+
+
+def _write(root: Path, name: str, seed: int, status: str = "completed", metrics=None,
+           history=None, d_steps: int = 1, eval_protocol="same") -> None:
+    comparability = dict(CLASS, eval=CLASS["eval"] if eval_protocol == "same" else None)
+    atomic_write_json(root / name / f"seed={seed}" / "result.json", {
+        "status": status, "error": None, "seed": seed,
+        "trick": {"train.d_steps": d_steps, "labels.name": "none"},
+        "hparams": {"train.lr_d": 2e-4}, "comparability": comparability,
+        "metrics": metrics or {}, "history": history or [], "step": 10, "study": {}})
+
+
+def test_unknown_or_absent_metrics_are_named_with_the_ones_that_exist(tmp_path, capsys):
+    for s in range(3):
+        _write(tmp_path, "k1", s, metrics={"eval/modes_covered": 8, "eval/hq_pct": 90.0})
+    assert compare_main([str(tmp_path), "--metric", "fidd", "--no-wandb"]) == 2
+    err = capsys.readouterr().err
+    assert "--metric eval/fidd: no run of class" in err
+    assert "its metrics: eval/hq_pct, eval/modes_covered" in err
+    assert compare_main([str(tmp_path), "--metric", "fid", "--no-wandb"]) == 2  # a 2-D class
+    assert "--metric eval/fid: no run of class" in capsys.readouterr().err
+
+
+def test_a_matched_budget_without_a_point_says_what_would_work(tmp_path):
+    def hist(points):
+        return [{"step": s, "g_updates": s, "images_seen": i, "wall_s": w,
+                 "metrics": {"eval/modes_covered": 8}} for s, i, w in points]
+
+    for s in range(3):  # k=5 sees 5x the images: its first point lies past k=1's last
+        _write(tmp_path, "k1", s, metrics={"eval/modes_covered": 8}, d_steps=1,
+               history=hist([(10, 640, 1.0), (20, 1280, 2.0)]))
+        _write(tmp_path, "k5", s, metrics={"eval/modes_covered": 8}, d_steps=5,
+               history=hist([(10, 3200, 3.0), (20, 6400, 6.0)]))
+    with pytest.raises(CompareError, match=r"--match images_seen: at the largest budget every "
+                                           r"run reached \(1280\), d_steps=5 has no evaluation "
+                                           r"of eval/modes_covered \(its first is at 3200\). "
+                                           "Try --match final or --match g_steps"):
+        build_tables(load_results([tmp_path]), "modes_covered", match="images_seen")
+
+
+def test_runs_that_failed_before_evaluating_count_in_their_own_class(tmp_path):
+    for s in range(3):
+        _write(tmp_path, "ok", s, metrics={"eval/modes_covered": 8})
+    _write(tmp_path, "refused", 0, status="failed", d_steps=2, eval_protocol=None)
+    (group,) = group_runs(load_results([tmp_path]))  # one class, not a look-alike second
+    (t,) = build_tables(load_results([tmp_path]), "modes_covered",
+                        baselines=[{"train.d_steps": "1"}])
+    assert [(r.label, r.n, r.failed) for r in t.rows] == [("d_steps=1", 3, 0),
+                                                          ("d_steps=2", 0, 1)]
+    assert len(group.runs) == 4
+
+
+def test_baselines_speak_the_train_commands_language(tmp_path):
+    for s in range(3):
+        for name, real in (("none", 1.0), ("one_sided", 0.9)):
+            atomic_write_json(tmp_path / name / f"seed={s}" / "result.json", {
+                "status": "completed", "error": None, "seed": s,
+                "trick": {"smoothing.real_target": real, "smoothing.fake_target": 0.0},
+                "hparams": {}, "comparability": CLASS, "metrics": {"eval/modes_covered": s},
+                "history": [], "step": 10, "study": {}})
+    results = load_results([tmp_path])
+    (t,) = build_tables(results, "modes_covered", baselines=[{"smoothing": "one_sided"}])
+    assert next(r for r in t.rows if r.is_baseline).settings["smoothing.real_target"] == 0.9
+    # no baseline given and no preset: the axis's "off" setting, not the first label
+    (t,) = build_tables(results, "modes_covered")
+    assert next(r for r in t.rows if r.is_baseline).settings["smoothing.real_target"] == 1.0
+    with pytest.raises(CompareError, match="no run records smoothing.real_targt "
+                                           r"\(did you mean smoothing.real_target\?\)"):
+        build_tables(results, "modes_covered", baselines=[{"smoothing.real_targt": "1"}])
+    with pytest.raises(CompareError, match="not an option of smoothing; choose one of: none, "
+                                           "one_sided, two_sided"):
+        build_tables(results, "modes_covered", baselines=[{"smoothing": "sideways"}])
