@@ -203,6 +203,7 @@ class StudyConfig:
     question: str = ""
     # a named row of a preset (the ablations of salimans2016): part of the variant
     variant: str = keyed("", Role.HPARAM)
+    metric: str = ""  # the metric that answers the question (default: fid, else modes_covered)
     # The baseline variant of each comparison class, as "key=value,key=value" over the
     # trick (or hparam) keys of result.json, e.g. "labels=none".
     baselines: list[str] = field(default_factory=list)

@@ -80,6 +80,8 @@ class ResultFile:
                                      "trick": {}, "comparability": {}, "hparams": {},
                                      "metrics": {}, "history": [], "step": 0,
                                      "study": {}, "host": {},
+                                     # the config group options the run was launched with
+                                     "choices": {},
                                      # the protocol the history was evaluated under, where
                                      # a re-scoring changed `comparability.eval` since
                                      "history_eval": None, **fields}

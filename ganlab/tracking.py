@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from ganlab.metrics import METRICS
 from ganlab.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class WandbTracker(NullTracker):
                             type(e).__name__, run_dir / "wandb", run_dir / "wandb")
                 wandb.teardown()  # the failed attempt holds the run id
                 self.run = init("offline")
+            for name, metric in METRICS.items():  # the run's summary keeps each one's best
+                if metric.direction:
+                    self.run.define_metric(name, summary="max" if metric.direction > 0
+                                           else "min")
         except Exception as e:  # no login, a bad entity, no disk...: train anyway
             self._fail("init", e)
 

@@ -296,6 +296,16 @@ def _wandb_group() -> str | None:
     return sweep_cell(hc.overrides.task) if hc.mode == RunMode.MULTIRUN else None
 
 
+def _choices() -> dict:
+    """The config group options of a launch from the command line (for the comparer's
+    variant names); none for a run started from Python."""
+    try:
+        choices = HydraConfig.get().runtime.choices
+    except ValueError:
+        return {}
+    return {g: c for g, c in choices.items() if c is not None and not g.startswith("hydra/")}
+
+
 def _host_record() -> dict:
     """Where and when the run ran (a launcher's device assignment shows up here)."""
     return {"hostname": socket.gethostname(), "pid": os.getpid(),
@@ -358,7 +368,7 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
                             trick=trick_dict(cfg), hparams=hparams_dict(cfg),
                             comparability=comparability_dict(cfg, None),
                             study=OmegaConf.to_container(cfg.study, resolve=True),
-                            host=_host_record())
+                            choices=_choices(), host=_host_record())
 
         def accept() -> None:  # this launch's config and record replace the previous ones
             save_config(run_dir, cfg, overrides)

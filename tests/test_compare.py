@@ -1,22 +1,25 @@
-"""The comparer: pairing by seed, intervals and tests against scipy, class separation,
-matched budgets, and the report files."""
+"""The comparer: pairing by seed, intervals, effects and tests against scipy, class
+separation, matched budgets, and the report files."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from ganlab.compare.__main__ import main
+from ganlab.compare.document import validate_document
 from ganlab.compare.runs import load_results
-from ganlab.compare.stats import bootstrap_ci, holm
+from ganlab.compare.stats import holm, t_interval
 from ganlab.compare.tables import (
     CompareError,
     build_tables,
-    direction,
     parse_baseline,
     value_at,
 )
+from ganlab.metrics import metric_info
 from ganlab.storage import atomic_write_json
 
 CLASS = {"labels": "none", "data.name": "mnist", "data.split": "train",
@@ -53,23 +56,29 @@ def sweep(tmp_path):
     return tmp_path
 
 
-def test_pairs_by_seed_with_scipy_ci_and_paired_t(sweep):
+def test_pairs_by_seed_with_t_intervals_effect_sizes_and_paired_t(sweep):
     (t,) = build_tables(load_results([sweep]), "fid", baselines=[{"train.d_steps": "1"}])
     rows = {r.settings["train.d_steps"]: r for r in t.rows}
     base, k2 = rows[1], rows[2]
     assert base.is_baseline and base.verdict == "baseline"
     assert k2.pairs == 3  # seeds 1, 2, 3 only
-    diffs = [28.0 - 32.0, 27.5 - 31.0, 30.0 - 35.0]
-    assert k2.diff == pytest.approx(np.mean(diffs))
+    diffs = np.array([28.0 - 32.0, 27.5 - 31.0, 30.0 - 35.0])
+    assert k2.delta == pytest.approx(diffs.mean())
     expected_p = stats.ttest_rel([28.0, 27.5, 30.0], [32.0, 31.0, 35.0]).pvalue
     assert k2.p == pytest.approx(expected_p)
-    ci = stats.bootstrap((np.array(diffs),), np.mean, confidence_level=0.95, n_resamples=9999,
-                         method="percentile", random_state=np.random.default_rng(0))
-    assert k2.diff_ci == pytest.approx((ci.confidence_interval.low, ci.confidence_interval.high))
+    ci = stats.t.interval(0.95, 2, loc=diffs.mean(), scale=stats.sem(diffs))
+    assert k2.delta_ci == pytest.approx(ci)
+    # Δ % of the baseline's mean over the same seeds; d_z = mean(d) / sd(d)
+    assert k2.delta_pct == pytest.approx(100 * diffs.mean() / np.mean([32.0, 31.0, 35.0]))
+    assert k2.d_z == pytest.approx(diffs.mean() / diffs.std(ddof=1))
+    assert k2.d_z_ci[0] < k2.d_z < k2.d_z_ci[1] < 0  # p < 0.05: the interval excludes 0
     assert k2.n == 4 and k2.mean == pytest.approx(np.mean([28.0, 27.5, 30.0, 26.0]))
+    assert k2.ci == pytest.approx(stats.t.interval(0.95, 3, loc=np.mean([28, 27.5, 30, 26]),
+                                                   scale=stats.sem([28, 27.5, 30, 26])))
     assert k2.median == pytest.approx(27.75)
     # lower FID is better: a significant drop reads "better"
     assert k2.p_holm < 0.05 and k2.verdict == "better"
+    assert k2.answer.startswith("d_steps=2: better: FID -4.17 (-12.8 %) [")
 
 
 def test_thin_evidence_gets_no_p_value_and_diverged_runs_are_counted(sweep):
@@ -82,7 +91,7 @@ def test_thin_evidence_gets_no_p_value_and_diverged_runs_are_counted(sweep):
 def test_direction_is_per_metric(sweep):
     (t,) = build_tables(load_results([sweep]), "is", baselines=[{"train.d_steps": "1"}])
     k2 = next(r for r in t.rows if r.settings["train.d_steps"] == 2)
-    assert k2.diff > 0 and k2.verdict == "better"  # IS went up
+    assert k2.delta > 0 and k2.verdict == "better"  # IS went up
 
 
 def test_holm_matches_hand_values():
@@ -92,11 +101,13 @@ def test_holm_matches_hand_values():
     assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
 
 
-def test_bootstrap_ci_edge_cases():
-    assert bootstrap_ci([3.0]) is None
-    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
-    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0])
-    assert 1.0 <= lo < 2.5 < hi <= 4.0
+def test_t_interval_known_values():
+    # mean 2, sd 1, n 3: 2 +- t(0.975, 2) / sqrt(3), t(0.975, 2) = 4.302652729911275
+    lo, hi = t_interval([1.0, 2.0, 3.0])
+    assert (lo, hi) == pytest.approx((2 - 4.302652729911275 / 3 ** 0.5,
+                                      2 + 4.302652729911275 / 3 ** 0.5))
+    assert t_interval([3.0]) is None
+    assert t_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
 
 
 def test_classes_are_never_mixed_and_a_cross_class_baseline_names_the_key(tmp_path):
@@ -117,6 +128,11 @@ def test_classes_are_never_mixed_and_a_cross_class_baseline_names_the_key(tmp_pa
                                                      {"labels": "conditional"}])
     assert sorted(next(r.label for r in t.rows if r.is_baseline) for t in tables) == [
         "(one variant)", "labels=conditional"]
+    # the train command's words work too: labels=none is labels.name=none
+    tables = build_tables(results, "fid", baselines=[{"labels": "none"},
+                                                     {"labels": "auxiliary"}])
+    assert sorted(next(r.label for r in t.rows if r.is_baseline) for t in tables) == [
+        "(one variant)", "labels=auxiliary"]
     assert main([str(tmp_path), "--baseline", "labels=none", "--no-wandb"]) == 2
 
 
@@ -167,14 +183,23 @@ def test_report_files_hold_the_tables_and_pictures(sweep, capsys):
     _write(sweep, "k5", 3, 0.0, d_steps=5, status="failed")
     assert main([str(sweep), "--baseline", "train.d_steps=1", "--no-wandb"]) == 0
     printed = capsys.readouterr().out
-    assert "d_steps=2" in printed and "p (paired t)" in printed
+    assert "d_steps=2" in printed and "p Holm" in printed and "detectable Δ" in printed
+    assert "d_steps=2: better: FID" in printed  # one sentence per variant
     md = (sweep / "report.md").read_text()
-    assert "| variant | n | div | fail |" in md and "### eval/fid" in md and "### eval/is" in md
+    assert "| variant | n | div | fail |" in md
+    # the primary metric first, then the others
+    assert md.index("### FID (eval/fid): the primary metric") < md.index("#### IS (eval/is)")
     assert "1 diverged" in md and "1 failed" in md
     assert "report_files/c0_eval_fid_points.png" in md
     html = (sweep / "report.html").read_text()
     assert html.count("<table>") == 2 and "data:image/png;base64," in html
     assert (sweep / "report_files" / "c0_eval_fid_points.png").stat().st_size > 5000
+    doc = json.loads((sweep / "report.json").read_text())
+    validate_document(doc)
+    (table,) = [t for t in doc["classes"][0]["tables"] if t["metric"] == "eval/fid"]
+    rows = {r["settings"]["train.d_steps"]: r for r in table["rows"]}
+    assert rows[2]["verdict"] == "better" and rows[5]["failed"] == 1
+    assert rows[2]["values"] == {"1": 28.0, "2": 27.5, "3": 30.0, "4": 26.0}
 
 
 def test_failed_runs_do_not_shrink_the_matched_budget(tmp_path):
@@ -196,15 +221,18 @@ def test_the_same_difference_on_every_seed_gets_no_p_value(tmp_path):
         _write(tmp_path, "b", s, 29.0 + s, d_steps=2)  # exactly 1 lower on every seed
     (t,) = build_tables(load_results([tmp_path]), "fid", baselines=[{"train.d_steps": "1"}])
     row = next(r for r in t.rows if not r.is_baseline)
-    assert row.pairs == 3 and row.diff == pytest.approx(-1.0)
+    assert row.pairs == 3 and row.delta == pytest.approx(-1.0)
     assert row.p is None and row.p_holm is None
     assert row.verdict.startswith("better by the same amount on every seed")
 
 
-def test_metric_directions():
-    assert [direction(m) for m in ("eval/fid", "eval/fid_class/3", "eval/kid_std", "eval/is",
-                                   "eval/modes_covered", "eval/reverse_kl", "fid")] == [
-        -1, -1, -1, 1, 1, -1, -1]
+def test_metric_directions_and_scales_come_from_one_registry():
+    names = ("eval/fid", "eval/fid_class/3", "eval/kid_std", "eval/is", "eval/modes_covered",
+             "eval/reverse_kl", "fid", "eval/coupling", "eval/kid")
+    assert [metric_info(m).direction for m in names] == [-1, -1, 0, 1, 1, -1, -1, -1, -1]
+    assert [metric_info(m).scale for m in names] == [
+        "linear", "linear", "linear", "linear", "linear", "log", "linear", "log", "log"]
+    assert metric_info("fid", scale="log").scale == "log"
 
 
 def test_g_steps_match_g_updates_not_rounds(tmp_path):

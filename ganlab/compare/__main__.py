@@ -1,32 +1,69 @@
-"""`python -m ganlab.compare DIR...`: print the verdict tables and write the report.
+"""`python -m ganlab.compare DIR...`: print the verdict and write the report.
 
 Every result.json under the dirs is read. Runs are grouped into comparison classes by their
 `comparability` dict (label use, data, model family, evaluation protocol) and a class is
 never mixed with another. Within a class, a variant is a run's trick toggles and
 hyper-parameters (everything but the seed); runs are paired with the baseline variant by
-seed. `--brief` prints a plain mean ± std per variant of every metric instead, and writes
-nothing.
+seed. The console shows the primary metric's table and one sentence per variant; the report
+(report.json, report.md, report.html) has every evaluation metric. `--brief` prints a plain
+mean ± std per variant of every metric instead, and writes nothing. `--seeds-for DELTA`
+prints how many seeds would detect DELTA (a ratio for log-scale metrics).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from ganlab.compare.report import write_report
+from ganlab.compare.document import build_document, format_text
+from ganlab.compare.report import report_metrics, write_report
 from ganlab.compare.runs import load_results
+from ganlab.compare.stats import POWER, seeds_for
 from ganlab.compare.tables import (
     MATCHES,
     CompareError,
+    Table,
     build_tables,
     default_metric,
     format_brief,
-    format_text,
-    metric_key,
     parse_baseline,
 )
+from ganlab.metrics import SCALES, metric_key
 from ganlab.storage import StorageError
+
+
+def parse_scales(tokens: list[str] | None) -> dict[str, str]:
+    scales = {}
+    for token in tokens or []:
+        name, sep, scale = token.partition("=")
+        if not sep or scale not in SCALES:
+            raise CompareError(f"--scale {token!r}: give METRIC=SCALE with SCALE one of "
+                               f"{', '.join(SCALES)} (e.g. --scale fid=log)")
+        scales[metric_key(name)] = scale
+    return scales
+
+
+def seeds_needed(tables: list[Table], delta: float) -> list[str]:
+    """For each variant with a spread of paired differences: the seeds that detect `delta`."""
+    lines = []
+    for t in tables:
+        m = t.metric
+        if m.scale == "log" and delta <= 0:
+            raise CompareError(f"--seeds-for {delta:g}: {m.name} is compared as a ratio; "
+                               "give a factor such as 2 (or 0.5)")
+        on_scale = abs(math.log(delta)) if m.scale == "log" else abs(delta)
+        what = f"a change by ×{delta:g}" if m.scale == "log" else f"|Δ| = {delta:g}"
+        for row in t.rows:
+            if row.is_baseline or row.diff_sd is None:
+                continue
+            n = seeds_for(on_scale, row.diff_sd, t.strictest_alpha, POWER)
+            lines.append(f"{row.label}: {'more than 10000' if n is None else n} paired seeds "
+                         f"detect {what} in {m.label} with {POWER:.0%} power at α = "
+                         f"{t.strictest_alpha:.3g} (spread of its paired differences "
+                         f"{row.diff_sd:.3g} over {row.pairs} seeds)")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,11 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", nargs="+", action="append", metavar="KEY=VALUE",
                         help="the baseline variant (repeat the flag for one per class)")
     parser.add_argument("--metric", default=None,
-                        help="e.g. fid, is, kid, modes_covered, hq_pct (default: fid, else "
-                             "modes_covered); the report has a table for every eval metric")
+                        help="the primary metric, e.g. fid, is, kid, modes_covered (default: "
+                             "the preset's study.metric, else fid, else modes_covered)")
     parser.add_argument("--match", default="final", choices=MATCHES)
+    parser.add_argument("--scale", action="append", metavar="METRIC=SCALE",
+                        help="compare METRIC on another scale (linear|log), e.g. fid=log")
+    parser.add_argument("--seeds-for", type=float, default=None, metavar="DELTA",
+                        help="print the seeds each variant would need to detect DELTA")
     parser.add_argument("--out", type=Path, default=None,
-                        help="where report.md/report.html go (default: the first DIR)")
+                        help="where report.json/md/html go (default: the first DIR)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     parser.add_argument("--brief", action="store_true",
                         help="a quick look: mean ± std per variant, no tests, no report")
@@ -62,21 +103,40 @@ def main(argv: list[str] | None = None) -> int:
             print(format_brief(results))
             return 0
         baselines = ([parse_baseline(b) for b in args.baseline] if args.baseline else None)
+        scales = parse_scales(args.scale)
         metric = metric_key(args.metric) if args.metric else default_metric(results)
-        tables = build_tables(results, metric, args.match, baselines)
+        primary = build_tables(results, metric, args.match, baselines, scales)
+        classes = []
+        for t in primary:  # every other metric of the class, on the class's own runs
+            others = [m for m in report_metrics(t.runs) if m != metric]
+            classes.append([t, *_other_tables(t.runs, others, args.match, baselines, scales)])
+        doc = build_document(results, classes, dirs=args.dirs, match=args.match,
+                             primary=metric, scales=scales)
+        extra = seeds_needed(primary, args.seeds_for) if args.seeds_for is not None else []
     except CompareError as e:
         print(f"ganlab.compare: {e}", file=sys.stderr)
         return 2
-    print(format_text(tables))
+    print(format_text(doc))
+    for line in extra:
+        print(line)
     out = args.out or args.dirs[0]
     try:
-        paths = write_report(results, tables, out, baselines, args.match,
-                             log_wandb=not args.no_wandb)
+        paths = write_report(doc, classes, out, log_wandb=not args.no_wandb)
     except StorageError as e:
         print(f"ganlab.compare: {e}", file=sys.stderr)
         return 2
-    print(f"report: {paths['html']}  (and {paths['md']})")
+    print(f"report: {paths['html']}  (and {paths['md'].name}, {paths['json'].name})")
     return 0
+
+
+def _other_tables(runs, metrics, match, baselines, scales) -> list[Table]:
+    tables = []
+    for name in metrics:
+        try:
+            tables += build_tables(runs, name, match, baselines, scales)
+        except CompareError:  # not comparable at this budget: the primary table says why
+            continue
+    return tables
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""The comparer's report: `report.md` and a self-contained `report.html` (pictures inlined).
+"""The comparer's report: `report.json` (every number), `report.md` and a self-contained
+`report.html` (pictures inlined), and the same tables in W&B, all rendered from report.json.
 
-For each comparison class: one table per evaluation metric (ganlab.compare.tables), a point chart of
-each variant's mean with its 95 % CI, metric-vs-step curves (mean and min-max band over
-seeds), the latest samples of each variant side by side, and, when smoothing varies, the
-analytic optimal D of each variant (Eq. 15's bump where beta > 0). Also logged to W&B as a
-table and images (offline unless the user is online); a W&B failure only warns.
+It opens with the study's question and, per comparison class, the primary metric: one
+sentence per variant, its table, a chart of each variant's mean with its interval and its
+seeds, and the metric over training. The other metrics follow, then the latest samples of
+each variant side by side and, when smoothing varies, the analytic optimal D of each
+variant (Eq. 15's bump where beta > 0). W&B logging is offline unless the user is online;
+a W&B failure only warns.
 """
 
 from __future__ import annotations
@@ -12,23 +14,17 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
-from ganlab.compare.tables import (
-    CompareError,
-    Table,
-    build_tables,
-    describe,
-    direction,
-    table_lines,
-)
+from ganlab.compare.document import describe, table_lines
+from ganlab.compare.tables import Table
 from ganlab.dstar import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
 from ganlab.plots import save_figure
-from ganlab.result import STATUSES, count_statuses
-from ganlab.storage import atomic_write
+from ganlab.storage import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 SKIP_METRICS = ("_std", "fid_class/")
@@ -40,6 +36,7 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11})
     return plt
 
 
@@ -48,19 +45,25 @@ def report_metrics(results: list[dict]) -> list[str]:
     return sorted(n for n in names if not any(s in n for s in SKIP_METRICS))
 
 
+# -- pictures ----------------------------------------------------------------------------------
 def _point_chart(t: Table, path: Path) -> None:
     plt = _plt()
+    m = t.metric
     rows = [r for r in t.rows if r.mean is not None]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.6), dpi=100)
     for i, r in enumerate(rows):
         lo, hi = r.ci if r.ci else (r.mean, r.mean)
-        ax.errorbar(r.mean, i, xerr=[[r.mean - lo], [hi - r.mean]], fmt="o", capsize=4,
-                    color="tab:red" if r.is_baseline else "tab:blue")
-        ax.scatter(list(r.values.values()), [i] * len(r.values), s=12, color="grey",
-                   alpha=0.6, zorder=3)
-    ax.set_yticks(range(len(rows)), [r.label for r in rows], fontsize=8)
-    better = "higher" if direction(t.metric) > 0 else "lower"
-    ax.set_xlabel(f"{t.metric} ({better} is better): mean and 95 % CI; seeds in grey")
+        ax.errorbar(r.mean, i, xerr=[[r.mean - lo], [hi - r.mean]], fmt="o", capsize=5,
+                    color="tab:red" if r.is_baseline else "tab:blue", zorder=4)
+        seeds = [m.from_scale(m.to_scale(v)) for v in r.values.values()]  # floored on log
+        ax.scatter(seeds, [i] * len(seeds), s=18, color="grey", alpha=0.7, zorder=3)
+    ax.set_yticks(range(len(rows)), [r.label + (" (baseline)" if r.is_baseline else "")
+                                     for r in rows])
+    if m.scale == "log":
+        ax.set_xscale("log")
+    ax.set_title(f"{m.label}: {m.better} is better")
+    ax.set_xlabel(f"mean and {t.level:.0%} {t.interval} interval"
+                  f"{' (geometric, log axis)' if m.scale == 'log' else ''}; seeds in grey")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
@@ -69,27 +72,30 @@ def _point_chart(t: Table, path: Path) -> None:
 
 def _curves(t: Table, path: Path) -> bool:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    m = t.metric
+    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=100)
     drawn = False
     for r in t.rows:
         series = {}
         for run in r.runs:
             for h in run["history"]:
-                v = h["metrics"].get(t.metric)
+                v = h["metrics"].get(m.name)
                 if v is not None and np.isfinite(v):
-                    series.setdefault(h["step"], []).append(v)
+                    series.setdefault(h["step"], []).append(m.from_scale(m.to_scale(v)))
         if not series:
             continue
         steps = sorted(series)
-        mean = [np.mean(series[s]) for s in steps]
-        ax.plot(steps, mean, marker=".", label=r.label)
+        ax.plot(steps, [np.mean(series[s]) for s in steps], marker=".", label=r.label)
         ax.fill_between(steps, [min(series[s]) for s in steps],
                         [max(series[s]) for s in steps], alpha=0.15)
         drawn = True
     if drawn:
+        ax.set_title(f"{m.label} during training (mean over seeds, band: min to max)")
         ax.set_xlabel("rounds (train.steps)")
-        ax.set_ylabel(t.metric)
-        ax.legend(fontsize=7)
+        ax.set_ylabel(m.label)
+        if m.scale == "log":
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         save_figure(fig, path)
@@ -106,20 +112,20 @@ def _samples(t: Table, path: Path) -> bool:
         for run in sorted(r.runs, key=lambda run: run["seed"]):
             pngs = sorted(Path(run["run_dir"], "samples").glob("step_*.png"))
             if pngs:
-                title = "\n".join(textwrap.wrap(f"{r.label} (seed {run['seed']})", 40))
+                title = "\n".join(textwrap.wrap(f"{r.label} (seed {run['seed']})", 36))
                 pictures.append((title, pngs[-1]))
                 break
     if not pictures:
         return False
     cols = min(4, len(pictures))
     rows = -(-len(pictures) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), dpi=100,
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.6 * rows), dpi=100,
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (title, png) in zip(axes.flat, pictures, strict=False):
         ax.imshow(np.asarray(Image.open(png).convert("RGB")))
-        ax.set_title(title, fontsize=7)
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
@@ -133,7 +139,7 @@ def _dstar(t: Table, path: Path) -> bool:
         return False
     plt = _plt()
     x = torch.linspace(*GRID, 281)
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=100)
     pd, pm = normal_pdf(x, *P_DATA), normal_pdf(x, *P_MODEL)
     scale = 1 / float(torch.maximum(pd, pm).max())
     ax.fill_between(x, 0, pd * scale, color="tab:green", alpha=0.12, label="p_data (scaled)")
@@ -143,15 +149,16 @@ def _dstar(t: Table, path: Path) -> bool:
             "smoothing.fake_target")
         if real is not None and fake is not None:
             ax.plot(x, analytic_dstar(x, real, fake), label=f"D*: {r.label}")
-    ax.set_title("optimal D of each variant (Eq. 15); beta > 0 lifts it where p_model >> "
-                 "p_data  (see python -m ganlab.dstar)", fontsize=8)
-    ax.legend(fontsize=6)
+    ax.set_title("Optimal D of each variant (Eq. 15): β > 0 lifts it where p_model ≫ p_data")
+    ax.set_xlabel("x  (p_data = N(0, 1), p_model = N(2, 1); python -m ganlab.dstar fits it)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
     return True
 
 
+# -- pages -------------------------------------------------------------------------------------
 def _md_table(lines: list[list[str]]) -> str:
     head, *body = lines
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -167,89 +174,126 @@ def _html_table(lines: list[list[str]]) -> str:
     return f"<table><tr>{cells}</tr>{rows}</table>"
 
 
-def write_report(results: list[dict], tables: list[Table], out: Path,
-                 baselines: list[dict] | None, match: str, log_wandb: bool = True) -> dict:
-    out = Path(out)
-    files = out / "report_files"
-    md = ["# ganlab comparison report", "",
-          f"{len(results)} runs; variants paired with their baseline by seed; 95 % "
-          "bootstrap CIs; paired t-test, Holm-corrected across the variants of a table. "
-          "Classes are never mixed.", ""]
-    body = [f"<h1>ganlab comparison report</h1><p>{html.escape(md[2])}</p>"]
-    skipped = getattr(results, "unreadable", [])
-    if skipped:
-        note = f"Skipped {len(skipped)} unreadable result.json: " + "; ".join(skipped)
-        md += [note, ""]
-        body.append(f"<p><b>{html.escape(note)}</b></p>")
-    images: dict[str, Path] = {}
-    for ci, main in enumerate(tables):
-        heading = describe(main).split(":")[0]
-        counts = count_statuses(main.runs)
-        status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
-        md += [f"## {heading}", "", f"Runs: {status}.", ""]
-        body.append(f"<h2>{html.escape(heading)}</h2><p>Runs: {html.escape(status)}.</p>")
-        class_results = main.runs
-        for metric in report_metrics(class_results) or [main.metric]:
-            try:
-                t = next(iter(build_tables(class_results, metric, match, baselines)), None)
-            except CompareError as e:  # e.g. no common budget for this metric
-                md += [f"### {metric}", "", f"Not compared: {e}", ""]
-                body.append(f"<h3>{html.escape(metric)}</h3><p>Not compared: "
-                            f"{html.escape(str(e))}</p>")
-                continue
-            if t is None or all(r.mean is None for r in t.rows):
-                continue
-            stem = f"c{ci}_{metric.replace('/', '_')}"
-            md += [f"### {metric}", "", describe(t), "", _md_table(table_lines(t)), ""]
-            body.append(f"<h3>{html.escape(metric)}</h3><p>{html.escape(describe(t))}</p>"
-                        + _html_table(table_lines(t)))
-            pictures = []
-            _point_chart(t, files / f"{stem}_points.png")
-            pictures.append(f"{stem}_points.png")
-            if _curves(t, files / f"{stem}_curves.png"):
-                pictures.append(f"{stem}_curves.png")
-            for name in pictures:
-                images[name] = files / name
-                md.append(f"![{metric}](report_files/{name})")
-                body.append(_img(files / name, metric))
-            md.append("")
-        for name, maker, title in ((f"c{ci}_samples.png", _samples, "Samples (latest "
-                                    "evaluation, first seed of each variant)"),
-                                   (f"c{ci}_dstar.png", _dstar, "Optimal D per variant")):
-            if maker(main, files / name):
-                images[name] = files / name
-                md += [f"### {title}", "", f"![{title}](report_files/{name})", ""]
-                body.append(f"<h3>{html.escape(title)}</h3>" + _img(files / name, title))
-    atomic_write(out / "report.md", "\n".join(md).encode())
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
-             "collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "img{max-width:100%}")
-    atomic_write(out / "report.html", (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>ganlab report</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>").encode())
-    if log_wandb:
-        _log_wandb(tables, images, out)
-    return {"md": out / "report.md", "html": out / "report.html"}
-
-
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'></p>"
 
 
-def _log_wandb(tables: list[Table], images: dict[str, Path], out: Path) -> None:
-    import os
+class _Page:
+    """One report, written as markdown and as HTML at once."""
 
+    def __init__(self):
+        self.md: list[str] = []
+        self.html: list[str] = []
+
+    def heading(self, level: int, text: str) -> None:
+        self.md += [f"{'#' * level} {text}", ""]
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def para(self, text: str, strong: bool = False) -> None:
+        self.md += [f"**{text}**" if strong else text, ""]
+        body = html.escape(text)
+        self.html.append(f"<p>{f'<b>{body}</b>' if strong else body}</p>")
+
+    def bullets(self, items: list[str]) -> None:
+        self.md += [*(f"- {i}" for i in items), ""]
+        self.html.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+
+    def table(self, lines: list[list[str]]) -> None:
+        self.md += [_md_table(lines), ""]
+        self.html.append(_html_table(lines))
+
+    def picture(self, path: Path, alt: str) -> None:
+        self.md += [f"![{alt}](report_files/{path.name})", ""]
+        self.html.append(_img(path, alt))
+
+
+def _metric_section(page: _Page, record: dict, t: Table, stem: Path, primary: bool,
+                    images: dict[str, Path]) -> None:
+    page.heading(3 if primary else 4, f"{record['label']} ({record['metric']})"
+                 + (": the primary metric" if primary else ""))
+    if primary:
+        page.bullets([r["answer"] for r in record["rows"]])
+    page.para(describe(record))
+    page.table(table_lines(record))
+    points = stem.with_name(stem.name + "_points.png")
+    _point_chart(t, points)
+    pictures = [points]
+    curves = stem.with_name(stem.name + "_curves.png")
+    if _curves(t, curves):
+        pictures.append(curves)
+    for path in pictures:
+        images[path.name] = path
+        page.picture(path, record["label"])
+
+
+def write_report(doc: dict, classes: list[list[Table]], out: Path,
+                 log_wandb: bool = True) -> dict:
+    """report.json, report.md and report.html under `out` (figures in report_files/)."""
+    out, files = Path(out), Path(out) / "report_files"
+    atomic_write_json(out / "report.json", doc)
+    page, images = _Page(), {}
+    study = doc["study"]
+    page.heading(1, f"ganlab report: {study['name']}" if study["name"] else "ganlab report")
+    if study["question"]:
+        page.para(f"Question: {study['question']}", strong=True)
+    s = doc["settings"]
+    page.para(f"Variants are paired with their baseline by seed. Means with {s['ci_level']:.0%}"
+              f" {s['interval']} intervals (exact for normal data at any number of seeds); "
+              f"paired t-tests, Holm-corrected within each table at α = {s['alpha']}; "
+              f"'detectable Δ' is the smallest difference these seeds detect with "
+              f"{s['power']:.0%} power. Classes are never mixed; fewer than {s['min_pairs']} "
+              f"paired seeds give no test. Every number is in report.json.")
+    if doc["unreadable"]:
+        page.para(f"Skipped {len(doc['unreadable'])} unreadable result.json: "
+                  + "; ".join(doc["unreadable"]), strong=True)
+    for ci, (record, tables) in enumerate(zip(doc["classes"], classes, strict=True)):
+        counts = ", ".join(f"{v} {k}" for k, v in record["status_counts"].items())
+        page.heading(2, f"Class: {record['label']}")
+        page.para(f"Runs: {counts}; {record['seeds']} or more seeds per variant.")
+        if record["thin"]:
+            page.para(f"The evidence is thin: with {record['seeds']} seeds only large "
+                      "differences can be told apart (see 'detectable Δ').", strong=True)
+        for ti, (table, t) in enumerate(zip(record["tables"], tables, strict=True)):
+            if ti == 1:
+                page.heading(3, "Other metrics")
+            stem = files / f"c{ci}_{table['metric'].replace('/', '_')}"
+            _metric_section(page, table, t, stem, ti == 0, images)
+        main = tables[0]
+        for name, maker, title in ((f"c{ci}_samples.png", _samples,
+                                    "Samples (latest evaluation, first seed of each variant)"),
+                                   (f"c{ci}_dstar.png", _dstar, "Optimal D of each variant")):
+            if maker(main, files / name):
+                images[name] = files / name
+                page.heading(3, title)
+                page.picture(files / name, title)
+    atomic_write(out / "report.md", "\n".join(page.md).encode())
+    style = ("body{font-family:sans-serif;max-width:1150px;margin:auto;line-height:1.4}"
+             "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
+             "padding:3px 6px}img{max-width:100%}li{margin:2px 0}")
+    atomic_write(out / "report.html", (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>ganlab report</title>"
+        f"<style>{style}</style></head><body>{''.join(page.html)}</body></html>").encode())
+    if log_wandb:
+        _log_wandb(doc, images, out)
+    return {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
+
+
+def _log_wandb(doc: dict, images: dict[str, Path], out: Path) -> None:
     try:
         import wandb
 
         run = wandb.init(project="ganlab", job_type="compare", dir=str(out),
                          mode=os.environ.get("WANDB_MODE", "offline"), reinit="create_new",
                          settings=wandb.Settings(silent=True, console="off"))
-        for i, t in enumerate(tables):
-            head, *body = table_lines(t)
-            run.log({f"compare/class{i}/{t.metric}": wandb.Table(columns=head, data=body)})
+        for i, c in enumerate(doc["classes"]):
+            for table in c["tables"]:
+                head, *body = table_lines(table)
+                run.log({f"compare/class{i}/{table['metric']}":
+                         wandb.Table(columns=head, data=body)})
         run.log({f"compare/{name}": wandb.Image(str(p)) for name, p in images.items()})
+        run.summary.update({"question": doc["study"]["question"]})
         run.finish()
+        wandb.teardown()
     except Exception as e:
         log.warning("W&B logging of the report failed (%s: %s)", type(e).__name__, e)

@@ -59,7 +59,8 @@ def variant_settings(run: dict) -> dict:
 class Variant:
     settings: dict
     runs: list[dict]
-    label: str = ""
+    label: str = ""  # the preset option's name where one tells the variants apart
+    detail: str = ""  # the varying settings, when the label is an option's name
 
 
 @dataclass
@@ -98,6 +99,24 @@ def variant_label(settings: dict, varying: list[str]) -> str:
         or "(one variant)"
 
 
+def option_labels(variants: list[Variant]) -> list[str] | None:
+    """Names for the variants from the config group options their runs were launched with
+    (result.json's `choices`: `one_sided` rather than `real_target=0.9`), when the groups
+    whose option differs tell every variant apart; else None."""
+    chosen = []
+    for v in variants:
+        each = [r.get("choices") or {} for r in v.runs]
+        chosen.append({g.split("@")[0]: c for g, c in each[0].items()
+                       if all(x.get(g) == c for x in each)})
+    groups = sorted({g for c in chosen for g in c})
+    telling = [g for g in groups if len({str(c.get(g)) for c in chosen}) > 1]
+    if not telling:
+        return None
+    labels = [", ".join(str(c.get(g)) if len(telling) == 1 else f"{g}={c.get(g)}"
+                        for g in telling) for c in chosen]
+    return labels if len(set(labels)) == len(labels) else None
+
+
 def _without_eval(comparability: dict) -> str:
     return key({k: v for k, v in comparability.items() if k != "eval"})
 
@@ -131,6 +150,10 @@ def group_runs(results: list[dict]) -> list[ComparisonClass]:
         for idx in groups.values():
             s = settings[idx[0]]
             group.variants.append(Variant(s, [runs[i] for i in idx], variant_label(s, varying)))
+        options = option_labels(group.variants)
+        if options is not None:
+            for variant, label in zip(group.variants, options, strict=True):
+                variant.label, variant.detail = label, variant.label
         group.variants.sort(key=lambda v: v.label)
         classes.append(group)
     classes.sort(key=lambda c: class_label(c.comparability))

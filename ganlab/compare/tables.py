@@ -1,10 +1,14 @@
 """The comparer's tables: one per comparison class and metric, paired by seed.
 
-Per variant: n, mean with a 95 % bootstrap CI, median; the paired difference from the
-baseline variant with its bootstrap CI; a paired t-test with Holm's correction across the
-variants of a table, and the verdict in the metric's own direction (lower FID is better).
-With fewer than 3 paired seeds a row says the evidence is too thin instead of giving a
-p-value. Diverged and failed runs are counted in every row, never dropped.
+Per variant: n, mean with its 95 % Student-t interval, median; the paired difference from
+the baseline variant (Δ, Δ % of the baseline) with its t interval, the standardised paired
+effect d_z with its exact interval; a paired t-test with Holm's correction across the
+variants of a table, the verdict in the metric's own direction (lower FID is better), and,
+where no difference is found, the smallest one these seeds would have detected with 80 %
+power at Holm's strictest level. Metrics on a log scale (ganlab.metrics) are compared as
+ratios: geometric means, Δ as a ratio, tests on log values. With fewer than 3 paired seeds
+a row says the evidence is too thin instead of giving a p-value. Diverged and failed runs
+are counted in every row, never dropped.
 """
 
 from __future__ import annotations
@@ -19,14 +23,23 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ganlab.compare.runs import ComparisonClass, class_label, group_runs, variant_settings
-from ganlab.compare.stats import bootstrap_ci, holm, paired_t
+from ganlab.compare.stats import (
+    CI_LEVEL,
+    INTERVAL,
+    POWER,
+    d_z,
+    d_z_interval,
+    detectable,
+    holm,
+    paired_t,
+    t_interval,
+)
 from ganlab.config import CONF_DIR, flatten
 from ganlab.configure import compose
+from ganlab.metrics import Metric, metric_info, metric_key
 from ganlab.result import count_statuses
 
-# +1: higher is better; -1: lower is better
-DIRECTIONS = {"fid": -1, "kid": -1, "is": 1, "precision": 1, "recall": 1,
-              "modes_covered": 1, "hq_pct": 1, "reverse_kl": -1, "coupling": -1}
+ALPHA = 0.05  # family-wise, per table (Holm)
 # --match: the budget runs are compared at, and the history field that measures it
 HISTORY_KEY = {"g_steps": "g_updates", "images_seen": "images_seen", "wall_s": "wall_s"}
 MATCHES = ("final", *HISTORY_KEY)
@@ -35,17 +48,6 @@ MIN_PAIRS = 3  # fewer paired seeds than this: no p-value
 
 class CompareError(ValueError):
     """A comparison that must not be made; the message says why."""
-
-
-def metric_key(name: str) -> str:
-    return name if "/" in name else f"eval/{name}"
-
-
-def direction(name: str) -> int:
-    """+1 when higher is better: eval/fid -> -1, eval/fid_class/3 -> -1, eval/is_std -> +1."""
-    parts = name.split("/")
-    base = parts[1] if parts[0] == "eval" and len(parts) > 1 else parts[-1]
-    return DIRECTIONS.get(base.removesuffix("_std").removesuffix("_class"), 1)
 
 
 def parse_baseline(tokens: list[str]) -> dict[str, str]:
@@ -147,43 +149,64 @@ def common_budget(runs: list[dict], match: str) -> float | None:
 # -- tables -------------------------------------------------------------------------------
 @dataclass
 class Row:
-    label: str
+    label: str  # the preset option's name where one was used, else the varying settings
     settings: dict
     runs: list[dict]
+    detail: str = ""  # the varying settings, when the label is an option's name
     n: int = 0
-    mean: float | None = None
+    values: dict[int, float] = field(default_factory=dict)  # seed -> value
+    mean: float | None = None  # geometric on a log scale
     ci: tuple[float, float] | None = None
     median: float | None = None
-    values: dict[int, float] = field(default_factory=dict)  # seed -> value
     diverged: int = 0
     failed: int = 0
+    floored: int = 0  # values at or below the log scale's floor
     is_baseline: bool = False
     pairs: int = 0
-    diff: float | None = None
-    diff_ci: tuple[float, float] | None = None
+    delta: float | None = None  # mean paired difference; on a log scale the ratio
+    delta_ci: tuple[float, float] | None = None
+    delta_pct: float | None = None  # delta as % of the baseline mean (ratio - 1 on a log scale)
+    delta_pct_ci: tuple[float, float] | None = None
+    diff_sd: float | None = None  # sd of the paired differences (on the metric's scale)
+    d_z: float | None = None
+    d_z_ci: tuple[float, float] | None = None
     p: float | None = None
     p_holm: float | None = None
+    detectable: float | None = None  # smallest |delta| these seeds detect (a ratio on log)
     verdict: str = ""
+    answer: str = ""  # the row in one sentence
 
 
 @dataclass
 class Table:
     comparability: dict
-    metric: str
+    metric: Metric
     match: str
     budget: float | None
     baseline: dict
     rows: list[Row]
     varying: list[str]
     study: dict
+    tests: int = 0  # paired tests in the table (Holm's m)
+    alpha: float = ALPHA
+    level: float = CI_LEVEL
+    interval: str = INTERVAL
 
     @property
     def runs(self) -> list[dict]:
         return [r for row in self.rows for r in row.runs]
 
+    @property
+    def strictest_alpha(self) -> float:
+        """Holm's first step: the level the smallest p-value is held to."""
+        return self.alpha / max(self.tests, 1)
+
 
 def build_tables(results: list[dict], metric: str, match: str = "final",
-                 baselines: list[dict[str, str]] | None = None) -> list[Table]:
+                 baselines: list[dict[str, str]] | None = None,
+                 scales: dict[str, str] | None = None) -> list[Table]:
+    """One table per comparison class for `metric`; `scales` overrides ganlab.metrics'
+    scale per metric key (`{"eval/fid": "log"}`)."""
     if match not in MATCHES:
         raise CompareError(f"--match {match!r} is not allowed; choose one of: "
                            f"{', '.join(MATCHES)}")
@@ -201,15 +224,17 @@ def build_tables(results: list[dict], metric: str, match: str = "final",
                 f"--metric {metric}: no run of class [{class_label(c.comparability)}] has it"
                 f"{f' (did you mean {close[0]}?)' if close else ''}; its metrics: "
                 f"{', '.join(n for n in names if n.startswith('eval/')) or '(none)'}")
-    return [_table(c, classes, metric, match, baselines) for c in classes]
+    info = metric_info(metric, (scales or {}).get(metric))
+    return [_table(c, classes, info, match, baselines) for c in classes]
 
 
-def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: str, match: str,
+def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: Metric, match: str,
            baselines: list[dict[str, str]] | None) -> Table:
-    rows = [Row(v.label, v.settings, v.runs) for v in group.variants]
+    rows = [Row(v.label, v.settings, v.runs, v.detail) for v in group.variants]
     explicit = baselines is not None
-    specs = baselines if explicit else [parse_baseline([b]) for b in
-                                        group.study.get("baselines", [])]
+    keys = {k for r in group.runs for k in variant_settings(r)}
+    specs = baselines if explicit else [resolve_baseline(parse_baseline([b]), keys)
+                                        for b in group.study.get("baselines", [])]
     chosen = next((spec for spec in specs if any(matches(r.settings, spec) for r in rows)),
                   None)
     if chosen is None and explicit:
@@ -224,10 +249,11 @@ def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: str, 
     budget = common_budget(group.runs, match)
     for row in rows:
         _fill(row, metric, match, budget)
-    _check_budget(rows, group, metric, match, budget)
-    _compare(rows, base, metric)
-    return Table(group.comparability, metric, match, budget,
-                 chosen or {"(the defaults)": base.label}, rows, group.varying, group.study)
+    _check_budget(rows, group, metric.name, match, budget)
+    table = Table(group.comparability, metric, match, budget,
+                  chosen or {"(the defaults)": base.label}, rows, group.varying, group.study)
+    _compare(table, base)
+    return table
 
 
 def _off_variant(rows: list[Row], group: ComparisonClass) -> Row:
@@ -295,80 +321,145 @@ def _cross_class_error(group: ComparisonClass, classes: list[ComparisonClass],
     raise CompareError(f"no run matches the baseline {wanted} in class [{class_label(comp)}]")
 
 
-def _fill(row: Row, metric: str, match: str, budget: float | None) -> None:
+def _fill(row: Row, metric: Metric, match: str, budget: float | None) -> None:
     counts = count_statuses(row.runs)
     row.diverged, row.failed = counts["diverged"], counts["failed"]
     for r in row.runs:
         if r["status"] != "completed":
             continue
-        v = value_at(r, metric, match, budget)
+        v = value_at(r, metric.name, match, budget)
         if v is not None and np.isfinite(v):
             row.values[r["seed"]] = float(v)
     vals = list(row.values.values())
     row.n = len(vals)
-    if vals:
-        row.mean, row.median = float(np.mean(vals)), float(np.median(vals))
-        row.ci = bootstrap_ci(vals)
+    if not vals:
+        return
+    on_scale = [metric.to_scale(v) for v in vals]
+    row.floored = sum(metric.scale == "log" and v <= metric.floor for v in vals)
+    row.mean, row.median = metric.from_scale(float(np.mean(on_scale))), float(np.median(vals))
+    ci = t_interval(on_scale, CI_LEVEL)
+    row.ci = None if ci is None else (metric.from_scale(ci[0]), metric.from_scale(ci[1]))
 
 
-def _compare(rows: list[Row], base: Row, metric: str) -> None:
-    sign = direction(metric)
-    pvals = []
-    for row in rows:
+def _compare(t: Table, base: Row) -> None:
+    metric = t.metric
+    pvals, diffs_of = [], {}
+    for row in t.rows:
         if row is base:
             pvals.append(None)
             continue
         seeds = sorted(set(row.values) & set(base.values))
         row.pairs = len(seeds)
-        diffs = [row.values[s] - base.values[s] for s in seeds]
+        diffs = [metric.to_scale(row.values[s]) - metric.to_scale(base.values[s]) for s in seeds]
+        diffs_of[id(row)] = diffs
         if diffs:
-            row.diff = float(np.mean(diffs))
-            row.diff_ci = bootstrap_ci(diffs)
+            _effects(row, base, diffs, metric)
         if row.pairs >= MIN_PAIRS and np.ptp(diffs) > 0:
-            row.p = paired_t([row.values[s] for s in seeds], [base.values[s] for s in seeds])
+            row.p = paired_t([metric.to_scale(row.values[s]) for s in seeds],
+                             [metric.to_scale(base.values[s]) for s in seeds])
         pvals.append(row.p)  # identical differences on every seed: no variance, no test
-    for row, p in zip(rows, holm(pvals), strict=True):
+    t.tests = sum(p is not None for p in pvals)
+    for row, p in zip(t.rows, holm(pvals), strict=True):
         row.p_holm = p
-        if row is base:
-            row.verdict = "baseline"
-        elif row.pairs < MIN_PAIRS:
-            row.verdict = f"too thin ({row.pairs} paired seeds; need {MIN_PAIRS})"
-        elif row.p is None:
-            row.verdict = ("same on every seed" if not row.diff else
-                           f"{'better' if sign * row.diff > 0 else 'worse'} by the same amount "
-                           "on every seed (no variance: no test)")
-        elif p is not None and p < 0.05:
-            row.verdict = "better" if sign * row.diff > 0 else "worse"
-        else:
-            row.verdict = "no clear difference"
+        diffs = diffs_of.get(id(row), [])
+        if len(diffs) >= 2:
+            row.diff_sd = float(np.std(diffs, ddof=1))
+        if row.pairs >= MIN_PAIRS:
+            found = detectable(row.diff_sd, row.pairs, t.strictest_alpha, POWER)
+            row.detectable = None if found is None else (
+                metric.from_scale(found) if metric.scale == "log" else found)
+        row.verdict = _verdict(row, base, p, metric, t.alpha)
+        row.answer = answer(row, t)
 
 
-# -- text -----------------------------------------------------------------------------------
+def _effects(row: Row, base: Row, diffs: list[float], metric: Metric) -> None:
+    mean = float(np.mean(diffs))
+    ci = t_interval(diffs, CI_LEVEL)
+    if metric.scale == "log":  # a ratio, and its change in %
+        row.delta = math.exp(mean)
+        row.delta_ci = None if ci is None else (math.exp(ci[0]), math.exp(ci[1]))
+        row.delta_pct = 100 * (row.delta - 1)
+        row.delta_pct_ci = None if ci is None else tuple(100 * (math.exp(c) - 1) for c in ci)
+    else:
+        row.delta, row.delta_ci = mean, ci
+        paired_base = [base.values[s] for s in sorted(set(row.values) & set(base.values))]
+        scale = abs(float(np.mean(paired_base)))
+        if scale > 0:
+            row.delta_pct = 100 * mean / scale
+            row.delta_pct_ci = None if ci is None else tuple(100 * c / scale for c in ci)
+    row.d_z, row.d_z_ci = d_z(diffs), d_z_interval(diffs, CI_LEVEL)
+
+
+def _verdict(row: Row, base: Row, p: float | None, metric: Metric, alpha: float) -> str:
+    if row is base:
+        return "baseline"
+    if row.pairs < MIN_PAIRS:
+        return f"too thin ({row.pairs} paired seeds; need {MIN_PAIRS})"
+    up = row.delta > (1.0 if metric.scale == "log" else 0.0)
+    unchanged = row.delta == (1.0 if metric.scale == "log" else 0.0)
+    if row.p is None:
+        if unchanged:
+            return "same on every seed"
+        if metric.direction == 0:
+            return f"{'higher' if up else 'lower'} by the same amount on every seed (no test)"
+        return (f"{'better' if up == (metric.direction > 0) else 'worse'} by the same amount "
+                "on every seed (no variance: no test)")
+    if p is not None and p < alpha:
+        if metric.direction == 0:
+            return "higher" if up else "lower"
+        return "better" if up == (metric.direction > 0) else "worse"
+    return "no clear difference"
+
+
+# -- words -----------------------------------------------------------------------------------
 def fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.4g}"
 
 
-def table_lines(t: Table) -> list[list[str]]:
-    head = ["variant", "n", "div", "fail", "mean", "95% CI", "median", "Δ vs baseline",
-            "Δ 95% CI", "p (paired t)", "p Holm", "verdict"]
-    lines = [head]
-    for r in t.rows:
-        lines.append([r.label + (" *" if r.is_baseline else ""), str(r.n), str(r.diverged),
-                      str(r.failed), fmt(r.mean),
-                      "—" if r.ci is None else f"[{fmt(r.ci[0])}, {fmt(r.ci[1])}]",
-                      fmt(r.median), "" if r.is_baseline else fmt(r.diff),
-                      "" if r.is_baseline or r.diff_ci is None else
-                      f"[{fmt(r.diff_ci[0])}, {fmt(r.diff_ci[1])}]",
-                      "" if r.p is None else f"{r.p:.3g}",
-                      "" if r.p_holm is None else f"{r.p_holm:.3g}", r.verdict])
-    return lines
+def change(row: Row, metric: Metric) -> str:
+    """Δ in words: `+1.3 (+4.2 %)` on a linear scale, `×0.001` on a log one."""
+    if row.delta is None:
+        return "—"
+    if metric.scale == "log":
+        return f"×{row.delta:.3g}"
+    pct = "" if row.delta_pct is None else f" ({row.delta_pct:+.3g} %)"
+    return f"{row.delta:+{metric.fmt}}{pct}"
 
 
-def describe(t: Table) -> str:
-    where = "final scores" if t.match == "final" else f"matched at {t.match} = {fmt(t.budget)}"
-    better = "higher" if direction(t.metric) > 0 else "lower"
-    return (f"class [{class_label(t.comparability)}]: {t.metric} ({better} is better), "
-            f"{where}; baseline {', '.join(f'{k}={v}' for k, v in t.baseline.items())} (*)")
+def change_ci(row: Row, metric: Metric) -> str:
+    if row.delta_ci is None:
+        return "—"
+    lo, hi = row.delta_ci
+    return (f"[×{lo:.3g}, ×{hi:.3g}]" if metric.scale == "log" else
+            f"[{lo:+{metric.fmt}}, {hi:+{metric.fmt}}]")
+
+
+def detectable_words(row: Row, metric: Metric) -> str:
+    if row.detectable is None:
+        return "—"
+    if metric.scale == "log":
+        return f"×{row.detectable:.3g}"
+    return f"{row.detectable:{metric.fmt}}"
+
+
+def answer(row: Row, t: Table) -> str:
+    """The row in one sentence, in the metric's words."""
+    m = t.metric
+    if row.is_baseline:
+        return (f"{row.label}: the baseline, {m.label} {m.format(row.mean)} "
+                f"(n = {row.n})")
+    if row.verdict.startswith("too thin"):
+        return f"{row.label}: not judged: {row.verdict}"
+    effect = f"{change(row, m)} {change_ci(row, m)}"
+    if row.verdict in ("better", "worse", "higher", "lower"):
+        return (f"{row.label}: {row.verdict}: {m.label} {effect} against the baseline "
+                f"(p = {row.p_holm:.2g} after Holm, d_z = {fmt(row.d_z)})")
+    if row.verdict == "no clear difference":
+        seeds = f"these {row.pairs} paired seeds"
+        return (f"{row.label}: no clear difference in {m.label} ({effect}); {seeds} would "
+                f"detect only a change of {detectable_words(row, m)} or more with "
+                f"{POWER:.0%} power")
+    return f"{row.label}: {row.verdict} ({m.label} {effect})"
 
 
 def aligned(lines: list[list[str]]) -> list[str]:
@@ -380,13 +471,6 @@ def aligned(lines: list[list[str]]) -> list[str]:
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     return out
-
-
-def format_text(tables: list[Table]) -> str:
-    out = []
-    for t in tables:
-        out += [describe(t), *aligned(table_lines(t)), ""]
-    return "\n".join(out)
 
 
 def format_brief(results: list[dict]) -> str:
@@ -411,8 +495,11 @@ def format_brief(results: list[dict]) -> str:
 
 
 def default_metric(results: list[dict]) -> str:
+    """The preset's `study.metric`, else FID, else modes covered."""
     names = {k for r in results for k in r["metrics"]}
-    for name in ("eval/fid", "eval/modes_covered"):
+    preset = next((r["study"].get("metric") for r in results if (r.get("study") or {}).get(
+        "metric")), None)
+    for name in ([metric_key(preset)] if preset else []) + ["eval/fid", "eval/modes_covered"]:
         if name in names:
             return name
     raise CompareError("no run has eval/fid or eval/modes_covered; name one with --metric")
