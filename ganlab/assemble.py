@@ -8,6 +8,8 @@ init, data order, reference batches, latents, and one stream per evaluation.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -150,18 +152,27 @@ def round_memory_bytes(cfg: DictConfig, G: nn.Module, D: nn.Module, data,
                + 4 * weights)
 
 
-def available_memory_bytes(device: torch.device) -> int | None:
-    """Memory free for a run on `device` (None where it cannot be told)."""
+def available_memory_bytes(device: torch.device,
+                           cgroup: str = "/sys/fs/cgroup") -> int | None:
+    """Memory free for a run on `device` (None where it cannot be told): on the CPU the
+    smaller of the machine's available memory and what the process's cgroup (a container's
+    or a SLURM job's limit) has left."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
+    free = []
     try:
         with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            free += [int(line.split()[1]) * 1024 for line in f
+                     if line.startswith("MemAvailable:")]
     except OSError:
         pass
-    return None
+    try:  # cgroup v2
+        limit = Path(cgroup, "memory.max").read_text().strip()
+        if limit != "max":
+            free.append(int(limit) - int(Path(cgroup, "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(min(free), 0) if free else None
 
 
 def check_memory(cfg: DictConfig, G: nn.Module, D: nn.Module, data, device: torch.device,

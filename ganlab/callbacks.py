@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,21 @@ def sweep_status_counts(sweep_dir: Path):
                            for p in sorted(sweep_dir.rglob("result.json"))])
 
 
-def summary_line(sweep_dir: Path, counts) -> str:
+def refused_launches(sweep_dir: Path, since: float) -> list[Path]:
+    """The launches of this sweep that were refused before they started (each leaves
+    `result.failed-<time>.json` beside the record it did not touch)."""
+    return [p for p in sorted(sweep_dir.rglob("result.failed-*.json"))
+            if p.stat().st_mtime >= since]
+
+
+def summary_line(sweep_dir: Path, counts, refused: int = 0) -> str:
     extra = [f"{counts[s]} {name}" for s, name in (("interrupted", "interrupted"),
                                                    ("running", "unfinished"),
                                                    ("unreadable", "unreadable"))
              if counts[s]]
+    if refused:
+        extra.append(f"{refused} launch{'es' if refused > 1 else ''} refused (the record "
+                     "before it kept; see result.failed-*.json)")
     return (f"sweep {sweep_dir}: {counts['completed']} completed, {counts['diverged']} "
             f"diverged, {counts['failed']} failed" + "".join(f", {e}" for e in extra))
 
@@ -48,12 +59,19 @@ def _shut_down_workers() -> None:
 class SweepSummary(Callback):
     """Count the sweep's runs by status at the end; a sweep with failed runs exits 1."""
 
+    def __init__(self) -> None:
+        self.started = time.time()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _shut_down_workers()
         sweep_dir = Path(config.hydra.sweep.dir)
         counts = sweep_status_counts(sweep_dir)
+        refused = refused_launches(sweep_dir, self.started)
         for handler in logging.getLogger().handlers:
             handler.flush()
-        log.info(summary_line(sweep_dir, counts))
-        if counts["failed"] or counts["unreadable"]:
+        log.info(summary_line(sweep_dir, counts, len(refused)))
+        if counts["failed"] or counts["unreadable"] or refused:
             sys.exit(1)

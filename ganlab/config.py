@@ -23,6 +23,7 @@ comes from the registries of the parts (`ganlab.configure.check`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import functools
 import os
@@ -207,6 +208,9 @@ class StudyConfig:
     # The baseline variant of each comparison class, as "key=value,key=value" over the
     # trick (or hparam) keys of result.json, e.g. "labels=none".
     baselines: list[str] = field(default_factory=list)
+    # cases a study runs in one process rather than as a sweep (ganlab.dstar:
+    # "real_target,fake_target" pairs, which a Cartesian sweep cannot pair up)
+    cases: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -223,7 +227,7 @@ class Config:
     logger: LoggerConfig = section(LoggerConfig, Role.INFRA)
     fanout: FanoutConfig = section(FanoutConfig, Role.INFRA)
     study: StudyConfig = section(StudyConfig, Role.STUDY)
-    seed: int = keyed(0, Role.SEED)
+    seed: int = keyed(0, Role.SEED, at_least=0)
 
 
 # -- roles ----------------------------------------------------------------------------------
@@ -252,6 +256,11 @@ def role_of(key: str, schema: type = Config) -> Role | None:
 def keys_with_role(cfg: DictConfig, roles: frozenset[Role] | set[Role]) -> dict[str, Any]:
     """The flattened keys of `cfg` whose role is one of `roles`."""
     return {k: v for k, v in flatten(cfg).items() if role_of(k) in roles}
+
+
+def eval_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The `eval.*` keys that make up an evaluation protocol (role `eval`), without prefix."""
+    return {k.removeprefix("eval."): v for k, v in keys_with_role(cfg, {Role.EVAL}).items()}
 
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
@@ -312,12 +321,21 @@ for _name, _fn in (("ganlab.cell", sweep_cell), ("ganlab.ray_gpus", _ray_gpus),
 # -- validation --------------------------------------------------------------------------------
 def choice(key: str, value: Any, allowed) -> None:
     if value not in allowed:
+        close = difflib.get_close_matches(str(value), list(map(str, allowed)), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
-                          f"{', '.join(map(str, allowed))}")
+                          f"{', '.join(map(str, allowed))}{hint}")
+
+
+def check_bound(key: str, value: Any, op: str, bound: float) -> None:
+    if not (value >= bound if op == ">=" else value > bound):
+        raise ConfigError(f"{key}={value!r} is not allowed; it must be {op} {bound}")
 
 
 SPLITS = ("train", "test")
 LOGGER_MODES = ("offline", "online", "disabled")
+# string keys with a fixed set of values (names of parts are checked against their registries)
+FIXED_CHOICES = {"data.split": SPLITS, "eval.real_split": SPLITS, "logger.mode": LOGGER_MODES}
 
 
 @functools.cache
@@ -338,13 +356,10 @@ def validate(cfg: DictConfig | Config) -> None:
     """Check the rules that one field's type cannot express; raise ConfigError.
 
     Names are checked against the registries of the parts by ganlab.configure.check."""
-    choice("data.split", cfg.data.split, SPLITS)
-    choice("eval.real_split", cfg.eval.real_split, SPLITS)
-    choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    for key, allowed in FIXED_CHOICES.items():
+        choice(key, select(cfg, key), allowed)
     for key, (op, bound) in bounds().items():
-        value = select(cfg, key)
-        if not (value >= bound if op == ">=" else value > bound):
-            raise ConfigError(f"{key}={value!r} is not allowed; it must be {op} {bound}")
+        check_bound(key, select(cfg, key), op, bound)
     if not 0 < cfg.labels.fraction <= 1:
         raise ConfigError(f"labels.fraction={cfg.labels.fraction!r} is not allowed; "
                           "it must be in (0, 1]")

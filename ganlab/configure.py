@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 import typing
 from dataclasses import field, make_dataclass
 from pathlib import Path
@@ -23,7 +24,19 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ganlab.config import CONF_DIR, Config, ConfigError, Role, flatten, select, validate
+from ganlab.config import (
+    CONF_DIR,
+    FIXED_CHOICES,
+    Config,
+    ConfigError,
+    Role,
+    bounds,
+    check_bound,
+    choice,
+    flatten,
+    select,
+    validate,
+)
 from ganlab.data import DATASETS
 from ganlab.extras import options_schema, resolve_options
 from ganlab.labels import LABEL_MODES
@@ -64,26 +77,67 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 # -- overrides ---------------------------------------------------------------------------------
 def check_overrides(args: list[str] | tuple[str, ...]) -> None:
     """Raise ConfigError (one line) for an override that names no config group option, no
-    schema key, or gives a value of the wrong type; flags and hydra.* keys are left alone."""
+    schema key (`+key=` included), no Hydra run/sweep/job key, gives a value of the wrong
+    type or an interpolation of no key, deletes a key (`~key`), or sets a group that is not
+    in the defaults without `+`; flags are left alone."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
     from hydra.errors import HydraException
 
-    tokens = [a for a in args if "=" in a and not a.startswith("-")]
+    tokens = [a for a in args if "=" in a and not a.startswith("-") or a.startswith("~")]
     try:
         overrides = OverridesParser.create().parse_overrides(tokens)
     except HydraException as e:
         raise ConfigError(f"cannot read the overrides: {str(e).splitlines()[0]}") from None
+    presets = any(o.key_or_group == "experiment" for o in overrides)
     for o in overrides:
-        if o.is_hydra_override() or o.is_delete():
+        key = o.key_or_group
+        if o.is_hydra_override():
+            if not o.is_delete():
+                _check_hydra_key(key)
             continue
-        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
-        if (Path(CONF_DIR) / o.key_or_group).is_dir():
+        if o.is_delete():
+            raise ConfigError(f"~{key} would remove a key that every run needs; set it with "
+                              f"{key}=VALUE instead")
+        group = Path(CONF_DIR) / key
+        if group.is_dir():
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            if isinstance(o.value(), Glob):
+                if not o.value().filter(options):
+                    raise ConfigError(f"{key}={o.input_line.partition('=')[2]} picks no option;"
+                                      f" choose from: {', '.join(options)}")
+                continue
+            values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
             for value in values:
                 for option in value if isinstance(value, list) else [value]:
-                    _check_option(o.key_or_group, option)
-        elif not o.is_add():
-            for value in values:
-                check_key_value(o.key_or_group, value)
+                    _check_option(key, option)
+            if not (o.is_add() or presets or key in _primary_groups()):
+                raise ConfigError(f"{key} is not in the defaults list; add it with "
+                                  f"+{key}={o.input_line.partition('=')[2]}")
+            continue
+        if isinstance(o.value(), Glob):
+            raise ConfigError(f"{key}: glob() picks config group options, and {key} is a key")
+        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        for value in values:
+            check_key_value(key, value)
+
+
+# the Hydra sections whose keys are fixed (launchers, sweepers and loggers have their own)
+_HYDRA_CHECKED = ("run", "sweep", "job", "output_subdir", "mode", "verbose")
+_HYDRA_OPEN = ("job.env_set", "job.env_copy", "job.config")
+
+
+def _check_hydra_key(key: str) -> None:
+    from hydra.conf import HydraConf
+
+    inner = key.removeprefix("hydra.")
+    if inner.split(".")[0] not in _HYDRA_CHECKED or inner.startswith(_HYDRA_OPEN):
+        return
+    known = tuple(f"hydra.{k}" for k in flatten(OmegaConf.to_container(
+        OmegaConf.structured(HydraConf), resolve=False, throw_on_missing=False))
+        if k.split(".")[0] in _HYDRA_CHECKED)
+    if key not in known:
+        raise ConfigError(f"{key} is not a Hydra setting{_did_you_mean(key, known)}")
 
 
 def _check_option(group: str, option) -> None:
@@ -107,12 +161,20 @@ def check_key_value(key: str, value) -> None:
         raise ConfigError(f"{key} is not a config key{_did_you_mean(key, keys)}; "
                           "`python -m ganlab.train --cfg job` prints them all")
     if isinstance(value, str) and "${" in value:
+        for ref in re.findall(r"\$\{([\w.]+)\}", value):  # resolvers (${now:...}) pass
+            if ref not in keys:
+                raise ConfigError(f"{key}={value}: ${{{ref}}} is not a config key"
+                                  f"{_did_you_mean(ref, keys)}")
         return  # an interpolation: typed when resolved
     try:
         OmegaConf.update(OmegaConf.structured(schema()), key, value, merge=True)
     except OmegaConfBaseException:
         raise ConfigError(f"{key}={value!r} is not allowed; {key} takes "
                           f"{_type_name(_field_type(key))}") from None
+    if key in FIXED_CHOICES:
+        choice(key, value, FIXED_CHOICES[key])
+    if key in bounds() and value is not None:
+        check_bound(key, value, *bounds()[key])
 
 
 def _field_type(key: str):

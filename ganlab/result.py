@@ -84,7 +84,10 @@ class ResultFile:
                                      "choices": {},
                                      # the protocol the history was evaluated under, where
                                      # a re-scoring changed `comparability.eval` since
-                                     "history_eval": None, **fields}
+                                     "history_eval": None,
+                                     # the eval.* settings, so that a run that failed before
+                                     # its protocol was resolved finds its class
+                                     "eval_settings": None, **fields}
 
     def update(self, **fields: Any) -> None:
         unknown = set(fields) - set(self.data)

@@ -5,7 +5,8 @@
 - `read_previous`: the record a relaunch finds; an unreadable one is moved aside
   (`result.damaged-<time>.json`), never silently overwritten.
 - `write_failure`: what a launch that failed before it was accepted leaves beside the
-  previous record (`result.failed-<time>.json`), which stays as it was.
+  previous record (`result.failed-<time>.json`), which stays as it was; the sweep summary
+  counts these attempts.
 - `save_config`: the composed config (`.hydra/config.yaml`, `.hydra/overrides.yaml`), written
   once a launch is accepted.
 """
@@ -89,8 +90,10 @@ def read_previous(run_dir: Path) -> dict | None:
         return None
 
 
-def write_failure(run_dir: Path, record: dict) -> Path:
-    path = Path(run_dir) / f"result.failed-{_stamp()}.json"
+def write_failure(run_dir: Path, record: dict, kind: str = "failed") -> Path:
+    """`result.<kind>-<time>.json`: `failed` for a launch refused before it was accepted,
+    `replaced` for a record that a relaunch took the place of."""
+    path = Path(run_dir) / f"result.{kind}-{_stamp()}.json"
     atomic_write_json(path, record)
     return path
 

@@ -35,7 +35,15 @@ from tqdm import tqdm
 
 from ganlab.assemble import build_gan, resolve_device
 from ganlab.checkpoint import LAST, CheckpointError, load_latest, save_checkpoint
-from ganlab.config import RESUME_FIXED_ROLES, ConfigError, flatten, keys_with_role, sweep_cell
+from ganlab.config import (
+    CONF_DIR,
+    RESUME_FIXED_ROLES,
+    ConfigError,
+    eval_settings,
+    flatten,
+    keys_with_role,
+    sweep_cell,
+)
 from ganlab.configure import check, check_overrides, load_config, register_configs
 from ganlab.evaluate import build_evaluator
 from ganlab.evaluate.score import score
@@ -64,18 +72,23 @@ class Diverged(RuntimeError):
     """A loss became NaN or infinite."""
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived."""
+class Interrupted(BaseException):
+    """A stop signal arrived (SIGTERM, SIGINT, or a cluster's SIGUSR2). A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way out can swallow it."""
 
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+    def __init__(self, signum: int, at_once: bool = False):
+        self.signum, self.at_once = signum, at_once
+        how = " (a second time: stopped at once, the last checkpoint kept)" if at_once else ""
+        super().__init__(f"interrupted by {signal.Signals(signum).name}{how}")
 
 
 class StopSignals:
-    """SIGTERM/SIGINT during a run. While the loop runs (`deferred`), a request waits for the
-    round to end, so the loop can checkpoint a consistent state; elsewhere it interrupts at
-    once. Installed only in the main thread (where Python delivers signals)."""
+    """Stop signals during a run. While the loop runs (`deferred`), a request waits for the
+    round to end, so the loop can checkpoint a consistent state; a second signal, or one
+    outside the loop, interrupts at once. SIGUSR2 is taken only where a Python handler owns
+    it (submitit's "time is up: checkpoint and requeue"): the run checkpoints first, then
+    `pass_on` hands the signal to that handler. Installed only in the main thread (where
+    Python delivers signals)."""
 
     def __init__(self):
         self.requested: int | None = None
@@ -84,7 +97,10 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            cluster = signal.getsignal(signal.SIGUSR2)
+            sigs = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR2] if callable(cluster)
+                                                      else [])
+            for sig in sigs:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -93,9 +109,20 @@ class StopSignals:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
-        if not self.deferred:
-            raise Interrupted(signum)
+        if not self.deferred or self.requested is not None:
+            raise Interrupted(signum, at_once=self.requested is not None)
         self.requested = signum
+        # a round can be long (large train.d_steps): say what happens meanwhile
+        os.write(2, f"ganlab: {signal.Signals(signum).name}: stopping after this round with a "
+                    "checkpoint; send it again to stop at once\n".encode())
+
+    def pass_on(self, signum: int) -> None:
+        """Hand a signal the run has answered to the handler that owned it before (SIGUSR2:
+        the cluster launcher requeues the job, which then resumes from the checkpoint)."""
+        previous = self._previous.get(signum)
+        if signum == signal.SIGUSR2 and callable(previous):
+            signal.signal(signum, previous)
+            previous(signum, None)
 
 
 @dataclass
@@ -197,7 +224,8 @@ class Trainer:
         if state is not None:
             refuse_drift(self.run_dir, state["config"], experiment_config(cfg), "a checkpoint")
         if previous and previous["status"] in TERMINAL:
-            done = state is not None and state["counters"]["step"] >= t.steps
+            reached = state["counters"]["step"] if state is not None else previous["step"]
+            done = previous["status"] == "completed" and max(reached, previous["step"]) >= t.steps
             # a diverged run would diverge again at the same step: relaunching leaves it alone
             if previous["status"] == "diverged" or done:
                 log.info("%s is already %s; nothing to do", self.run_dir, previous["status"])
@@ -206,6 +234,11 @@ class Trainer:
                 raise CheckpointError(
                     f"{self.run_dir} is {previous['status']} at step {previous['step']} and "
                     f"has no checkpoint to extend it to train.steps={t.steps}")
+        if state is not None and state["counters"]["step"] > t.steps:
+            raise ConfigError(
+                f"{self.run_dir} has trained {state['counters']['step']} rounds, more than "
+                f"train.steps={t.steps}; a run is not shortened: relaunch it with "
+                f"train.steps>={state['counters']['step']}, or launch into a new directory")
         if state is not None:
             self.restore(state)
         c = self.counters
@@ -221,6 +254,7 @@ class Trainer:
         kill_at = int(os.environ.get(KILL_AFTER_STEP_ENV, "0"))
         bar = tqdm(total=t.steps, initial=c.step, desc=self.run_dir.name, dynamic_ncols=True,
                    disable=not (t.progress and sys.stderr.isatty()), leave=False)
+        progress = ProgressLines(t.steps, c.step, enabled=t.progress and bar.disable)
         status, error, interrupted = "completed", None, None
         self.gan.G.train()
         self.gan.D.train()
@@ -243,6 +277,7 @@ class Trainer:
                 c.g_updates += t.g_steps
                 c.images_seen += self.gan.round_images
                 bar.update()
+                progress.update(c.step)
                 eval_due = c.step == t.steps or (e.every > 0 and c.step % e.every == 0)
                 ckpt_due = c.step == t.steps or (t.checkpoint_every > 0
                                                  and c.step % t.checkpoint_every == 0)
@@ -280,6 +315,34 @@ class Trainer:
         if interrupted is not None:
             raise interrupted
         return self.result.data
+
+
+class ProgressLines:
+    """Progress for a run without a terminal (a log file, a cluster job, a launcher worker):
+    one log line every `every_s` seconds with the step, the rate and the time left."""
+
+    def __init__(self, total: int, start: int, enabled: bool, every_s: float = 30.0):
+        self.total, self.enabled, self.every_s = total, enabled, every_s
+        self.start_step, self.started = start, time.monotonic()
+        self.next_at = self.started + every_s
+
+    def update(self, step: int) -> None:
+        if not self.enabled or time.monotonic() < self.next_at:
+            return
+        now = time.monotonic()
+        self.next_at = now + self.every_s
+        rate = (step - self.start_step) / max(now - self.started, 1e-9)
+        left = (self.total - step) / rate if rate > 0 else float("inf")
+        log.info("step %d/%d (%.0f %%), %.3g rounds/s, about %s left", step, self.total,
+                 100 * step / self.total, rate, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "an unknown time"
+    minutes, s = divmod(int(round(seconds)), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min" if hours else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 def _fmt(values: dict) -> str:
@@ -367,6 +430,7 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
         result = ResultFile(run_dir / "result.json", live=False, seed=cfg.seed,
                             trick=trick_dict(cfg), hparams=hparams_dict(cfg),
                             comparability=comparability_dict(cfg, None),
+                            eval_settings=eval_settings(cfg),
                             study=OmegaConf.to_container(cfg.study, resolve=True),
                             choices=_choices(), host=_host_record())
 
@@ -377,14 +441,30 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
         try:
             check(cfg)
             saved = run_dir / ".hydra" / "config.yaml"
-            if previous is not None and saved.exists():
+            if previous is not None and saved.exists() and not _nothing_to_keep(
+                    run_dir, previous):
                 refuse_drift(run_dir, experiment_config(load_config(run_dir, [])),
                              experiment_config(cfg), "a run")
             _warn_about_work(cfg)
             return Trainer(cfg, run_dir, result, previous, stop).fit(accept)
         except BaseException as err:
             _record_failure(run_dir, result, previous, err, accept)
+            if isinstance(err, Interrupted) and not err.at_once:
+                stop.pass_on(err.signum)  # a cluster's requeue, once the checkpoint is saved
             raise
+
+
+def _nothing_to_keep(run_dir: Path, previous: dict) -> bool:
+    """A run that failed or was stopped before its first checkpoint and evaluation holds
+    nothing a relaunch could lose: a corrected config may take its place (its record is
+    kept beside as result.replaced-<time>.json)."""
+    empty = (previous["status"] in ("failed", "interrupted") and not previous["history"]
+             and not any((Path(run_dir) / "checkpoints").glob("*.pt")))
+    if empty:
+        path = write_failure(run_dir, previous, kind="replaced")
+        log.info("%s held a run that %s before its first checkpoint (its record is now %s); "
+                 "this launch replaces it", run_dir, previous["status"], path.name)
+    return empty
 
 
 def _record_failure(run_dir: Path, result: ResultFile, previous: dict | None,
@@ -413,7 +493,7 @@ def _record_failure(run_dir: Path, result: ResultFile, previous: dict | None,
 register_configs()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -423,6 +503,10 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
     except Interrupted as err:
         # a stop request stops the whole sweep too; the run resumes when relaunched
         print(f"ganlab: {err}; relaunch the same command to resume", file=sys.stderr)
+        if _is_launcher_worker():  # a worker would stay on, idle: end it with the run
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(128 + err.signum)
         sys.exit(128 + err.signum)
     except USER_ERRORS as err:
         prefix = "config error: " if isinstance(err, ConfigError) else ""
@@ -430,6 +514,13 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
             print(f"ganlab: {prefix}{err}", file=sys.stderr)
             sys.exit(2)
         log.error("%s%s", prefix, err)
+    except (MemoryError, torch.cuda.OutOfMemoryError) as err:
+        # recorded in result.json with what to lower; the console gets that line
+        line = _describe_failure(err)[1]
+        if not multirun:
+            print(f"ganlab: {line}", file=sys.stderr)
+            sys.exit(1)
+        log.error("run %s failed: %s", run_dir, line)
     except Exception:
         if not multirun:
             raise
@@ -450,10 +541,58 @@ def _check_writable(args: list[str]) -> None:
         raise StorageError(explain(e, target)) from None
 
 
+def _is_launcher_worker(pid: int | str = "self") -> bool:
+    try:
+        return b"popen_loky" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _worker_processes() -> list[int]:
+    """This process's children that are launcher workers (joblib's loky processes)."""
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        children += [int(pid) for pid in task.read_text().split()]
+    return [pid for pid in children if _is_launcher_worker(pid)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _stop_workers_too(signum, frame) -> None:
+    """SIGTERM to a sweep that runs its jobs in worker processes: pass it on, so that each
+    running run checkpoints and records `interrupted` instead of going on as an orphan,
+    wait for them, then end (a relaunch resumes the sweep)."""
+    workers = _worker_processes()
+    if not workers:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    os.write(2, f"ganlab: {signal.Signals(signum).name}: stopping {len(workers)} worker "
+                "process(es) with a checkpoint each\n".encode())
+    for pid in workers:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 120
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.write(2, b"ganlab: sweep stopped; relaunch the same command to resume it\n")
+    os._exit(128 + signum)
+
+
 def main() -> None:
     """`python -m ganlab.train`: bad overrides, and a place that cannot be written, end in
     one line (exit 2) before Hydra starts."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the run takes it over
     args = sys.argv[1:]
+    if {"-m", "--multirun"} & set(args) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_workers_too)
     try:
         check_overrides(args)
         _check_writable(args)
@@ -465,4 +604,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module's main, not this `__main__` copy: launchers that pickle the
+    # task (submitit, Ray) then pickle it by reference, and its classes stay the same.
+    import importlib
+
+    importlib.import_module("ganlab.train").main()

@@ -113,8 +113,8 @@ def test_brief_pools_seeds_per_variant_without_diverged_runs(sweep):
 def test_brief_cli_prints_each_class_and_writes_nothing(sweep, capsys):
     assert main([str(sweep), "--brief"]) == 0
     out = capsys.readouterr().out
-    assert "class [labels=none, data.name=ring8, data.split=train, model.name=mlp, eval=modes2d n=2500]" in out
-    assert "class [labels=labelled, data.name=ring8, data.split=train, model.name=mlp, eval=modes2d n=2500]" in out
+    assert "class [labels=none, data.name=ring8, data.split=train, model.name=mlp, eval=modes2d, n=2500]" in out
+    assert "class [labels=labelled, data.name=ring8, data.split=train, model.name=mlp, eval=modes2d, n=2500]" in out
     assert out.count("done/div/fail") == 2
     assert not (sweep / "report.md").exists()
 

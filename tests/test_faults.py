@@ -206,7 +206,9 @@ def test_out_of_memory_is_recorded_with_what_to_lower(make_cfg, tmp_path, monkey
 
 
 def test_impossible_reference_batches_are_refused_before_training(make_cfg, mnist_root,
-                                                                  tmp_path):
+                                                                  tmp_path, monkeypatch):
+    # a machine with 1 GiB free, whatever this one has
+    monkeypatch.setattr("ganlab.assemble.available_memory_bytes", lambda device: 2 ** 30)
     base = ["data=mnist", f"data.root={mnist_root}", "eval.features=none"]
     with pytest.raises(ConfigError, match=r"norm.ref_batch_size=100000 is not allowed with "
                                           r"norm.d=virtual: .* 60000 samples; it must be <= "
@@ -214,7 +216,7 @@ def test_impossible_reference_batches_are_refused_before_training(make_cfg, mnis
         run(make_cfg(*base, "norm.d=virtual", "norm.ref_batch_size=100000"), tmp_path / "d")
     # G's reference batch is drawn z: any size fits the data, not this machine's memory
     with pytest.raises(ConfigError, match=r"needs about \d+\.\d GiB for one round .* more "
-                                          r"than the \d+\.\d GiB available on cpu; lower "
+                                          r"than the 1\.0 GiB available on cpu; lower "
                                           "norm.ref_batch_size"):
         run(make_cfg(*base, "norm.g=virtual", "norm.ref_batch_size=100000"), tmp_path / "g")
     assert _result(tmp_path / "g")["status"] == "failed"  # the refusal is recorded
@@ -417,3 +419,235 @@ def test_baselines_speak_the_train_commands_language(tmp_path):
     with pytest.raises(CompareError, match="not an option of smoothing; choose one of: none, "
                                            "one_sided, two_sided"):
         build_tables(results, "modes_covered", baselines=[{"smoothing": "sideways"}])
+
+
+# -- stopping, requeueing and relaunching: the rest of the ways a run ends ------------------
+
+def test_a_second_stop_signal_stops_a_long_round_at_once(tmp_path):
+    # one round of 10^7 D updates would take hours: the first SIGTERM says it waits for the
+    # round, the second stops at once and keeps the last checkpoint (none here)
+    proc = _popen("train.steps=10", "train.d_steps=10000000", "eval.every=0", *FAST,
+                  f"hydra.run.dir={tmp_path}")
+    _wait_for(lambda: (tmp_path / "result.json").exists())
+    time.sleep(2)  # inside the round
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    assert proc.poll() is None  # still finishing the round
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    assert ("ganlab: SIGTERM: stopping after this round with a checkpoint; send it again to "
+            "stop at once") in err
+    record = _result(tmp_path)
+    assert record["status"] == "interrupted" and record["step"] == 0
+    assert "a second time: stopped at once, the last checkpoint kept" in record["error"]
+
+
+REQUEUE_SCRIPT = """
+import signal, sys
+from pathlib import Path
+from ganlab.configure import compose
+from ganlab.train import run
+
+def requeue(signum, frame):  # what a cluster launcher does on SIGUSR2: requeue, then exit
+    Path(sys.argv[1], "requeued").write_text("step saved before requeue")
+    sys.exit(0)
+
+signal.signal(signal.SIGUSR2, requeue)
+run(compose(sys.argv[2:]), sys.argv[1])
+"""
+
+
+def test_a_cluster_time_limit_signal_checkpoints_before_the_launcher_requeues(tmp_path):
+    args = ["train.steps=100000", "eval.every=200", *FAST]
+    proc = subprocess.Popen([sys.executable, "-c", REQUEUE_SCRIPT, str(tmp_path), *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: _evaluated(tmp_path))
+    proc.send_signal(signal.SIGUSR2)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]  # the launcher's handler ran and exited
+    assert (tmp_path / "requeued").exists()
+    record = _result(tmp_path)
+    assert record["status"] == "interrupted" and "interrupted by SIGUSR2" in record["error"]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["counters"]["step"] == record["step"] > 0
+
+
+def test_a_run_that_failed_before_any_checkpoint_takes_a_corrected_relaunch(
+        make_cfg, tmp_path, monkeypatch):
+    from ganlab.gan import GAN
+
+    def broken(self):
+        raise RuntimeError("a bug in the first launch")
+
+    with monkeypatch.context() as m:
+        m.setattr(GAN, "train_step", broken)
+        with pytest.raises(RuntimeError):
+            run(make_cfg("train.steps=10", "eval.every=0", "train.lr_d=1e-3"), tmp_path)
+    assert _result(tmp_path)["status"] == "failed"
+    # nothing to lose: another config may take the dir, the old record is kept beside
+    record = run(make_cfg("train.steps=10", "eval.every=0"), tmp_path)
+    assert record["status"] == "completed"
+    (replaced,) = tmp_path.glob("result.replaced-*.json")
+    assert json.loads(replaced.read_text())["error"] == "RuntimeError: a bug in the first launch"
+    assert not list(tmp_path.glob("result.failed-*.json"))
+
+
+def test_a_completed_run_without_its_checkpoints_is_left_alone(make_cfg, tmp_path):
+    cfg = make_cfg("train.steps=10", "eval.every=10")
+    first = run(cfg, tmp_path)
+    for path in (tmp_path / "checkpoints").iterdir():
+        path.unlink()  # e.g. removed to save space
+    before = _snapshot(tmp_path)
+    again = run(cfg, tmp_path)
+    assert again["status"] == "completed" and again["metrics"] == first["metrics"]
+    assert _snapshot(tmp_path) == before
+    # training it further needs the weights: a clear refusal, the record kept
+    with pytest.raises(Exception, match="has no checkpoint to extend it to train.steps=20"):
+        run(make_cfg("train.steps=20", "eval.every=10"), tmp_path)
+    assert _snapshot(tmp_path) == before
+
+
+def test_the_sweep_summary_counts_launches_that_were_refused(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from ganlab.callbacks import SweepSummary
+
+    _write(tmp_path, "cell", 0)
+    summary = SweepSummary()
+    summary.on_multirun_start(OmegaConf.create({}))
+    atomic_write_json(tmp_path / "cell" / "seed=0" / "result.failed-20261127-000000-1.json",
+                      {"status": "failed"})
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    with caplog.at_level(logging.INFO, logger="ganlab.sweep"), pytest.raises(SystemExit) as e:
+        summary.on_multirun_end(config)
+    assert e.value.code == 1
+    assert (f"sweep {tmp_path}: 1 completed, 0 diverged, 0 failed, 1 launch refused (the "
+            "record before it kept; see result.failed-*.json)") in caplog.text
+
+
+def test_rescoring_refuses_a_checkpoint_older_than_the_record(tmp_path):
+    from ganlab.checkpoint import CheckpointError
+    from ganlab.evaluate.__main__ import rescore
+
+    args = ["train.steps=40", "train.checkpoint_every=20", "eval.every=20", *FAST]
+    assert run_cli(*args, f"hydra.run.dir={tmp_path}").returncode == 0
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    before = _result(tmp_path)
+    with pytest.raises(CheckpointError, match="record is at step 40 but its newest good "
+                                              "checkpoint is at step 20"):
+        rescore(tmp_path, [])
+    assert _result(tmp_path) == before
+
+
+def test_progress_lines_for_runs_without_a_terminal(caplog):
+    from ganlab.train import ProgressLines
+
+    lines = ProgressLines(total=200, start=0, enabled=True, every_s=0.0)
+    with caplog.at_level(logging.INFO, logger="ganlab.train"):
+        time.sleep(0.01)
+        lines.update(50)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith("step 50/200 (25 %), ") and " rounds/s, about " in message
+    caplog.clear()
+    ProgressLines(total=200, start=0, enabled=False, every_s=0.0).update(50)
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("args, line", [
+    (["seed=-1"], "seed=-1 is not allowed; it must be >= 0"),
+    (["logger.mode=ofline"], "logger.mode='ofline' is not allowed; choose one of: offline, "
+                             "online, disabled (did you mean offline?)"),
+    (["+train.stepz=3"], "train.stepz is not a config key (did you mean train.steps?)"),
+    (["~train.steps"], "~train.steps would remove a key that every run needs; set it with "
+                       "train.steps=VALUE instead"),
+    (["train.steps=${foo}"], "train.steps=${foo}: ${foo} is not a config key"),
+    (["ablation=minus_ls"], "ablation is not in the defaults list; add it with "
+                            "+ablation=minus_ls"),
+    (["hydra.run.dri=x"], "hydra.run.dri is not a Hydra setting (did you mean hydra.run.dir?)"),
+    (["-m", "norm=glob(xx*)"], "norm=glob(xx*) picks no option; choose from: batch, none, "
+                               "reference, virtual, virtual_g"),
+])
+def test_override_mistakes_are_caught_before_hydra_starts(args, line):
+    from ganlab.configure import check_overrides
+
+    with pytest.raises(ConfigError) as e:
+        check_overrides(args)
+    assert str(e.value).startswith(line)
+
+
+@pytest.mark.parametrize("args", [
+    ["-m", "norm=glob(virt*)"], ["+ablation=minus_ls"], ["train.steps=${train.log_every}"],
+    ["experiment=salimans2016", "ablation@_global_=minus_ls"], ["hydra.launcher.n_jobs=2"],
+    ["hydra.job.chdir=true"], ["seed=range(3)"]])
+def test_well_formed_overrides_pass_the_early_check(args):
+    from ganlab.configure import check_overrides
+
+    check_overrides(args)
+
+
+def test_a_run_that_failed_before_evaluating_is_counted_where_its_protocol_says():
+    def record(seed, status, num_samples, protocol=True):
+        proto = {"metrics": "modes2d", "features": None, "num_samples": num_samples}
+        return {"status": status, "seed": seed, "trick": {"train.d_steps": 1},
+                "hparams": {}, "metrics": {}, "history": [], "step": 0,
+                "comparability": {**CLASS, "eval": proto if protocol else None},
+                "eval_settings": {"num_samples": num_samples}}
+
+    runs = [record(0, "completed", 2500), record(0, "completed", 10000),
+            record(1, "failed", 10000, protocol=False)]
+    classes = group_runs(runs)
+    by_n = {c.comparability["eval"]["num_samples"]: c for c in classes}
+    assert [r["status"] for r in by_n[10000].runs] == ["completed", "failed"]
+    assert [r["status"] for r in by_n[2500].runs] == ["completed"]
+    assert by_n[2500].label.endswith("eval=modes2d, n=2500")
+    # two protocols that differ in a setting the short label leaves out read differently
+    hq = [dict(record(0, "completed", 2500)), dict(record(0, "completed", 2500))]
+    for r, std in zip(hq, (2.0, 3.0), strict=True):
+        r["comparability"] = {**CLASS, "eval": {**r["comparability"]["eval"], "hq_std": std}}
+    labels = sorted(c.label for c in group_runs(hq))
+    assert labels[0].endswith("n=2500 (eval.hq_std=2.0)")
+    assert labels[1].endswith("n=2500 (eval.hq_std=3.0)")
+
+
+def test_sigterm_to_a_joblib_sweep_stops_its_workers_with_checkpoints(tmp_path):
+    proc = _popen("-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=100000",
+                  "eval.every=200", *FAST, f"hydra.sweep.dir={tmp_path}")
+    _wait_for(lambda: len([p for p in tmp_path.glob("*/seed=*") if _evaluated(p)]) == 2,
+              timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert "ganlab: SIGTERM: stopping 2 worker process(es) with a checkpoint each" in err
+    records = [_result(p) for p in sorted(tmp_path.glob("*/seed=*"))]
+    assert [r["status"] for r in records] == ["interrupted", "interrupted"]
+    for r in records:  # no worker goes on training as an orphan
+        assert not Path(f"/proc/{r['host']['pid']}").exists() or (
+            Path(f"/proc/{r['host']['pid']}/stat").read_text().split(") ")[-1][0] in "ZX")
+
+
+def test_free_memory_counts_a_container_or_job_limit(tmp_path):
+    from ganlab.assemble import available_memory_bytes
+
+    machine = available_memory_bytes(torch.device("cpu"), cgroup=str(tmp_path / "none"))
+    assert machine is not None and machine > 0
+    (tmp_path / "memory.max").write_text("1000000000\n")
+    (tmp_path / "memory.current").write_text("400000000\n")
+    assert available_memory_bytes(torch.device("cpu"), cgroup=str(tmp_path)) == min(
+        machine, 600_000_000)
+    (tmp_path / "memory.max").write_text("max\n")
+    free = available_memory_bytes(torch.device("cpu"), cgroup=str(tmp_path))
+    assert abs(free - machine) < 2 ** 28  # the machine's figure (give or take its drift)
+
+
+def test_a_run_is_not_shortened_by_a_smaller_budget(make_cfg, tmp_path):
+    run(make_cfg("train.steps=20", "train.checkpoint_every=10", "eval.every=10"), tmp_path)
+    # as if stopped at step 20 of a longer run
+    record = _result(tmp_path)
+    atomic_write_json(tmp_path / "result.json", {**record, "status": "interrupted"})
+    before = _snapshot(tmp_path)
+    with pytest.raises(ConfigError, match="has trained 20 rounds, more than train.steps=10; "
+                                          "a run is not shortened"):
+        run(make_cfg("train.steps=10", "train.checkpoint_every=10", "eval.every=10"), tmp_path)
+    assert _snapshot(tmp_path) == before

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from ganlab.config import VARIANT_ROLES, ConfigError, role_of
@@ -114,6 +115,11 @@ def test_submitit_launcher_runs_the_sweep_as_jobs(tmp_path):
     assert [r["status"] for r in results] == ["completed", "completed"]
     assert len({r["host"]["pid"] for r in results}) == 2
     assert "2 completed, 0 diverged, 0 failed" in out.stdout + out.stderr
+    # the task travels pickled by reference: its checkpoints hold the counters a requeued
+    # job resumes from
+    for ckpt in sorted(tmp_path.rglob("checkpoints/last.pt")):
+        state = torch.load(ckpt, weights_only=True)
+        assert state["counters"]["step"] == results[0]["step"] > 0
 
 
 def test_ray_launcher_joins_an_existing_cluster_by_address(tmp_path):

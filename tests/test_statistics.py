@@ -129,6 +129,16 @@ def test_a_thousandfold_change_over_three_seeds_is_a_verdict_on_the_log_scale(
     assert next(r for r in raw.rows if not r.is_baseline).verdict == "no clear difference"
 
 
+def test_option_named_variants_show_their_settings_on_a_second_line(coupling_sweep, capsys):
+    assert main([str(coupling_sweep), "--metric", "coupling", "--baseline", "norm.g=virtual",
+                 "--no-wandb"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "variants: batch = g=batch; virtual = g=virtual" in lines
+    html = (coupling_sweep / "report.html").read_text()
+    assert "variants: batch = g=batch; virtual = g=virtual" in html
+    assert html.index("does virtual norm decouple samples?") < html.index("batch coupling")
+
+
 def test_no_difference_says_what_the_seeds_could_have_seen(tmp_path, capsys):
     for seed, (a, b) in enumerate([(30.0, 30.5), (32.0, 31.0), (31.0, 31.8)]):
         _write(tmp_path, "a", seed, {"eval/fid": a}, {"norm.g": "none"})

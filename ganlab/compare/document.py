@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import time
 
-from ganlab.compare.runs import class_label
 from ganlab.compare.stats import CI_LEVEL, INTERVAL, POWER
 from ganlab.compare.tables import (
     ALPHA,
@@ -98,7 +97,7 @@ def build_document(results, classes: list[list[Table]], *, dirs, match: str,
         counts = count_statuses(main.runs)
         seeds = min((len(r.runs) for r in main.rows), default=0)
         doc["classes"].append({
-            "label": class_label(main.comparability), "comparability": main.comparability,
+            "label": main.class_label, "comparability": main.comparability,
             "status_counts": {s: counts[s] for s in STATUSES if counts[s]},
             "seeds": seeds, "thin": seeds < THIN_SEEDS,
             "tables": [table_record(t) for t in tables]})
@@ -174,6 +173,12 @@ def describe(table: dict) -> str:
             f"α = {table['strictest_alpha']:.3g}")
 
 
+def variant_details(table: dict) -> str:
+    """The settings behind option-named variants ("" when the names are the settings)."""
+    named = [f"{r['variant']} = {r['detail']}" for r in table["rows"] if r["detail"]]
+    return f"variants: {'; '.join(named)}" if named else ""
+
+
 def format_text(doc: dict) -> str:
     """The console view: per class, the primary metric's table and its one-line answers."""
     out = []
@@ -181,7 +186,9 @@ def format_text(doc: dict) -> str:
         out += [f"Question: {doc['study']['question']}", ""]
     for c in doc["classes"]:
         table = c["tables"][0]
-        out += [f"class [{c['label']}]", describe(table), *aligned(table_lines(table)), ""]
+        details = variant_details(table)
+        out += [f"class [{c['label']}]", describe(table), *([details] if details else []),
+                *aligned(table_lines(table)), ""]
         out += [f"  {r['answer']}" for r in table["rows"]]
         if c["thin"]:
             out.append(f"  ({c['seeds']} seeds per variant: the evidence is thin; only large "

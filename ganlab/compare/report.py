@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganlab.compare.document import describe, table_lines
+from ganlab.compare.document import describe, table_lines, variant_details
 from ganlab.compare.tables import Table
 from ganlab.dstar import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
 from ganlab.plots import save_figure
@@ -215,6 +215,8 @@ def _metric_section(page: _Page, record: dict, t: Table, stem: Path, primary: bo
     if primary:
         page.bullets([r["answer"] for r in record["rows"]])
     page.para(describe(record))
+    if variant_details(record):
+        page.para(variant_details(record))
     page.table(table_lines(record))
     points = stem.with_name(stem.name + "_points.png")
     _point_chart(t, points)

@@ -69,6 +69,7 @@ class ComparisonClass:
     runs: list[dict]
     varying: list[str]  # the setting keys that differ between the class's variants
     variants: list[Variant] = field(default_factory=list)
+    label: str = ""  # class_label, told apart from any class that would read the same
 
     @property
     def study(self) -> dict:
@@ -81,11 +82,29 @@ def class_label(comparability: dict) -> str:
     if protocol is None:
         proto = "none (failed before evaluating)"
     else:
-        proto = " ".join(str(protocol[k]) for k in ("features", "metrics") if k in protocol)
-        proto += f" n={protocol.get('final_num_samples', protocol.get('num_samples'))}"
+        named = [str(protocol[k]) for k in ("metrics", "features")
+                 if protocol.get(k) not in (None, "none")]
+        proto = " on ".join(named) if len(named) == 2 else "".join(named) or "none"
+        proto += f", n={protocol.get('final_num_samples') or protocol.get('num_samples')}"
     shown = {k: v for k, v in comparability.items() if k not in ("eval", "data.num_classes",
                                                                   "data.channels")}
     return ", ".join([*(f"{k}={v}" for k, v in shown.items()), f"eval={proto}"])
+
+
+def _tell_apart(classes: list[ComparisonClass]) -> None:
+    """Class labels, with the protocol settings that differ where two would read alike."""
+    by_label: dict[str, list[ComparisonClass]] = defaultdict(list)
+    for c in classes:
+        c.label = class_label(c.comparability)
+        by_label[c.label].append(c)
+    for alike in by_label.values():
+        if len(alike) < 2:
+            continue
+        protocols = [c.comparability.get("eval") or {} for c in alike]
+        differ = sorted(k for k in {k for p in protocols for k in p}
+                        if len({key({"v": p.get(k)}) for p in protocols}) > 1)
+        for c, p in zip(alike, protocols, strict=True):
+            c.label += " (" + ", ".join(f"eval.{k}={p.get(k)}" for k in differ) + ")"
 
 
 def variant_label(settings: dict, varying: list[str]) -> str:
@@ -131,9 +150,11 @@ def group_runs(results: list[dict]) -> list[ComparisonClass]:
         else:
             by_class[key(r["comparability"])].append(r)
     for r in no_protocol:
-        # a run that failed before its evaluator existed joins the one class it belongs to
+        # a run that failed before its evaluator existed joins the one class it belongs to:
+        # same data, model and labels, a protocol resolved from the same eval.* settings
         homes = [k for k, runs in by_class.items()
-                 if _without_eval(runs[0]["comparability"]) == _without_eval(r["comparability"])]
+                 if _without_eval(runs[0]["comparability"]) == _without_eval(r["comparability"])
+                 and _settings_fit(r.get("eval_settings"), runs[0]["comparability"]["eval"])]
         by_class[homes[0] if len(homes) == 1 else key(r["comparability"])].append(r)
     classes = []
     for runs in by_class.values():
@@ -156,5 +177,13 @@ def group_runs(results: list[dict]) -> list[ComparisonClass]:
                 variant.label, variant.detail = label, variant.label
         group.variants.sort(key=lambda v: v.label)
         classes.append(group)
-    classes.sort(key=lambda c: class_label(c.comparability))
+    _tell_apart(classes)
+    classes.sort(key=lambda c: c.label)
     return classes
+
+
+def _settings_fit(settings: dict | None, protocol: dict) -> bool:
+    """Whether a resolved protocol came from these eval.* settings (records written before
+    settings were kept have none, and fit any)."""
+    return settings is None or all(key({"v": protocol.get(k)}) == key({"v": v})
+                                   for k, v in settings.items() if k in protocol)

@@ -188,6 +188,7 @@ class Table:
     varying: list[str]
     study: dict
     tests: int = 0  # paired tests in the table (Holm's m)
+    class_label: str = ""  # the comparison class's label (ganlab.compare.runs)
     alpha: float = ALPHA
     level: float = CI_LEVEL
     interval: str = INTERVAL
@@ -221,7 +222,7 @@ def build_tables(results: list[dict], metric: str, match: str = "final",
         if metric not in names and any(r["status"] == "completed" for r in c.runs):
             close = difflib.get_close_matches(metric, names, n=1)
             raise CompareError(
-                f"--metric {metric}: no run of class [{class_label(c.comparability)}] has it"
+                f"--metric {metric}: no run of class [{c.label}] has it"
                 f"{f' (did you mean {close[0]}?)' if close else ''}; its metrics: "
                 f"{', '.join(n for n in names if n.startswith('eval/')) or '(none)'}")
     info = metric_info(metric, (scales or {}).get(metric))
@@ -242,7 +243,7 @@ def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: Metri
     base_rows = [r for r in rows if chosen and matches(r.settings, chosen)]
     if len(base_rows) > 1:
         raise CompareError(f"baseline {chosen} matches {len(base_rows)} variants of class "
-                           f"{class_label(group.comparability)}: "
+                           f"{group.label}: "
                            f"{'; '.join(r.label for r in base_rows)}; add keys to it")
     base = base_rows[0] if base_rows else _off_variant(rows, group)
     base.is_baseline = True
@@ -251,7 +252,8 @@ def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: Metri
         _fill(row, metric, match, budget)
     _check_budget(rows, group, metric.name, match, budget)
     table = Table(group.comparability, metric, match, budget,
-                  chosen or {"(the defaults)": base.label}, rows, group.varying, group.study)
+                  chosen or {"(the defaults)": base.label}, rows, group.varying, group.study,
+                  class_label=group.label)
     _compare(table, base)
     return table
 
@@ -490,7 +492,7 @@ def format_brief(results: list[dict]) -> str:
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.fmean(values):.3g} ± {sd:.2g}" if values else "—")
             lines.append(cells)
-        out += [f"class [{class_label(group.comparability)}]", *aligned(lines), ""]
+        out += [f"class [{group.label}]", *aligned(lines), ""]
     return "\n".join(out)
 
 

@@ -16,7 +16,7 @@ import logging
 
 import torch
 
-from ganlab.config import Role, keys_with_role
+from ganlab.config import eval_settings
 from ganlab.data import DATASETS, load_split
 from ganlab.evaluate.features import (
     ClassifierRecipe,
@@ -41,9 +41,7 @@ FEATURES.register("inception")(lambda cfg, device: load_inception(cfg.eval.incep
 FEATURES.register("none")(lambda cfg, device: None)
 
 
-def protocol_settings(cfg) -> dict:
-    """The `eval.*` keys that make up a protocol (ganlab.config's role `eval`)."""
-    return {k.removeprefix("eval."): v for k, v in keys_with_role(cfg, {Role.EVAL}).items()}
+protocol_settings = eval_settings  # the `eval.*` keys of a protocol (ganlab.config)
 
 
 class ModeEvaluator:

@@ -59,6 +59,11 @@ def _rescore(run_dir: Path, overrides: list[str]) -> dict:
     gan = build_gan(cfg, device)
     gan.load_state_dict(state["gan"])
     step = state["counters"]["step"]
+    if step != previous["step"]:  # e.g. last.pt damaged and prev.pt older than the record
+        raise CheckpointError(
+            f"{run_dir}'s record is at step {previous['step']} but its newest good checkpoint "
+            f"is at step {step}; scores of that G would not be the run's. Relaunch the run to "
+            "train it back to its record, then re-score")
     evaluator = build_evaluator(cfg, gan.data, device)
     metrics, n = score(gan, evaluator, seed=cfg.seed, step=step, final=True, eval_cfg=cfg.eval,
                        coupling_batch=cfg.train.batch_size,
