@@ -51,8 +51,9 @@ def build_nets(cfg: DictConfig, data, mode: LabelMode, extras: list[Extra],
     `ref_seed`."""
     k = data.num_classes
     g_classes = k if mode.conditional_g else 0
-    g_body, trunk = MODELS.choose(cfg.model.name).bodies(
-        cfg.model, cfg.norm, data.sample_shape, cfg.model.z_dim + g_classes)
+    spec = MODELS.choose(cfg.model.name)
+    g_body, trunk = spec.bodies(cfg.model, cfg.norm, data.sample_shape,
+                                cfg.model.z_dim + g_classes)
     layers, features = {}, trunk.out_features
     for extra in extras:
         layer = extra.d_layer(features)
@@ -60,6 +61,9 @@ def build_nets(cfg: DictConfig, data, mode: LabelMode, extras: list[Extra],
             layers[extra.name], features = layer, layer.out_features
     G = Generator(g_body, cfg.model.z_dim, g_classes)
     D = Discriminator(trunk, layers, mode.head(features, k))
+    if spec.init is not None:
+        spec.init(G)
+        spec.init(D)
     gen = torch.Generator().manual_seed(ref_seed)
     n = cfg.norm.ref_batch_size
     if needs_reference(cfg.norm.g):

@@ -90,6 +90,9 @@ class DataConfig:
     num_classes: int = 0  # labels the dataset carries (mode index for toy mixtures)
     image_size: int = 0  # 0 for 2-D toy data
     channels: int = 0  # 0 for 2-D toy data
+    # 2-D toy data: 0 = an endless stream of fresh samples; N = a fixed training set of N
+    # samples drawn once from the seed and visited in shuffled epochs (PacGAN's protocol)
+    train_size: int = keyed(0, at_least=0)
 
 
 @dataclass
@@ -100,6 +103,8 @@ class ModelConfig:
     d_width: int = keyed(64, Role.TRICK, at_least=1)  # D base width; d_width / g_width is the capacity ratio
     width_ratio: float = 1.0  # d_width defaults to round(g_width * width_ratio)
     depth: int = keyed(3, at_least=1)  # hidden layers of the mlp (dcgan depth follows the image size)
+    d_depth: int = keyed(0, at_least=0)  # D's hidden layers where they differ from G's (0: depth)
+    maxout_pieces: int = keyed(5, at_least=2)  # pieces per unit of pacgan_mlp's maxout D
 
 
 @dataclass

@@ -101,8 +101,10 @@ RESUME_CASES = {
                "train.batch_size=8", "train.checkpoint_every=3", "eval.every=3",
                "eval.num_samples=16", "model.g_width=8", "model.d_width=8", "norm.g=batch",
                "eval.features=none"], 3),
-    # every trick that keeps state: reference batches, label streams, plug-in state
+    # every trick that keeps state: reference batches, label streams, plug-in state, and a
+    # fixed training set's epoch order (killed mid-epoch)
     "stateful_tricks": (["train.steps=60", "train.checkpoint_every=20", "eval.every=20",
+                         "data.train_size=500",
                          "eval.num_samples=200", "norm.g=virtual", "norm.d=reference",
                          "norm.ref_batch_size=16", "labels=auxiliary",
                          "extras=[minibatch_discrimination,feature_matching]",

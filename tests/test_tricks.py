@@ -108,3 +108,30 @@ def test_dstar_command_writes_json_and_plot(tmp_path):
                   str(tmp_path / "bad"), module="ganlab.dstar")
     assert bad.returncode == 2 and "smoothing.fake_target=0.95" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_eq15_study_runs_every_case_into_one_table_and_figure(tmp_path):
+    out = run_cli("experiment=eq15", "--steps", "60", "--out", str(tmp_path),
+                  module="ganlab.dstar")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads((tmp_path / "dstar.json").read_text())
+    assert doc["study"] == "eq15" and doc["steps"] == 60
+    assert [(c["real_target"], c["fake_target"]) for c in doc["cases"]] == [
+        (1.0, 0.0), (0.9, 0.0), (0.8, 0.0), (0.9, 0.1), (0.7, 0.3)]
+    # the analytic bump is beta, whatever the training budget
+    assert [round(c["bump_analytic"], 1) for c in doc["cases"]] == [0.0, 0.0, 0.0, 0.1, 0.3]
+    table = (tmp_path / "dstar.md").read_text().splitlines()
+    assert len(table) == 2 + 5 and table[5].startswith("| 0.9 | 0.1 | ")
+    assert (tmp_path / "dstar.png").stat().st_size > 50_000
+
+
+def test_a_malformed_case_is_named():
+    from ganlab.config import ConfigError
+    from ganlab.dstar import parse_cases
+
+    assert parse_cases(["0.9,0.1"]) == [(0.9, 0.1)]
+    with pytest.raises(ConfigError, match=r"study.cases entry '0.9' is not "
+                                          r"'real_target,fake_target'"):
+        parse_cases(["0.9"])
+    with pytest.raises(ConfigError, match="smoothing.fake_target=0.95 is not allowed"):
+        parse_cases(["0.9,0.95"])

@@ -9,7 +9,7 @@ from functools import partial
 
 import torch
 
-from ganlab.config import DataConfig, data_root
+from ganlab.config import ConfigError, DataConfig, data_root
 from ganlab.data.base import UNLABELLED, DatasetSpec
 from ganlab.data.images import IDX_DATASETS, ImageDataset, load_cifar10, load_idx_dataset
 from ganlab.data.toy import MIXTURES, GaussianMixture2D
@@ -35,7 +35,10 @@ def load_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]
 
 def build_data(cfg: DataConfig, seed: int, device: torch.device, label_fraction: float = 1.0):
     if DATASETS.choose(cfg.name).kind == "toy2d":
-        return GaussianMixture2D(cfg.name, seed, device, label_fraction)
+        return GaussianMixture2D(cfg.name, seed, device, label_fraction, cfg.train_size)
+    if cfg.train_size:
+        raise ConfigError(f"data.train_size={cfg.train_size} is not allowed with "
+                          f"data={cfg.name}; image data trains on its split (use 0)")
     images, labels = load_split(cfg, cfg.split)
     expected = (cfg.channels, cfg.image_size, cfg.image_size)
     if tuple(images.shape[1:]) != expected:

@@ -18,28 +18,14 @@ import logging
 import sys
 from pathlib import Path
 
-from ganlab.assemble import build_gan, resolve_device
-from ganlab.checkpoint import CheckpointError, load_latest
-from ganlab.config import RESCORE_ROLES, ConfigError, role_of
-from ganlab.configure import check, load_config
+from ganlab.checkpoint import CheckpointError
+from ganlab.config import ConfigError
 from ganlab.evaluate import build_evaluator
+from ganlab.evaluate.saved import load_trained
 from ganlab.evaluate.score import score
 from ganlab.result import RecordError, ResultFile, comparability_dict, read_result
 from ganlab.rundir import RunDirBusy, RunDirLock
 from ganlab.storage import StorageError
-
-
-def load_run_config(run_dir: Path, overrides: list[str]):
-    bad = [o for o in overrides if role_of(o.split("=", 1)[0]) not in RESCORE_ROLES]
-    if bad:
-        raise ConfigError(f"{', '.join(bad)}: only evaluation, schedule and infrastructure "
-                          "keys (eval.*, data.root, train.device, ...) may change when "
-                          "re-scoring a run; anything else would describe another model")
-    cfg = load_config(run_dir, overrides)
-    if any(o.startswith("eval.num_samples=") for o in overrides):
-        cfg.eval.final_num_samples = cfg.eval.num_samples
-    check(cfg)
-    return cfg
 
 
 def rescore(run_dir: Path, overrides: list[str]) -> dict:
@@ -51,20 +37,13 @@ def rescore(run_dir: Path, overrides: list[str]) -> dict:
 
 def _rescore(run_dir: Path, overrides: list[str]) -> dict:
     previous = read_result(run_dir)
-    cfg = load_run_config(run_dir, overrides)
-    state = load_latest(run_dir / "checkpoints")
-    if state is None:
-        raise ConfigError(f"{run_dir} has no checkpoint to score")
-    device = resolve_device(cfg.train.device)
-    gan = build_gan(cfg, device)
-    gan.load_state_dict(state["gan"])
-    step = state["counters"]["step"]
+    cfg, gan, step = load_trained(run_dir, overrides)
     if step != previous["step"]:  # e.g. last.pt damaged and prev.pt older than the record
         raise CheckpointError(
             f"{run_dir}'s record is at step {previous['step']} but its newest good checkpoint "
             f"is at step {step}; scores of that G would not be the run's. Relaunch the run to "
             "train it back to its record, then re-score")
-    evaluator = build_evaluator(cfg, gan.data, device)
+    evaluator = build_evaluator(cfg, gan.data, gan.device)
     metrics, n = score(gan, evaluator, seed=cfg.seed, step=step, final=True, eval_cfg=cfg.eval,
                        coupling_batch=cfg.train.batch_size,
                        picture=run_dir / "samples" / f"evaluate_step_{step:07d}.png",

@@ -14,7 +14,10 @@ import torch
 
 
 @torch.no_grad()
-def batch_coupling(gan, batch_size: int, generator: torch.Generator, n_fixed: int = 8) -> float:
+def coupled_outputs(gan, batch_size: int, generator: torch.Generator,
+                    n_fixed: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """G's outputs for the same `n_fixed` latents (and labels) inside two minibatches of
+    `batch_size` whose other members differ, in train mode; G's buffers are restored."""
     G = gan.G
     n_fixed = max(1, min(n_fixed, batch_size // 2))
     n_other = batch_size - n_fixed
@@ -37,5 +40,10 @@ def batch_coupling(gan, batch_size: int, generator: torch.Generator, n_fixed: in
         for b, saved in buffers:
             b.copy_(saved)
         G.train(was_training)
-    change = (outputs[0] - outputs[1]).abs().mean()
-    return float(change / outputs[0].abs().mean().clamp_min(1e-12))
+    return outputs[0], outputs[1]
+
+
+def batch_coupling(gan, batch_size: int, generator: torch.Generator, n_fixed: int = 8) -> float:
+    first, second = coupled_outputs(gan, batch_size, generator, n_fixed)
+    change = (first - second).abs().mean()
+    return float(change / first.abs().mean().clamp_min(1e-12))

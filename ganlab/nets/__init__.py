@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganlab.nets.dcgan import DCGANFeatures, DCGANGenerator
-from ganlab.nets.mlp import MLPFeatures, MLPGenerator
+from ganlab.nets.mlp import MaxoutFeatures, MLPFeatures, MLPGenerator, normal_init
 from ganlab.registry import Registry
 
 __all__ = ["MODELS", "DOutput", "Discriminator", "Generator", "ModelSpec"]
@@ -61,6 +61,8 @@ class ModelSpec:
     bodies: Callable[..., tuple[nn.Module, nn.Module]]
     data_kind: str  # the kind of data it is built for (ganlab.data.DATASETS' kinds)
     image_sizes: tuple[int, ...] = ()  # the image sizes it supports (images only)
+    # applied to the whole G and D once built (head and plug-in layers included)
+    init: Callable[[nn.Module], None] | None = None
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -78,5 +80,14 @@ def _dcgan_bodies(model, norm, sample_shape, g_in: int) -> tuple[nn.Module, nn.M
             DCGANFeatures(model.d_width, size, channels, norm.d))
 
 
+def _pacgan_bodies(model, norm, sample_shape, g_in: int) -> tuple[nn.Module, nn.Module]:
+    (dim,) = sample_shape
+    return (MLPGenerator(g_in, model.g_width, model.depth, dim, norm.g),
+            MaxoutFeatures(dim, model.d_width, model.d_depth or model.depth,
+                           model.maxout_pieces, norm.d))
+
+
 MODELS.register("mlp")(ModelSpec(_mlp_bodies, "toy2d"))
+# PacGAN's 2-D architecture: ReLU MLP G, maxout D, every weight N(0, 0.02^2)
+MODELS.register("pacgan_mlp")(ModelSpec(_pacgan_bodies, "toy2d", init=normal_init))
 MODELS.register("dcgan")(ModelSpec(_dcgan_bodies, "image", image_sizes=(28, 32)))

@@ -1,0 +1,37 @@
+"""A finished run's G, rebuilt from its saved config and checkpoint (no Trainer): what
+re-scoring (`python -m ganlab.evaluate`) and the coupling figure
+(`python -m ganlab.evaluate.figure21`) start from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ganlab.assemble import build_gan, resolve_device
+from ganlab.checkpoint import load_latest
+from ganlab.config import RESCORE_ROLES, ConfigError, role_of
+from ganlab.configure import check, load_config
+
+
+def load_run_config(run_dir: Path, overrides: list[str]):
+    """The run's saved config with evaluation, schedule or infrastructure overrides only."""
+    bad = [o for o in overrides if role_of(o.split("=", 1)[0]) not in RESCORE_ROLES]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: only evaluation, schedule and infrastructure "
+                          "keys (eval.*, data.root, train.device, ...) may change when "
+                          "re-scoring a run; anything else would describe another model")
+    cfg = load_config(run_dir, overrides)
+    if any(o.startswith("eval.num_samples=") for o in overrides):
+        cfg.eval.final_num_samples = cfg.eval.num_samples
+    check(cfg)
+    return cfg
+
+
+def load_trained(run_dir: Path, overrides: list[str]):
+    """(config, GAN with the checkpoint's weights, the checkpoint's step)."""
+    cfg = load_run_config(run_dir, overrides)
+    state = load_latest(Path(run_dir) / "checkpoints")
+    if state is None:
+        raise ConfigError(f"{run_dir} has no checkpoint to score")
+    gan = build_gan(cfg, resolve_device(cfg.train.device))
+    gan.load_state_dict(state["gan"])
+    return cfg, gan, state["counters"]["step"]
