@@ -416,8 +416,8 @@ def test_baselines_speak_the_train_commands_language(tmp_path):
     with pytest.raises(CompareError, match="no run records smoothing.real_targt "
                                            r"\(did you mean smoothing.real_target\?\)"):
         build_tables(results, "modes_covered", baselines=[{"smoothing.real_targt": "1"}])
-    with pytest.raises(CompareError, match="not an option of smoothing; choose one of: none, "
-                                           "one_sided, two_sided"):
+    with pytest.raises(CompareError, match="not an option of smoothing; choose one of: "
+                                           "beta_only, none, one_sided, two_sided"):
         build_tables(results, "modes_covered", baselines=[{"smoothing": "sideways"}])
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ganlab.compare.__main__ import main as compare_main
 from ganlab.config import VARIANT_ROLES, ConfigError, Role, role_of
 from ganlab.configure import check, compose, load_config
 from ganlab.rerun import main as rerun_main
@@ -20,7 +21,8 @@ from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")
                  if p.stem != "eq15")  # eq15 is not a sweep: ganlab.dstar runs its cases
 # presets that fix their data (the demo: ring8; PacGAN's protocol: 2-D mixtures only)
-PINNED = {"quick": ["ring8"], "pacgan2d": ["ring8", "grid25"], "fig21": ["mnist"]}
+PINNED = {"quick": ["ring8"], "pacgan2d": ["ring8", "grid25"], "fig21": ["mnist"],
+          "balance": ["grid25"]}
 SEEDS = {"quick": "0,1,2", "pacgan2d": "0,1,2,3,4,5,6,7,8,9"}  # else 5
 TINY = ["train.steps=4", "train.batch_size=16", "eval.every=0", "eval.num_samples=100",
         "logger=none", "train.progress=false"]
@@ -40,10 +42,12 @@ def test_every_preset_sweeps_seeds_and_variant_keys_only(preset):
 @pytest.mark.parametrize("data", [["data=ring8", "model=mlp"], ["data=mnist", "model=dcgan"]])
 def test_presets_compose_on_ring8_and_mnist_with_seeds_and_a_baseline(preset, data):
     name = data[0].split("=")[1]
-    if name not in PINNED.get(preset, [name]):
-        pytest.skip(f"{preset} runs on {' and '.join(PINNED[preset])} only")
-    cfg = compose([f"experiment={preset}", *data])
-    assert cfg.data.name == name
+    if name in PINNED.get(preset, [name]):
+        cfg = compose([f"experiment={preset}", *data])
+        assert cfg.data.name == name
+    else:  # a preset that pins its data runs on its own
+        cfg = compose([f"experiment={preset}"])
+        assert cfg.data.name == PINNED[preset][0]
     check(cfg)
     assert cfg.study.name == preset and cfg.study.question
     # a baseline wherever a class holds variants (PacGAN's protocol is one model per dataset)
@@ -236,3 +240,30 @@ def test_rerun_overrides_are_checked(tmp_path):
         load_config(tmp_path, ["train.steps=many"])
     with pytest.raises(ConfigError, match="has no saved config"):
         load_config(tmp_path / "missing", [])
+
+
+@pytest.mark.parametrize("preset, extra, runs", [
+    ("smoothing", [], 8),  # 2 datasets x 4 variants
+    ("pacgan2d", ["data.train_size=300"], 2),
+    ("fig21", ["model.g_width=8", "model.d_width=8", "eval.features=none",
+               "norm.ref_batch_size=16"], 4),
+    ("balance", ["train.d_steps=1,5",
+                 "model.width_ratio=1.0,2.0", "train.steps=20", "eval.every=1"], 4),
+])
+def test_study_presets_run_and_compare_at_a_tiny_size(preset, extra, runs, tmp_path,
+                                                      mnist_root):
+    out = run_cli("-m", f"experiment={preset}", "hydra.sweeper.params.seed=0", *TINY, *extra,
+                  f"data.root={mnist_root}", f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = _results(tmp_path)
+    assert len(results) == runs and {r["status"] for r in results} == {"completed"}
+    assert compare_main([str(tmp_path), "--no-wandb"]) == 0
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["study"]["name"] == preset
+    assert doc["settings"]["primary_metric"] == {"fig21": "eval/coupling"}.get(
+        preset, "eval/modes_covered")
+    if preset == "balance":  # compared at matched G updates (wall-clock: test_compare)
+        assert compare_main([str(tmp_path), "--no-wandb", "--match", "g_steps"]) == 0
+        doc = json.loads((tmp_path / "report.json").read_text())
+        assert doc["settings"]["match"] == "g_steps"
+        assert doc["classes"][0]["tables"][0]["budget"] == 20

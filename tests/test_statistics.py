@@ -133,9 +133,9 @@ def test_option_named_variants_show_their_settings_on_a_second_line(coupling_swe
     assert main([str(coupling_sweep), "--metric", "coupling", "--baseline", "norm.g=virtual",
                  "--no-wandb"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "variants: batch = g=batch; virtual = g=virtual" in lines
+    assert "variants: virtual = g=virtual; batch = g=batch" in lines
     html = (coupling_sweep / "report.html").read_text()
-    assert "variants: batch = g=batch; virtual = g=virtual" in html
+    assert "variants: virtual = g=virtual; batch = g=batch" in html
     assert html.index("does virtual norm decouple samples?") < html.index("batch coupling")
 
 

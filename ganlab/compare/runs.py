@@ -85,7 +85,10 @@ def class_label(comparability: dict) -> str:
         named = [str(protocol[k]) for k in ("metrics", "features")
                  if protocol.get(k) not in (None, "none")]
         proto = " on ".join(named) if len(named) == 2 else "".join(named) or "none"
-        proto += f", n={protocol.get('final_num_samples') or protocol.get('num_samples')}"
+        # image metrics take final_num_samples at the end; 2-D metrics always num_samples
+        images = protocol.get("features") not in (None, "none")
+        n = protocol.get("final_num_samples") if images else None
+        proto += f", n={n or protocol.get('num_samples')}"
     shown = {k: v for k, v in comparability.items() if k not in ("eval", "data.num_classes",
                                                                   "data.channels")}
     return ", ".join([*(f"{k}={v}" for k, v in shown.items()), f"eval={proto}"])

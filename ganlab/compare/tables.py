@@ -247,6 +247,7 @@ def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: Metri
                            f"{'; '.join(r.label for r in base_rows)}; add keys to it")
     base = base_rows[0] if base_rows else _off_variant(rows, group)
     base.is_baseline = True
+    rows.sort(key=lambda r: not r.is_baseline)  # the baseline first, then the variants
     budget = common_budget(group.runs, match)
     for row in rows:
         _fill(row, metric, match, budget)
