@@ -1,11 +1,12 @@
 """The tutorial's Figure 21 for trained runs: the same latents rendered inside two different
 minibatches, side by side, one panel per run.
 
-    python -m ganlab.evaluate.figure21 RUN_DIR [RUN_DIR ...] [--out FILE] [--n 8]
+    python -m ganlab.evaluate.figure21 RUN_DIR [RUN_DIR ...] [--out FILE] [--n 8] [--batch B]
 
 Each run's G is rebuilt from its saved config and checkpoint and run in train mode (the
 mode it trains in) on two minibatches of its training batch size that share their first
-`--n` latents and differ in every other member. With batch norm the shared samples change
+`--n` latents and differ in every other member (a third block shows the difference,
+amplified). With batch norm the shared samples change
 with their batch-mates; with reference or virtual batch norm (or none) they do not. The
 same latents are used for every run of a model family; each panel's title gives the run's
 `norm.g` and its measured coupling (ganlab.evaluate.coupling).
@@ -26,12 +27,15 @@ from ganlab.evaluate.saved import load_trained
 from ganlab.plots import image_grid, save_figure
 from ganlab.storage import StorageError
 
+DIFF_GAIN = 10  # the difference block shows |A - B| times this
 
-def panel(run_dir: Path, n: int, seed: int) -> dict:
-    """One run's two renderings of the shared latents and what to call them."""
+
+def panel(run_dir: Path, n: int, seed: int, batch: int | None = None) -> dict:
+    """One run's two renderings of the shared latents and what to call them; `batch`: the
+    minibatch size (default: the run's training batch size)."""
     cfg, gan, step = load_trained(run_dir, [])
     gen = torch.Generator().manual_seed(seed)
-    first, second = coupled_outputs(gan, cfg.train.batch_size, gen, n)
+    first, second = coupled_outputs(gan, batch or cfg.train.batch_size, gen, n)
     change = (first - second).abs().mean() / first.abs().mean().clamp_min(1e-12)
     return {"norm": cfg.norm.g, "seed": cfg.seed, "step": step, "coupling": float(change),
             "first": first.cpu(), "second": second.cpu(), "image": first.dim() == 4}
@@ -47,7 +51,10 @@ def draw(panels: list[dict], path: Path) -> None:
                              squeeze=False)
     for ax, p in zip(axes[:, 0], panels, strict=True):
         if p["image"]:
-            strip = _side_by_side(image_grid(p["first"]), image_grid(p["second"]))
+            # |A - B| on the images' [-1, 1] scale, amplified, as a third block
+            diff = ((p["first"] - p["second"]).abs() * DIFF_GAIN - 1).clamp(-1, 1)
+            strip = _side_by_side(_side_by_side(image_grid(p["first"]),
+                                                image_grid(p["second"])), image_grid(diff))
             ax.imshow(strip.squeeze(-1) if strip.shape[-1] == 1 else strip, cmap="gray",
                       vmin=0, vmax=255)
             ax.set_xticks([])
@@ -61,8 +68,8 @@ def draw(panels: list[dict], path: Path) -> None:
             ax.legend(fontsize=8)
         ax.set_title(f"norm.g={p['norm']} (seed {p['seed']}, step {p['step']}): coupling "
                      f"{p['coupling']:.3g}", fontsize=11)
-    fig.suptitle("the same z inside two minibatches: left block minibatch A, right block "
-                 "minibatch B", fontsize=12)
+    fig.suptitle(f"the same z inside two minibatches: minibatch A | minibatch B | "
+                 f"|A - B| x {DIFF_GAIN}", fontsize=12)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
@@ -84,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("figure21.png"))
     parser.add_argument("--n", type=int, default=8, help="shared latents per minibatch")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="minibatch size (default: the run's train.batch_size)")
     args = parser.parse_args(argv)
     try:
-        panels = [panel(d, args.n, args.seed) for d in args.run_dirs]
+        panels = [panel(d, args.n, args.seed, args.batch) for d in args.run_dirs]
         draw(panels, args.out)
     except (ConfigError, CheckpointError, StorageError) as e:
         print(f"ganlab.evaluate.figure21: {e}", file=sys.stderr)
