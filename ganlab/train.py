@@ -8,7 +8,7 @@ A launch owns its run dir (ganlab.rundir) and is *accepted* only once its config
 what the dir holds and the checkpoint (if any) has been restored: until then nothing of the
 previous record is touched, and a failure is reported beside it. Every way a run ends is
 recorded: completed, diverged (a NaN/inf loss), failed (with the error), interrupted
-(SIGTERM/SIGINT: a checkpoint first, then the status; relaunching resumes).
+(SIGTERM/SIGINT: a checkpoint first, then the status; relaunching resumes; see ganlab.stops).
 """
 
 from __future__ import annotations
@@ -55,6 +55,13 @@ from ganlab.result import (
     trick_dict,
 )
 from ganlab.rundir import RunDirBusy, RunDirLock, read_previous, save_config, write_failure
+from ganlab.stops import (
+    Interrupted,
+    ProgressLines,
+    StopSignals,
+    is_launcher_worker,
+    stop_workers_too,
+)
 from ganlab.storage import StorageError, explain, remove_stale_temporaries
 from ganlab.tracking import build_tracker
 
@@ -70,59 +77,6 @@ UNUSUAL_STEPS_PER_ROUND = 100
 
 class Diverged(RuntimeError):
     """A loss became NaN or infinite."""
-
-
-class Interrupted(BaseException):
-    """A stop signal arrived (SIGTERM, SIGINT, or a cluster's SIGUSR2). A BaseException, like
-    KeyboardInterrupt, so that no `except Exception` on the way out can swallow it."""
-
-    def __init__(self, signum: int, at_once: bool = False):
-        self.signum, self.at_once = signum, at_once
-        how = " (a second time: stopped at once, the last checkpoint kept)" if at_once else ""
-        super().__init__(f"interrupted by {signal.Signals(signum).name}{how}")
-
-
-class StopSignals:
-    """Stop signals during a run. While the loop runs (`deferred`), a request waits for the
-    round to end, so the loop can checkpoint a consistent state; a second signal, or one
-    outside the loop, interrupts at once. SIGUSR2 is taken only where a Python handler owns
-    it (submitit's "time is up: checkpoint and requeue"): the run checkpoints first, then
-    `pass_on` hands the signal to that handler. Installed only in the main thread (where
-    Python delivers signals)."""
-
-    def __init__(self):
-        self.requested: int | None = None
-        self.deferred = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            cluster = signal.getsignal(signal.SIGUSR2)
-            sigs = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR2] if callable(cluster)
-                                                      else [])
-            for sig in sigs:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if not self.deferred or self.requested is not None:
-            raise Interrupted(signum, at_once=self.requested is not None)
-        self.requested = signum
-        # a round can be long (large train.d_steps): say what happens meanwhile
-        os.write(2, f"ganlab: {signal.Signals(signum).name}: stopping after this round with a "
-                    "checkpoint; send it again to stop at once\n".encode())
-
-    def pass_on(self, signum: int) -> None:
-        """Hand a signal the run has answered to the handler that owned it before (SIGUSR2:
-        the cluster launcher requeues the job, which then resumes from the checkpoint)."""
-        previous = self._previous.get(signum)
-        if signum == signal.SIGUSR2 and callable(previous):
-            signal.signal(signum, previous)
-            previous(signum, None)
 
 
 @dataclass
@@ -317,34 +271,6 @@ class Trainer:
         return self.result.data
 
 
-class ProgressLines:
-    """Progress for a run without a terminal (a log file, a cluster job, a launcher worker):
-    one log line every `every_s` seconds with the step, the rate and the time left."""
-
-    def __init__(self, total: int, start: int, enabled: bool, every_s: float = 30.0):
-        self.total, self.enabled, self.every_s = total, enabled, every_s
-        self.start_step, self.started = start, time.monotonic()
-        self.next_at = self.started + every_s
-
-    def update(self, step: int) -> None:
-        if not self.enabled or time.monotonic() < self.next_at:
-            return
-        now = time.monotonic()
-        self.next_at = now + self.every_s
-        rate = (step - self.start_step) / max(now - self.started, 1e-9)
-        left = (self.total - step) / rate if rate > 0 else float("inf")
-        log.info("step %d/%d (%.0f %%), %.3g rounds/s, about %s left", step, self.total,
-                 100 * step / self.total, rate, _duration(left))
-
-
-def _duration(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "an unknown time"
-    minutes, s = divmod(int(round(seconds)), 60)
-    hours, m = divmod(minutes, 60)
-    return f"{hours} h {m:02d} min" if hours else f"{m} min {s:02d} s" if m else f"{s} s"
-
-
 def _fmt(values: dict) -> str:
     return "  ".join(f"{k.split('/')[-1]}={v:.4g}" if isinstance(v, float) else
                      f"{k.split('/')[-1]}={v}" for k, v in values.items())
@@ -503,7 +429,7 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
     except Interrupted as err:
         # a stop request stops the whole sweep too; the run resumes when relaunched
         print(f"ganlab: {err}; relaunch the same command to resume", file=sys.stderr)
-        if _is_launcher_worker():  # a worker would stay on, idle: end it with the run
+        if is_launcher_worker():  # a worker would stay on, idle: end it with the run
             logging.shutdown()
             sys.stderr.flush()
             os._exit(128 + err.signum)
@@ -541,58 +467,13 @@ def _check_writable(args: list[str]) -> None:
         raise StorageError(explain(e, target)) from None
 
 
-def _is_launcher_worker(pid: int | str = "self") -> bool:
-    try:
-        return b"popen_loky" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _worker_processes() -> list[int]:
-    """This process's children that are launcher workers (joblib's loky processes)."""
-    children = []
-    for task in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
-        children += [int(pid) for pid in task.read_text().split()]
-    return [pid for pid in children if _is_launcher_worker(pid)]
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def _stop_workers_too(signum, frame) -> None:
-    """SIGTERM to a sweep that runs its jobs in worker processes: pass it on, so that each
-    running run checkpoints and records `interrupted` instead of going on as an orphan,
-    wait for them, then end (a relaunch resumes the sweep)."""
-    workers = _worker_processes()
-    if not workers:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    os.write(2, f"ganlab: {signal.Signals(signum).name}: stopping {len(workers)} worker "
-                "process(es) with a checkpoint each\n".encode())
-    for pid in workers:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 120
-    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.write(2, b"ganlab: sweep stopped; relaunch the same command to resume it\n")
-    os._exit(128 + signum)
-
-
 def main() -> None:
     """`python -m ganlab.train`: bad overrides, and a place that cannot be written, end in
     one line (exit 2) before Hydra starts."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the run takes it over
     args = sys.argv[1:]
     if {"-m", "--multirun"} & set(args) and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop_workers_too)
+        signal.signal(signal.SIGTERM, stop_workers_too)
     try:
         check_overrides(args)
         _check_writable(args)

@@ -542,7 +542,7 @@ def test_rescoring_refuses_a_checkpoint_older_than_the_record(tmp_path):
 
 
 def test_progress_lines_for_runs_without_a_terminal(caplog):
-    from ganlab.train import ProgressLines
+    from ganlab.stops import ProgressLines
 
     lines = ProgressLines(total=200, start=0, enabled=True, every_s=0.0)
     with caplog.at_level(logging.INFO, logger="ganlab.train"):
