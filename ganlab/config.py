@@ -344,6 +344,7 @@ FIXED_CHOICES = {"data.split": SPLITS, "eval.real_split": SPLITS, "logger.mode":
 
 
 @functools.cache
+@functools.cache
 def bounds(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, float]]:
     """`key -> (">=" or ">", bound)` of every bounded field of the schema."""
     out = {}

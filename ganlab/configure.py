@@ -101,7 +101,7 @@ def check_overrides(args: list[str] | tuple[str, ...]) -> None:
                               f"{key}=VALUE instead")
         group = Path(CONF_DIR) / key
         if group.is_dir():
-            options = sorted(p.stem for p in group.glob("*.yaml"))
+            options = group_options(key)
             if isinstance(o.value(), Glob):
                 if not o.value().filter(options):
                     raise ConfigError(f"{key}={o.input_line.partition('=')[2]} picks no option;"
@@ -140,8 +140,13 @@ def _check_hydra_key(key: str) -> None:
         raise ConfigError(f"{key} is not a Hydra setting{_did_you_mean(key, known)}")
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the YAML files of conf/<group>/, sorted."""
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
 def _check_option(group: str, option) -> None:
-    options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    options = group_options(group)
     if option is not None and str(option) not in options:
         raise ConfigError(f"{group}={option!r} is not allowed; choose one of: "
                           f"{', '.join(options)}{_did_you_mean(str(option), options)}")
@@ -265,8 +270,7 @@ def _apply_group_choice(cfg: DictConfig, group: str, override: str) -> DictConfi
     defaults) to what composing this choice gives: a row that puts a key back to its
     default puts it back here too."""
     value = override.partition("=")[2]
-    folder = Path(CONF_DIR) / group
-    options = sorted(p.stem for p in folder.glob("*.yaml"))
+    options = group_options(group)
     for wanted in (v.strip() for v in value.strip("[]").split(",")):
         if wanted and wanted not in options:
             raise ConfigError(f"{group}={wanted!r} is not allowed; choose one of: "
@@ -290,7 +294,7 @@ def _as_override(group: str, value: str) -> str:
 def _keys_decided_by(group: str) -> frozenset[str]:
     defaults = flatten(compose([]))
     decided: set[str] = set()
-    for option in sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")):
+    for option in group_options(group):
         composed = flatten(compose([_as_override(group, option)]))
         decided |= {k for k, v in composed.items() if defaults.get(k) != v}
     return frozenset(decided)

@@ -35,7 +35,7 @@ from ganlab.compare.stats import (
     t_interval,
 )
 from ganlab.config import CONF_DIR, flatten
-from ganlab.configure import compose
+from ganlab.configure import compose, group_options
 from ganlab.metrics import Metric, metric_info, metric_key
 from ganlab.result import count_statuses
 
@@ -77,7 +77,7 @@ def resolve_baseline(spec: dict[str, str], settings_keys: set[str]) -> dict[str,
                                    "runs record")
             out.update(sets)
         elif (Path(CONF_DIR) / key).is_dir():
-            options = sorted(p.stem for p in (Path(CONF_DIR) / key).glob("*.yaml"))
+            options = group_options(key)
             raise CompareError(f"--baseline {key}={value!r}: not an option of {key}; choose "
                                f"one of: {', '.join(options)}")
         else:

@@ -43,7 +43,10 @@ def coupled_outputs(gan, batch_size: int, generator: torch.Generator,
     return outputs[0], outputs[1]
 
 
+def relative_change(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Mean absolute change of the outputs, relative to their mean absolute value."""
+    return float((first - second).abs().mean() / first.abs().mean().clamp_min(1e-12))
+
+
 def batch_coupling(gan, batch_size: int, generator: torch.Generator, n_fixed: int = 8) -> float:
-    first, second = coupled_outputs(gan, batch_size, generator, n_fixed)
-    change = (first - second).abs().mean()
-    return float(change / first.abs().mean().clamp_min(1e-12))
+    return relative_change(*coupled_outputs(gan, batch_size, generator, n_fixed))

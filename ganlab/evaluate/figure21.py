@@ -6,9 +6,8 @@ minibatches, side by side, one panel per run.
 Each run's G is rebuilt from its saved config and checkpoint and run in train mode (the
 mode it trains in) on two minibatches of its training batch size that share their first
 `--n` latents and differ in every other member (a third block shows the difference,
-amplified). With batch norm the shared samples change
-with their batch-mates; with reference or virtual batch norm (or none) they do not. The
-same latents are used for every run of a model family; each panel's title gives the run's
+amplified). With batch norm the shared samples change with their batch-mates; with
+reference or virtual batch norm (or none) they do not. The same latents are used for every run of a model family; each panel's title gives the run's
 `norm.g` and its measured coupling (ganlab.evaluate.coupling).
 """
 
@@ -22,7 +21,7 @@ import torch
 
 from ganlab.checkpoint import CheckpointError
 from ganlab.config import ConfigError
-from ganlab.evaluate.coupling import coupled_outputs
+from ganlab.evaluate.coupling import coupled_outputs, relative_change
 from ganlab.evaluate.saved import load_trained
 from ganlab.plots import image_grid, save_figure
 from ganlab.storage import StorageError
@@ -36,8 +35,8 @@ def panel(run_dir: Path, n: int, seed: int, batch: int | None = None) -> dict:
     cfg, gan, step = load_trained(run_dir, [])
     gen = torch.Generator().manual_seed(seed)
     first, second = coupled_outputs(gan, batch or cfg.train.batch_size, gen, n)
-    change = (first - second).abs().mean() / first.abs().mean().clamp_min(1e-12)
-    return {"norm": cfg.norm.g, "seed": cfg.seed, "step": step, "coupling": float(change),
+    return {"norm": cfg.norm.g, "seed": cfg.seed, "step": step,
+            "coupling": relative_change(first, second),
             "first": first.cpu(), "second": second.cpu(), "image": first.dim() == 4}
 
 
