@@ -1,6 +1,6 @@
 """From a checked config to a run's parts: its data, G and D (with the label mode's head, the
-plug-ins' D layers and the reference batches of reference/virtual norm), their optimisers,
-and the GAN that plays one round. The loop and re-scoring both build through here.
+plug-ins' D layers and the reference batches of reference/virtual norm), their optimisers
+(Adam, with the kernel `train.optimizer_impl` picks), and the GAN that plays one round. The loop and re-scoring both build through here.
 
 Every random stream of a run has its own seed derived from `seed` (`derive_seed`): weight
 init, data order, reference batches, latents, and one stream per evaluation.
@@ -42,6 +42,33 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"train.device={name!r} is not available on this machine; "
                           "choose one of: auto, cpu")
     return torch.device(name)
+
+
+def fused_adam_devices() -> tuple[str, ...]:
+    """Device types with torch's fused Adam kernel."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        return tuple(_get_fused_kernels_supported_devices())
+    except ImportError:  # an older torch: CUDA only
+        return ("cuda",)
+
+
+def resolve_optimizer_impl(impl: str, device: torch.device) -> str:
+    """The Adam kernel a run uses: `auto` is fused where the device has it, else foreach
+    on CUDA and the per-tensor loop elsewhere. The three agree up to the last bits."""
+    fused_ok = device.type in fused_adam_devices()
+    if impl == "auto":
+        return "fused" if fused_ok else ("foreach" if device.type == "cuda" else "loop")
+    if impl == "fused" and not fused_ok:
+        raise ConfigError(f"train.optimizer_impl=fused is not available on device "
+                          f"{device.type}; choose one of: auto, foreach, loop")
+    return impl
+
+
+def make_adam(params, impl: str, **kwargs) -> torch.optim.Adam:
+    """Adam with a resolved kernel choice (`resolve_optimizer_impl`)."""
+    return torch.optim.Adam(params, fused=impl == "fused" or None,
+                            foreach=impl == "foreach", **kwargs)
 
 
 def build_nets(cfg: DictConfig, data, mode: LabelMode, extras: list[Extra],
@@ -94,8 +121,9 @@ def build_gan(cfg: DictConfig, device: torch.device) -> GAN:
     G, D = G.to(device), D.to(device)
     check_memory(cfg, G, D, data, device)
     t = cfg.train
-    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=tuple(t.betas_g))
-    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=tuple(t.betas_d))
+    impl = resolve_optimizer_impl(t.optimizer_impl, device)
+    opt_g = make_adam(G.parameters(), impl, lr=t.lr_g, betas=tuple(t.betas_g))
+    opt_d = make_adam(D.parameters(), impl, lr=t.lr_d, betas=tuple(t.betas_d))
     game = Game(build_loss(cfg.loss.name, cfg.smoothing.real_target, cfg.smoothing.fake_target),
                 mode, extras)
     schedule = Schedule(t.batch_size, t.d_steps, t.g_steps, cfg.norm.split_real_fake)

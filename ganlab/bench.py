@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ganlab.assemble import make_adam
 from ganlab.config import ConfigError
 from ganlab.configure import compose
 from ganlab.result import ResultFile
+from ganlab.syncs import SyncCounter
 from ganlab.train import Trainer
 
 CASES = {
@@ -47,35 +49,47 @@ def harness_seconds(trainer: Trainer, steps: int) -> float:
 
 
 def bare_seconds(G, D, data_images: torch.Tensor | None, toy, steps: int, batch: int,
-                 z_dim: int, device: torch.device, lr: float, betas) -> float:
-    """The same GAN round written as plainly as PyTorch allows."""
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+                 z_dim: int, device: torch.device, lr: float, betas, impl: str) -> float:
+    """The same GAN round written as plainly as PyTorch allows: everything drawn on the
+    device, the same Adam kernel as the harness."""
+    opt_g = make_adam(G.parameters(), impl, lr=lr, betas=betas)
+    opt_d = make_adam(D.parameters(), impl, lr=lr, betas=betas)
     ones = torch.ones(batch, device=device)
     zeros = torch.zeros(batch, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    modes = None if toy is None else toy.modes.to(device)
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         if toy is not None:
-            idx = torch.randint(len(toy.modes), (batch,))
-            real = (toy.modes[idx] + toy.std * torch.randn(batch, 2)).to(device)
+            idx = torch.randint(len(modes), (batch,), generator=gen, device=device)
+            real = modes[idx] + toy.std * torch.randn(batch, 2, generator=gen, device=device)
         else:
-            idx = torch.randint(len(data_images), (batch,)).to(device)
+            idx = torch.randint(len(data_images), (batch,), generator=gen, device=device)
             real = data_images[idx].float().div_(127.5).sub_(1.0)
         with torch.no_grad():
-            fake = G(torch.randn(batch, z_dim).to(device))
+            fake = G(torch.randn(batch, z_dim, generator=gen, device=device))
         logits = D(torch.cat([real, fake])).adv
         loss_d = 0.5 * (F.binary_cross_entropy_with_logits(logits[:batch], ones)
                         + F.binary_cross_entropy_with_logits(logits[batch:], zeros))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        loss_g = 0.5 * F.softplus(-D(G(torch.randn(batch, z_dim).to(device))).adv).mean()
+        z = torch.randn(batch, z_dim, generator=gen, device=device)
+        loss_g = 0.5 * F.softplus(-D(G(z)).adv).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
     _sync(device)
     return time.perf_counter() - start
+
+
+def syncs_per_round(trainer: Trainer, rounds: int = 5) -> float:
+    """Would-be device syncs in a training round (ganlab.syncs; 0 is the target)."""
+    with SyncCounter() as syncs:
+        for _ in range(rounds):
+            trainer.gan.train_step()
+    return syncs.total / rounds
 
 
 def bench_case(name: str, overrides: list[str], device: str, steps: int, repeats: int,
@@ -90,19 +104,24 @@ def bench_case(name: str, overrides: list[str], device: str, steps: int, repeats
     toy = data if data.kind == "toy2d" else None
     images = None if toy else data.images
     t = cfg.train
+    impl = trainer.result.data["host"]["optimizer_impl"]
+
+    def bare(n: int) -> float:
+        return bare_seconds(G, D, images, toy, n, t.batch_size, cfg.model.z_dim,
+                            trainer.device, t.lr_g, tuple(t.betas_g), impl)
+
     harness_seconds(trainer, 5)  # warm-up both paths
-    bare_seconds(G, D, images, toy, 5, t.batch_size, cfg.model.z_dim, trainer.device,
-                 t.lr_g, tuple(t.betas_g))
-    harness, bare, bare_again = [], [], []
+    bare(5)
+    harness, bares, bare_again = [], [], []
     for _ in range(repeats):
         harness.append(harness_seconds(trainer, steps) / steps)
-        for times in (bare, bare_again):  # the second bare loop measures the noise floor
-            times.append(bare_seconds(G, D, images, toy, steps, t.batch_size, cfg.model.z_dim,
-                                      trainer.device, t.lr_g, tuple(t.betas_g)) / steps)
-    h, b = statistics.median(harness), statistics.median(bare)
+        for times in (bares, bare_again):  # the second bare loop measures the noise floor
+            times.append(bare(steps) / steps)
+    h, b = statistics.median(harness), statistics.median(bares)
     return {"case": name, "device": str(trainer.device), "harness_ms": 1e3 * h,
-            "bare_ms": 1e3 * b, "ratio": h / b,
-            "noise": statistics.median(bare_again) / b, "harness_steps": trainer.counters.step}
+            "bare_ms": 1e3 * b, "ratio": h / b, "optimizer_impl": impl,
+            "noise": statistics.median(bare_again) / b, "harness_steps": trainer.counters.step,
+            "syncs_per_round": syncs_per_round(trainer)}
 
 
 class _FeatureHead(torch.nn.Module):
@@ -155,10 +174,11 @@ def bench_eval(device: str, n: int, workdir: Path) -> dict:
     net = evaluator.extractor.net
     start = time.perf_counter()
     d = evaluator.reference.features.shape[1]
-    fid_m = FrechetInceptionDistance(feature=_FeatureHead(net, False, d))
+    # built on the device the images are on (torchmetrics keeps its states there)
+    fid_m = FrechetInceptionDistance(feature=_FeatureHead(net, False, d)).to(trainer.device)
     kid_m = _quiet(KernelInceptionDistance, feature=_FeatureHead(net, False, d),
-                   subset_size=min(1000, n))
-    is_m = _quiet(InceptionScore, feature=_FeatureHead(net, True, 10))
+                   subset_size=min(1000, n)).to(trainer.device)
+    is_m = _quiet(InceptionScore, feature=_FeatureHead(net, True, 10)).to(trainer.device)
     with torch.no_grad():
         for start_i in range(0, n, 500):
             r, f = real[start_i:start_i + 500], fake[start_i:start_i + 500]
@@ -218,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="generated images for the evaluation line (0: skip it)")
     parser.add_argument("--sweep-runs", type=int, default=6,
                         help="tiny runs for the sweep line (0: skip it)")
+    parser.add_argument("--table", help="also write the closing table to this file")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             r = rows[-1]
             print(f"{r['case']:<12} {r['device']:<5} harness {r['harness_ms']:8.3f} ms/step   "
                   f"bare {r['bare_ms']:8.3f} ms/step   ratio {r['ratio']:.3f}   "
-                  f"(bare/bare noise floor {r['noise']:.3f})", flush=True)
+                  f"(bare/bare noise floor {r['noise']:.3f}; Adam {r['optimizer_impl']}; "
+                  f"{r['syncs_per_round']:g} syncs per round)", flush=True)
         eval_row = None
         if args.eval_samples:
             try:
@@ -249,18 +271,26 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['n']} tiny ring8 runs: one-process loop {r['loop_s']:.1f} s, "
                   f"basic launcher {r['basic_s']:.1f} s, joblib launcher (2 jobs) "
                   f"{r['joblib_s']:.1f} s", flush=True)
+    table = []
     if rows:
-        print("\ncase          device  harness/bare  bare/bare  (target <= 1.05)")
+        table.append("case          device  harness/bare  bare/bare  syncs/round  "
+                     "(target <= 1.05, 0)")
         for r in rows:
-            print(f"{r['case']:<13} {r['device']:<7} {r['ratio']:<13.3f} {r['noise']:<10.3f}"
-                  f"{'' if r['ratio'] <= 1.05 else ' ABOVE TARGET'}")
+            table.append(f"{r['case']:<13} {r['device']:<7} {r['ratio']:<13.3f} "
+                         f"{r['noise']:<10.3f} {r['syncs_per_round']:<12g}"
+                         f"{'' if r['ratio'] <= 1.05 else ' ABOVE TARGET'}")
     if eval_row:
-        print(f"{eval_row['case']:<13} {eval_row['device']:<7} {eval_row['ratio']:.3f}  "
-              "(FID+KID+IS: ganlab evaluator / torchmetrics recomputing both sides)")
+        table.append(f"{eval_row['case']:<13} {eval_row['device']:<7} {eval_row['ratio']:.3f}  "
+                     "(FID+KID+IS: ganlab evaluator / torchmetrics recomputing both sides)")
     if sweep_row:
         r = sweep_row
-        print(f"{'sweep':<13} {'cpu':<7} {r['joblib_s'] / r['loop_s']:.3f}  (joblib launcher / "
-              f"one-process loop, {r['n']} runs; fixed overhead {r['overhead_s']:.2f} s/run)")
+        table.append(f"{'sweep':<13} {'cpu':<7} {r['joblib_s'] / r['loop_s']:.3f}  (joblib "
+                     f"launcher / one-process loop, {r['n']} runs; fixed overhead "
+                     f"{r['overhead_s']:.2f} s/run)")
+    print("\n" + "\n".join(table))
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text("\n".join(table) + "\n")
     return 0 if rows else 1
 
 

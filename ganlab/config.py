@@ -154,6 +154,9 @@ class TrainConfig:
     checkpoint_every: int = keyed(500, Role.SCHEDULE, at_least=0)  # rounds between checkpoints (0: end)
     log_every: int = keyed(50, Role.SCHEDULE, at_least=1)  # rounds between loss logs and divergence checks
     device: str = keyed("auto", Role.INFRA)  # auto | cpu | cuda | cuda:N
+    # Adam's kernel: auto (fused where the device has it) | fused | foreach | loop. They
+    # agree up to the last bits; result.json's host.optimizer_impl says which one ran.
+    optimizer_impl: str = keyed("auto", Role.INFRA)
     progress: bool = keyed(True, Role.INFRA)  # progress bar on a terminal
 
 
@@ -339,11 +342,12 @@ def check_bound(key: str, value: Any, op: str, bound: float) -> None:
 
 SPLITS = ("train", "test")
 LOGGER_MODES = ("offline", "online", "disabled")
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 # string keys with a fixed set of values (names of parts are checked against their registries)
-FIXED_CHOICES = {"data.split": SPLITS, "eval.real_split": SPLITS, "logger.mode": LOGGER_MODES}
+FIXED_CHOICES = {"data.split": SPLITS, "eval.real_split": SPLITS, "logger.mode": LOGGER_MODES,
+                 "train.optimizer_impl": OPTIMIZER_IMPLS}
 
 
-@functools.cache
 @functools.cache
 def bounds(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, float]]:
     """`key -> (">=" or ">", bound)` of every bounded field of the schema."""

@@ -4,7 +4,9 @@
 updates of D, each on a fresh real batch and fresh z, then `g_steps` updates of G. Each
 player's cost is the GAN loss, plus the label mode's terms, plus the terms of every active
 plug-in (ganlab.extras), which read the update's D outputs through a `Step`. The round never
-synchronises with the device; the loop reads the returned (detached) tensors when it logs.
+synchronises with the device: latents, labels and data are drawn where the networks are
+(tests/test_gan.py counts it with ganlab.syncs); the loop reads the returned (detached)
+tensors in one copy when it logs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ganlab.data.base import restore_stream, stream_state
 from ganlab.extras import Extra
 from ganlab.labels import LabelMode
 from ganlab.losses import GANLoss
@@ -73,18 +76,21 @@ class GAN:
             e.separate_real_fake for e in self.extras)
         for extra in self.extras:
             extra.bind(G, D)
-        # z (and G's labels) are drawn on the CPU from their own generator: the same seed
-        # gives the same latent stream on every device, and its state is saved for resume.
-        self.noise = torch.Generator().manual_seed(noise_seed)
+        # real labels are gathered only for a label mode that reads them
+        self.real_labels = self.labels.uses_labels
+        # z (and G's labels) are drawn on the training device from their own generator, so
+        # a round copies nothing from the host; its state is saved for resume. The same
+        # seed gives the same stream on every CPU, but a CUDA run draws other numbers.
+        self.noise = torch.Generator(device=device).manual_seed(noise_seed)
 
     def sample_z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.z_dim, generator=self.noise).to(self.device)
+        return torch.randn(n, self.z_dim, generator=self.noise, device=self.device)
 
     def sample_fake_labels(self, n: int) -> torch.Tensor | None:
         """Labels for G to generate (uniform over classes) when the label mode conditions G."""
         if not self.labels.conditional_g:
             return None
-        return torch.randint(self.num_classes, (n,), generator=self.noise).to(self.device)
+        return torch.randint(self.num_classes, (n,), generator=self.noise, device=self.device)
 
     def discriminate(self, real, y_real, fake, y_fake) -> tuple[DOutput, DOutput]:
         """D's outputs on real and on fake samples."""
@@ -109,7 +115,7 @@ class GAN:
 
     def _real_batch(self):
         self.round_images += self.batch_size
-        return self.data.sample(self.batch_size)
+        return self.data.sample(self.batch_size, labels=self.real_labels)
 
     def d_step(self) -> dict[str, torch.Tensor]:
         real, y_real = self._real_batch()
@@ -160,12 +166,15 @@ class GAN:
 
     @staticmethod
     def read_stats(stats: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Python numbers from a round's stats (synchronises with the device)."""
-        values = {k: float(v) for k, v in stats.items() if not k.endswith("_logits")}
+        """Python numbers from a round's stats, in one copy from the device (one sync)."""
+        scalars = {k: v for k, v in stats.items() if not k.endswith("_logits")}
         for side in ("real", "fake"):
             if f"{side}_logits" in stats:
-                values[f"d_{side}"] = float(torch.sigmoid(stats[f"{side}_logits"]).mean())
-        return values
+                scalars[f"d_{side}"] = torch.sigmoid(stats[f"{side}_logits"]).mean()
+        if not scalars:
+            return {}
+        values = torch.stack([v.detach().float().reshape(()) for v in scalars.values()])
+        return dict(zip(scalars, values.tolist(), strict=True))
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator, batch_size: int,
@@ -191,7 +200,7 @@ class GAN:
     def state_dict(self) -> dict:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "noise": self.noise.get_state(), "data": self.data.state_dict(),
+                "noise": stream_state(self.noise), "data": self.data.state_dict(),
                 "extras": {e.name: e.state_dict() for e in self.extras}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -199,7 +208,7 @@ class GAN:
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.noise.set_state(state["noise"])
+        restore_stream(self.noise, state["noise"])
         self.data.load_state_dict(state["data"])
         for extra in self.extras:
             extra.load_state_dict(state["extras"][extra.name])

@@ -33,7 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ganlab.assemble import build_gan, resolve_device
+from ganlab.assemble import build_gan, resolve_device, resolve_optimizer_impl
 from ganlab.checkpoint import LAST, CheckpointError, load_latest, save_checkpoint
 from ganlab.config import (
     CONF_DIR,
@@ -113,6 +113,10 @@ class Trainer:
         self.ckpt_path = run_dir / "checkpoints" / LAST
         self.gan = build_gan(cfg, self.device)
         self.data = self.gan.data
+        # fused, foreach and loop Adam differ in the last bits: the record says which ran
+        result.update(host={**result.data["host"], "device": str(self.device),
+                            "optimizer_impl": resolve_optimizer_impl(
+                                cfg.train.optimizer_impl, self.device)})
         # May train the feature classifier and cache real statistics on first use.
         self.evaluator = build_evaluator(cfg, self.data, self.device)
         # the record says what ran: a plug-in may force separate real/fake batches in D
@@ -213,9 +217,12 @@ class Trainer:
         self.gan.G.train()
         self.gan.D.train()
         self.stop.deferred = True
+        # the loop reads plain ints: an OmegaConf attribute costs microseconds per read
+        steps, d_steps, g_steps = t.steps, t.d_steps, t.g_steps
+        eval_every, ckpt_every, log_every = e.every, t.checkpoint_every, t.log_every
         try:
             start = time.perf_counter()
-            while c.step < t.steps:
+            while c.step < steps:
                 if self.stop.requested is not None:
                     interrupted = Interrupted(self.stop.requested)
                     c.wall_s += time.perf_counter() - start
@@ -227,15 +234,14 @@ class Trainer:
                     break
                 stats = self.gan.train_step()
                 c.step += 1
-                c.d_updates += t.d_steps
-                c.g_updates += t.g_steps
+                c.d_updates += d_steps
+                c.g_updates += g_steps
                 c.images_seen += self.gan.round_images
                 bar.update()
                 progress.update(c.step)
-                eval_due = c.step == t.steps or (e.every > 0 and c.step % e.every == 0)
-                ckpt_due = c.step == t.steps or (t.checkpoint_every > 0
-                                                 and c.step % t.checkpoint_every == 0)
-                if not (eval_due or ckpt_due or c.step % t.log_every == 0):
+                eval_due = c.step == steps or (eval_every > 0 and c.step % eval_every == 0)
+                ckpt_due = c.step == steps or (ckpt_every > 0 and c.step % ckpt_every == 0)
+                if not (eval_due or ckpt_due or c.step % log_every == 0):
                     continue
                 self.last_train = self._read_stats(stats)  # the one sync with the device
                 self.tracker.log(self.last_train, c.step)
@@ -245,7 +251,7 @@ class Trainer:
                     c.wall_s += time.perf_counter() - start
                     if eval_due:
                         metrics = self.evaluate()
-                        log.info("step %d/%d  %s", c.step, t.steps, _fmt(
+                        log.info("step %d/%d  %s", c.step, steps, _fmt(
                             {**self.last_train, **metrics}))
                         self.result.update(step=c.step, metrics={**self.last_train, **metrics},
                                            history=self.history)
@@ -482,6 +488,19 @@ def main() -> None:
         print(f"ganlab: {prefix}{err}", file=sys.stderr)
         sys.exit(2)
     _hydra_main()
+    if not {"-m", "--multirun"} & set(args):
+        _exit_now()
+
+
+def _exit_now() -> None:
+    """End a finished single run without the interpreter's teardown of torch (about a
+    second): its record, checkpoint and logs are written, W&B is finished and torn down."""
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

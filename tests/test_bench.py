@@ -14,16 +14,20 @@ def test_bench_times_the_real_loop_for_the_steps_it_reports(tmp_path):
     assert row["harness_steps"] == 5 + 2 * 3
     assert row["ratio"] == pytest.approx(row["harness_ms"] / row["bare_ms"])
     assert row["harness_ms"] > 0 and row["bare_ms"] > 0 and row["noise"] > 0
+    # both loops run the same Adam kernel, and the harness's round waits for nothing
+    assert row["optimizer_impl"] == "fused" and row["syncs_per_round"] == 0
 
 
-def test_bench_prints_one_line_per_case_and_the_ratio_table(capsys):
+def test_bench_prints_one_line_per_case_and_the_ratio_table(capsys, tmp_path):
+    table = tmp_path / "out" / "table.txt"
     assert main(["--cases", "mlp/ring8", "--steps", "3", "--repeats", "1",
-                 "--eval-samples", "0", "--sweep-runs", "0"]) == 0
+                 "--eval-samples", "0", "--sweep-runs", "0", "--table", str(table)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
+    assert table.read_text().splitlines() == lines[-2:]  # the closing table, kept
     assert lines[0].startswith("mlp/ring8") and "ratio" in lines[0]
-    assert lines[-2].split() == ["case", "device", "harness/bare", "bare/bare", "(target",
-                                 "<=", "1.05)"]
-    case, device, ratio, noise = lines[-1].split()[:4]
-    assert (case, device) == ("mlp/ring8", "cpu")
+    assert lines[-2].split() == ["case", "device", "harness/bare", "bare/bare", "syncs/round",
+                                 "(target", "<=", "1.05,", "0)"]
+    case, device, ratio, noise, syncs = lines[-1].split()[:5]
+    assert (case, device, syncs) == ("mlp/ring8", "cpu", "0")
     # the table repeats the line's ratio, to three decimals
     assert f"ratio {float(ratio):.3f}" in lines[0] and float(noise) > 0

@@ -149,3 +149,18 @@ def test_overlapping_dirs_count_each_run_once(sweep):
     classes = group_runs(load_results([sweep, sweep / "loss=minimax"]))
     minimax = next(v for v in _class(classes, "none").variants if v.label == "loss=minimax")
     assert len(minimax.runs) == 4
+
+
+def test_variants_are_listed_in_the_order_their_sweep_listed_them(sweep):
+    assert [v.label for v in _class(group_runs(load_results([sweep])), "none").variants] == [
+        "loss=minimax", "loss=non_saturating"]  # no multirun.yaml: by label
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      seed: 0,1,2\n"
+        "  overrides:\n    task:\n    - train.steps=2000\n    - extras=[a,b]\n"
+        "    - loss.name=non_saturating,minimax\n")
+    runs = load_results([sweep])
+    assert runs.sweep_axes == {"loss.name": ["non_saturating", "minimax"]}
+    assert [v.label for v in _class(group_runs(runs), "none").variants] == [
+        "loss=non_saturating", "loss=minimax"]
+    (sweep / "multirun.yaml").write_text("{not: yaml")  # damaged: by label again
+    assert load_results([sweep]).sweep_axes == {}

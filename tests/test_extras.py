@@ -289,9 +289,9 @@ class _CountingData:
     def __init__(self, data):
         self.data, self.draws = data, 0
 
-    def sample(self, n):
+    def sample(self, n, labels=True):
         self.draws += 1
-        return self.data.sample(n)
+        return self.data.sample(n, labels)
 
     def __getattr__(self, name):
         return getattr(self.data, name)

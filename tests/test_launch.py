@@ -22,15 +22,27 @@ PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")
                  if p.stem != "eq15")  # eq15 is not a sweep: ganlab.dstar runs its cases
 # presets that fix their data (the demo: ring8; PacGAN's protocol: 2-D mixtures only)
 PINNED = {"quick": ["ring8"], "pacgan2d": ["ring8", "grid25"], "fig21": ["mnist"],
-          "balance": ["grid25"]}
+          "balance": ["grid25"], "labels": ["mnist"], "salimans2016-mnist": ["mnist"],
+          "smoothing-mnist": ["mnist"]}
 SEEDS = {"quick": "0,1,2", "pacgan2d": "0,1,2,3,4,5,6,7,8,9"}  # else 5
 TINY = ["train.steps=4", "train.batch_size=16", "eval.every=0", "eval.num_samples=100",
         "logger=none", "train.progress=false"]
 
 
+def _sweep_params(preset: str):
+    """A preset's sweeper params, its own or those of the preset it extends."""
+    conf = OmegaConf.load(REPO / "conf" / "experiment" / f"{preset}.yaml")
+    params = OmegaConf.select(conf, "hydra.sweeper.params")
+    if params is not None:
+        return params
+    (parent,) = [d for d in conf.defaults if isinstance(d, str)
+                 and (REPO / "conf" / "experiment" / f"{d}.yaml").exists()]
+    return _sweep_params(parent)
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_sweeps_seeds_and_variant_keys_only(preset):
-    params = OmegaConf.load(REPO / "conf" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    params = _sweep_params(preset)
     axes = [k for k in params if k != "seed"]
     assert "seed" in params and axes  # replicated over seeds, along at least one axis
     # what it sweeps changes the trained model (never infrastructure or the evaluation);
@@ -55,7 +67,7 @@ def test_presets_compose_on_ring8_and_mnist_with_seeds_and_a_baseline(preset, da
     text = (REPO / "conf" / "experiment" / f"{preset}.yaml").read_text()
     assert text.startswith("# @package _global_\n# ")  # and says what it asks
     # presets meant for conclusions run 5 seeds; the demo keeps 3 (its report says thin)
-    params = OmegaConf.load(REPO / "conf" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    params = _sweep_params(preset)
     assert str(params.seed).replace(" ", "") == SEEDS.get(preset, "0,1,2,3,4")
 
 
@@ -242,13 +254,20 @@ def test_rerun_overrides_are_checked(tmp_path):
         load_config(tmp_path / "missing", [])
 
 
+# MNIST presets run here without the feature classifier (the slow tests train it), so they
+# are compared on batch coupling, which needs none
+NO_FEATURES = ["model.g_width=8", "eval.features=none", "norm.ref_batch_size=16"]
+
+
 @pytest.mark.parametrize("preset, extra, runs", [
     ("smoothing", [], 8),  # 2 datasets x 4 variants
     ("pacgan2d", ["data.train_size=300"], 2),
-    ("fig21", ["model.g_width=8", "model.d_width=8", "eval.features=none",
-               "norm.ref_batch_size=16"], 4),
+    ("fig21", [*NO_FEATURES, "model.d_width=8"], 4),
     ("balance", ["train.d_steps=1,5",
                  "model.width_ratio=1.0,2.0", "train.steps=20", "eval.every=1"], 4),
+    ("labels", NO_FEATURES, 4),
+    ("salimans2016-mnist", NO_FEATURES, 6),
+    ("smoothing-mnist", NO_FEATURES, 4),
 ])
 def test_study_presets_run_and_compare_at_a_tiny_size(preset, extra, runs, tmp_path,
                                                       mnist_root):
@@ -257,11 +276,25 @@ def test_study_presets_run_and_compare_at_a_tiny_size(preset, extra, runs, tmp_p
     assert out.returncode == 0, out.stderr[-3000:]
     results = _results(tmp_path)
     assert len(results) == runs and {r["status"] for r in results} == {"completed"}
-    assert compare_main([str(tmp_path), "--no-wandb"]) == 0
+    mnist = "eval.features=none" in extra
+    assert compare_main([str(tmp_path), "--no-wandb",
+                         *(["--metric", "coupling"] if mnist else [])]) == 0
     doc = json.loads((tmp_path / "report.json").read_text())
     assert doc["study"]["name"] == preset
-    assert doc["settings"]["primary_metric"] == {"fig21": "eval/coupling"}.get(
-        preset, "eval/modes_covered")
+    assert doc["settings"]["primary_metric"] == (
+        "eval/coupling" if mnist else "eval/modes_covered")
+    if mnist:
+        assert {r["comparability"]["data.name"] for r in results} == {"mnist"}
+    # labelled and unlabelled runs are told apart: two classes, labelled first
+    classes = [c["label"].split(",")[0] for c in doc["classes"]]
+    if preset in ("labels", "salimans2016-mnist"):
+        assert classes == ["labels=labelled", "labels=none"]
+        rows = [[r["variant"] for r in t["rows"]] for c in doc["classes"]
+                for t in c["tables"][:1]]
+        assert rows == ({"labels": [["conditional", "auxiliary", "kplus1"], ["(one variant)"]],
+                         "salimans2016-mnist": [
+                             ["all", "minus_vbn_plus_bn", "minus_ls", "minus_mbf"],
+                             ["minus_l", "minus_l_plus_ha"]]}[preset])
     if preset == "balance":  # compared at matched G updates (wall-clock: test_compare)
         assert compare_main([str(tmp_path), "--no-wandb", "--match", "g_steps"]) == 0
         doc = json.loads((tmp_path / "report.json").read_text())

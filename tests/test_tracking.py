@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from ganlab.configure import compose
 from ganlab.tracking import NullTracker, WandbTracker, build_tracker
 from ganlab.train import run
+from tests.helpers import run_cli
 
 ARGS = ["train.steps=20", "eval.every=10", "eval.num_samples=100", "train.log_every=5",
         "train.device=cpu", "train.progress=false"]
@@ -27,6 +29,18 @@ def test_offline_run_writes_a_wandb_run_with_metrics_and_images(tmp_path, monkey
     # the W&B run id is kept so a resumed run appends to the same W&B run
     run_id = (tmp_path / "r" / "wandb_id.txt").read_text()
     assert runs[0].name.endswith(run_id)
+
+
+def test_a_single_cli_run_skips_teardown_but_finishes_its_wandb_run(tmp_path):
+    # `python -m ganlab.train` ends a finished single run with os._exit: everything must be
+    # written and W&B's offline stream closed first
+    out = run_cli(*ARGS, "logger=wandb", f"hydra.run.dir={tmp_path / 'r'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["status"] == "completed"
+    (offline,) = (tmp_path / "r" / "wandb").glob("offline-run-*")
+    last = (offline / "logs" / "debug-internal.log").read_text().strip().splitlines()[-1]
+    assert "stream: all finished" in last
+    assert "step 20/20" in (tmp_path / "r" / "train.log").read_text().splitlines()[-1]
 
 
 def test_a_broken_wandb_never_kills_training(tmp_path, monkeypatch, caplog):

@@ -15,20 +15,47 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from ganlab.result import RecordError, read_result
 
 
 class Runs(list):
-    """The records read, with the files that could not be read (`unreadable`: messages)."""
+    """The records read, with the files that could not be read (`unreadable`: messages) and
+    the swept keys of the sweeps they came from (`sweep_axes`, in the command's order)."""
 
-    def __init__(self, records=(), unreadable=()):
+    def __init__(self, records=(), unreadable=(), sweep_axes=None):
         super().__init__(records)
         self.unreadable = list(unreadable)
+        self.sweep_axes: dict[str, list[str]] = dict(sweep_axes or {})
+
+
+def sweep_axes(sweep_dir: Path) -> dict[str, list[str]]:
+    """The keys a sweep swept (seed aside) and their values in the order its command listed
+    them: the preset's sweeper params, then comma lists on the command line (Hydra's
+    multirun.yaml). Empty where there is no readable multirun.yaml."""
+    try:
+        conf = OmegaConf.load(sweep_dir / "multirun.yaml")
+        params = OmegaConf.select(conf, "hydra.sweeper.params") or {}
+        task = OmegaConf.select(conf, "hydra.overrides.task") or []
+    except Exception:  # no file, or not one of Hydra's
+        return {}
+    listed = [(str(k), str(v)) for k, v in params.items()]
+    listed += [tuple(str(o).split("=", 1)) for o in task if "=" in str(o)]
+    axes = {}
+    for k, v in listed:
+        if "," in v and not v.lstrip().startswith(("[", "{")) and "(" not in v:
+            axes[k.lstrip("+~")] = [x.strip() for x in v.split(",")]
+    axes.pop("seed", None)
+    return axes
 
 
 def load_results(dirs: list[Path]) -> Runs:
     runs, seen = Runs(), set()
     for d in dirs:
+        for path in sorted(Path(d).rglob("multirun.yaml")):
+            for k, values in sweep_axes(path.parent).items():
+                runs.sweep_axes.setdefault(k, values)
         for path in sorted(Path(d).rglob("result.json")):
             run_dir = path.parent.resolve()
             if run_dir in seen:  # overlapping dirs: count each run once
@@ -143,8 +170,27 @@ def _without_eval(comparability: dict) -> str:
     return key({k: v for k, v in comparability.items() if k != "eval"})
 
 
+def _as_listed(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _sweep_rank(variant: Variant, axes: dict[str, list[str]]) -> list[int]:
+    """Where a variant's values stand in its sweep's lists (a value not listed goes last)."""
+    run = variant.runs[0]
+    choices = {g.split("@")[0]: c for g, c in (run.get("choices") or {}).items()}
+    rank = []
+    for axis, values in axes.items():
+        group = axis.split("@")[0]
+        value = choices[group] if group in choices else variant.settings.get(axis)
+        shown = _as_listed(value)
+        rank.append(values.index(shown) if shown in values else len(values))
+    return rank
+
+
 def group_runs(results: list[dict]) -> list[ComparisonClass]:
-    """Comparison classes (sorted by label), each with its variants (sorted by label)."""
+    """Comparison classes (sorted by label), each with its variants in the order their sweep
+    listed them (`Runs.sweep_axes`), else sorted by label."""
+    axes = getattr(results, "sweep_axes", {})
     by_class: dict[str, list[dict]] = defaultdict(list)
     no_protocol = []
     for r in results:
@@ -174,11 +220,13 @@ def group_runs(results: list[dict]) -> list[ComparisonClass]:
         for idx in groups.values():
             s = settings[idx[0]]
             group.variants.append(Variant(s, [runs[i] for i in idx], variant_label(s, varying)))
-        options = option_labels(group.variants)
+        # a preset's named rows keep their names; else the group options tell them apart
+        named = all(v.settings.get("study.variant") for v in group.variants)
+        options = None if named else option_labels(group.variants)
         if options is not None:
             for variant, label in zip(group.variants, options, strict=True):
                 variant.label, variant.detail = label, variant.label
-        group.variants.sort(key=lambda v: v.label)
+        group.variants.sort(key=lambda v: (_sweep_rank(v, axes), v.label))
         classes.append(group)
     _tell_apart(classes)
     classes.sort(key=lambda c: c.label)

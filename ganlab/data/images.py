@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ganlab.config import ConfigError
-from ganlab.data.base import UNLABELLED
+from ganlab.data.base import UNLABELLED, restore_stream, stream_state
 
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 
@@ -159,20 +159,27 @@ class ImageDataset:
         self.num_classes = num_classes
         self.sample_shape = tuple(images.shape[1:])
         self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
-        self._order = torch.randperm(len(images), generator=self.generator)
+        # the epoch order is drawn on the training device (no copy per batch); a CUDA run
+        # shuffles differently from a CPU run with the same seed
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self._order = self._shuffled()
         self._pos = 0
+
+    def _shuffled(self) -> torch.Tensor:
+        return torch.randperm(len(self.images), generator=self.generator, device=self.device)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, batch_size: int, labels: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch in [-1, 1] and its labels (None when `labels` is false)."""
         if self._pos + batch_size > len(self._order):  # drop the ragged tail, start an epoch
-            self._order = torch.randperm(len(self.images), generator=self.generator)
+            self._order = self._shuffled()
             self._pos = 0
-        idx = self._order[self._pos:self._pos + batch_size].to(self.device)
+        idx = self._order[self._pos:self._pos + batch_size]
         self._pos += batch_size
-        return to_signed_unit(self.images[idx]), self.labels[idx]
+        return to_signed_unit(self.images[idx]), (self.labels[idx] if labels else None)
 
     def reference_batch(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed batch for reference/virtual norm, drawn from `gen` (the stream untouched)."""
@@ -180,12 +187,12 @@ class ImageDataset:
         return to_signed_unit(self.images[idx]), self.true_labels[idx]
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "order": self._order.clone(),
+        return {"generator": stream_state(self.generator), "order": self._order.clone(),
                 "pos": self._pos}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self._order = state["order"].clone()
+        restore_stream(self.generator, state["generator"])
+        self._order = state["order"].to(self.device, copy=True)
         self._pos = int(state["pos"])
 
 
