@@ -39,11 +39,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check ganlab tests
 	$(VENV)/bin/lint-imports
 
-# On a CUDA machine: the CUDA tests, then the bench on the GPU; its table prints last and
-# is kept in outputs/gpu-check.txt.
+# On a CUDA machine: the CUDA tests, then the bench on the GPU (with 1, 4 and 8 runs packed
+# on it through joblib); its table prints last and is kept in outputs/gpu-check.txt.
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m cuda -q
-	$(PY) -m ganlab.bench --device cuda --table outputs/gpu-check.txt
+	$(PY) -m ganlab.bench --device cuda --pack 1,4,8 --table outputs/gpu-check.txt
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

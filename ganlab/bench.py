@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
 import subprocess
@@ -228,6 +229,35 @@ def bench_sweep(n: int, workdir: Path) -> dict:
             "joblib_s": joblib}
 
 
+PACK_RUN = {"mlp/ring8": ["data=ring8", "model=mlp", "train.batch_size=256"],
+            "dcgan/mnist": ["data=mnist", "model=dcgan", "train.batch_size=64",
+                            "eval.features=none"]}
+
+
+def bench_packing(case: str, counts: list[int], steps: int, device: str, launcher: str,
+                  workdir: Path) -> list[dict]:
+    """Runs packed k at a time on one device through a launcher, for each k in `counts`:
+    aggregate training throughput (rounds per second summed over runs, from each run's own
+    training clock) relative to one run at a time."""
+    rows = []
+    for k in counts:
+        seeds = ",".join(str(i) for i in range(k))
+        parallel = ([f"fanout.runs_per_gpu={k}", f"fanout.n_jobs={k}"] if launcher == "local"
+                    else [f"fanout.n_jobs={k}"])
+        sweep = workdir / f"pack_{case.replace('/', '_')}_{launcher}_{k}"
+        _cli(["-m", f"launcher={launcher}", *parallel, f"seed={seeds}", *PACK_RUN[case],
+              f"train.steps={steps}", "eval.every=0", "eval.num_samples=100",
+              "eval.grid_size=0", "train.checkpoint_every=0", f"train.device={device}",
+              "train.progress=false", "logger=none", f"hydra.sweep.dir={sweep}"])
+        records = [json.loads(p.read_text()) for p in sweep.rglob("result.json")]
+        walls = [r["history"][-1]["wall_s"] for r in records]
+        rows.append({"case": case, "launcher": launcher, "k": k, "runs": len(records),
+                     "rounds_per_s": sum(steps / w for w in walls)})
+    for r in rows:
+        r["speedup"] = r["rounds_per_s"] / rows[0]["rounds_per_s"]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ganlab.bench", description=__doc__)
     parser.add_argument("--device", default="cpu")
@@ -238,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="generated images for the evaluation line (0: skip it)")
     parser.add_argument("--sweep-runs", type=int, default=6,
                         help="tiny runs for the sweep line (0: skip it)")
+    parser.add_argument("--pack", default="",
+                        help="comma list of runs packed at once on the device, e.g. 1,4,8 "
+                             "(empty: skip the packing lines)")
+    parser.add_argument("--pack-launcher", default="joblib", choices=["joblib", "local"])
+    parser.add_argument("--pack-steps", type=int, default=300)
     parser.add_argument("--table", help="also write the closing table to this file")
     args = parser.parse_args(argv)
     rows = []
@@ -271,6 +306,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['n']} tiny ring8 runs: one-process loop {r['loop_s']:.1f} s, "
                   f"basic launcher {r['basic_s']:.1f} s, joblib launcher (2 jobs) "
                   f"{r['joblib_s']:.1f} s", flush=True)
+        packing = []
+        if args.pack:
+            counts = [int(k) for k in args.pack.split(",")]
+            for name in args.cases:
+                packing += bench_packing(name, counts, args.pack_steps, args.device,
+                                         args.pack_launcher, Path(tmp))
+                for r in packing[-len(counts):]:
+                    print(f"pack {r['case']:<12} {r['launcher']:<7} {r['k']} at once: "
+                          f"{r['rounds_per_s']:.1f} rounds/s summed over {r['runs']} runs, "
+                          f"{r['speedup']:.2f}x one at a time", flush=True)
     table = []
     if rows:
         table.append("case          device  harness/bare  bare/bare  syncs/round  "
@@ -278,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             table.append(f"{r['case']:<13} {r['device']:<7} {r['ratio']:<13.3f} "
                          f"{r['noise']:<10.3f} {r['syncs_per_round']:<12g}"
-                         f"{'' if r['ratio'] <= 1.05 else ' ABOVE TARGET'}")
+                         f"{'' if r['ratio'] <= 1.05 else ' ABOVE TARGET'}".rstrip())
     if eval_row:
         table.append(f"{eval_row['case']:<13} {eval_row['device']:<7} {eval_row['ratio']:.3f}  "
                      "(FID+KID+IS: ganlab evaluator / torchmetrics recomputing both sides)")
@@ -287,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         table.append(f"{'sweep':<13} {'cpu':<7} {r['joblib_s'] / r['loop_s']:.3f}  (joblib "
                      f"launcher / one-process loop, {r['n']} runs; fixed overhead "
                      f"{r['overhead_s']:.2f} s/run)")
+    for r in packing:
+        table.append(f"{'pack ' + r['case']:<18} {args.device:<7} {r['speedup']:.2f}x  ({r['k']} "
+                     f"runs at once through {r['launcher']}: summed rounds/s over one at a time)")
     print("\n" + "\n".join(table))
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from ganlab.bench import bench_case, main
+from ganlab.bench import bench_case, bench_packing, main
 
 
 def test_bench_times_the_real_loop_for_the_steps_it_reports(tmp_path):
@@ -31,3 +33,13 @@ def test_bench_prints_one_line_per_case_and_the_ratio_table(capsys, tmp_path):
     assert (case, device, syncs) == ("mlp/ring8", "cpu", "0")
     # the table repeats the line's ratio, to three decimals
     assert f"ratio {float(ratio):.3f}" in lines[0] and float(noise) > 0
+
+
+def test_packing_runs_k_at_once_and_sums_their_training_rates(tmp_path):
+    rows = bench_packing("mlp/ring8", [1, 2], steps=20, device="cpu", launcher="joblib",
+                         workdir=tmp_path)
+    assert [(r["k"], r["runs"]) for r in rows] == [(1, 1), (2, 2)]
+    assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] > 0
+    # each sweep's runs trained the steps asked for
+    records = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    assert len(records) == 3 and {r["step"] for r in records} == {20}

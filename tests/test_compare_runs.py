@@ -164,3 +164,24 @@ def test_variants_are_listed_in_the_order_their_sweep_listed_them(sweep):
         "loss=non_saturating", "loss=minimax"]
     (sweep / "multirun.yaml").write_text("{not: yaml")  # damaged: by label again
     assert load_results([sweep]).sweep_axes == {}
+
+
+def test_a_lone_unlabelled_variant_is_named_by_its_option_in_every_table(tmp_path):
+    import json
+
+    for labels, comparability in (("none", UNLABELLED), ("conditional", LABELLED),
+                                  ("auxiliary", LABELLED)):
+        for seed in range(3):
+            run_dir = tmp_path / f"labels={labels}" / f"seed={seed}"
+            write_run(run_dir, "completed", seed, dict(TRICK, **{"labels.name": labels}),
+                      comparability, {"eval/modes_covered": 5 + seed, "eval/hq_pct": 50.0 + seed})
+            record = json.loads((run_dir / "result.json").read_text())
+            record["choices"] = {"labels": labels, "data": "ring8"}
+            atomic_write_json(run_dir / "result.json", record)
+    assert main([str(tmp_path), "--no-wandb"]) == 0
+    doc = json.loads((tmp_path / "report.json").read_text())
+    unlabelled = [c for c in doc["classes"] if c["comparability"]["labels"] == "none"][0]
+    assert len(unlabelled["tables"]) == 2  # modes covered, then HQ %
+    for table in unlabelled["tables"]:
+        assert [r["variant"] for r in table["rows"]] == ["none"]
+        assert table["rows"][0]["answer"].startswith("none: the baseline")

@@ -291,7 +291,7 @@ def test_study_presets_run_and_compare_at_a_tiny_size(preset, extra, runs, tmp_p
         assert classes == ["labels=labelled", "labels=none"]
         rows = [[r["variant"] for r in t["rows"]] for c in doc["classes"]
                 for t in c["tables"][:1]]
-        assert rows == ({"labels": [["conditional", "auxiliary", "kplus1"], ["(one variant)"]],
+        assert rows == ({"labels": [["conditional", "auxiliary", "kplus1"], ["none"]],
                          "salimans2016-mnist": [
                              ["all", "minus_vbn_plus_bn", "minus_ls", "minus_mbf"],
                              ["minus_l", "minus_l_plus_ha"]]}[preset])

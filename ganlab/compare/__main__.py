@@ -19,12 +19,13 @@ from pathlib import Path
 
 from ganlab.compare.document import build_document, format_text
 from ganlab.compare.report import report_metrics, write_report
-from ganlab.compare.runs import load_results
+from ganlab.compare.runs import Runs, key, load_results
 from ganlab.compare.stats import POWER, seeds_for
 from ganlab.compare.tables import (
     MATCHES,
     CompareError,
     Table,
+    answer,
     build_tables,
     default_metric,
     format_brief,
@@ -109,7 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         classes = []
         for t in primary:  # every other metric of the class, on the class's own runs
             others = [m for m in report_metrics(t.runs) if m != metric]
-            classes.append([t, *_other_tables(t.runs, others, args.match, baselines, scales)])
+            runs = Runs(t.runs, sweep_axes=results.sweep_axes)
+            tables = _other_tables(runs, others, args.match, baselines, scales)
+            names = {key(r.settings): r.label for r in t.rows}
+            for other in tables:  # the rows keep the names the primary table gave them
+                for r in other.rows:
+                    r.label = names.get(key(r.settings), r.label)
+                    r.answer = answer(r, other)
+            classes.append([t, *tables])
         doc = build_document(results, classes, dirs=args.dirs, match=args.match,
                              primary=metric, scales=scales)
         extra = seeds_needed(primary, args.seeds_for) if args.seeds_for is not None else []

@@ -228,9 +228,22 @@ def group_runs(results: list[dict]) -> list[ComparisonClass]:
                 variant.label, variant.detail = label, variant.label
         group.variants.sort(key=lambda v: (_sweep_rank(v, axes), v.label))
         classes.append(group)
+    _name_lone_variants(classes)
     _tell_apart(classes)
     classes.sort(key=lambda c: c.label)
     return classes
+
+
+def _name_lone_variants(classes: list[ComparisonClass]) -> None:
+    """A class of one variant (the unlabelled baseline of a labels sweep) is named by the
+    group option that sets it apart from the other classes' variants (`none`)."""
+    everyone = [v for c in classes for v in c.variants]
+    names = option_labels(everyone) if len(everyone) > 1 else None
+    if names is None:
+        return
+    for variant, name in zip(everyone, names, strict=True):
+        if variant.label == "(one variant)":
+            variant.label = name
 
 
 def _settings_fit(settings: dict | None, protocol: dict) -> bool:
