@@ -41,7 +41,10 @@ lint: $(STAMP)
 
 # On a CUDA machine: the CUDA tests, then the bench on the GPU (with 1, 4 and 8 runs packed
 # on it through joblib); its table prints last and is kept in outputs/gpu-check.txt.
-gpu-check: $(STAMP)
+# Where torch and the rest are installed already (no .venv/ wanted), run it as
+# `make gpu-check PY=python3 GPU_CHECK_NEEDS=` from a checkout on PYTHONPATH.
+GPU_CHECK_NEEDS ?= $(STAMP)
+gpu-check: $(GPU_CHECK_NEEDS)
 	$(PY) -m pytest -m cuda -q
 	$(PY) -m ganlab.bench --device cuda --pack 1,4,8 --table outputs/gpu-check.txt
 
