@@ -1,6 +1,7 @@
 """From a checked config to a run's parts: its data, G and D (with the label mode's head, the
 plug-ins' D layers and the reference batches of reference/virtual norm), their optimisers
-(Adam, with the kernel `train.optimizer_impl` picks), and the GAN that plays one round. The loop and re-scoring both build through here.
+(Adam, with the kernel `train.optimizer_impl` picks), and the GAN that plays one round. The
+loop and re-scoring both build through here.
 
 Every random stream of a run has its own seed derived from `seed` (`derive_seed`): weight
 init, data order, reference batches, latents, and one stream per evaluation.
