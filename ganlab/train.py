@@ -373,10 +373,12 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
         try:
             check(cfg)
             saved = run_dir / ".hydra" / "config.yaml"
-            if previous is not None and saved.exists() and not _nothing_to_keep(
-                    run_dir, previous):
-                refuse_drift(run_dir, experiment_config(load_config(run_dir, [])),
-                             experiment_config(cfg), "a run")
+            if previous is not None and saved.exists():
+                if _nothing_to_keep(run_dir, previous):
+                    _set_aside(run_dir, previous)
+                else:
+                    refuse_drift(run_dir, experiment_config(load_config(run_dir, [])),
+                                 experiment_config(cfg), "a run")
             _warn_about_work(cfg)
             return Trainer(cfg, run_dir, result, previous, stop).fit(accept)
         except BaseException as err:
@@ -387,16 +389,18 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
 
 
 def _nothing_to_keep(run_dir: Path, previous: dict) -> bool:
-    """A run that failed or was stopped before its first checkpoint and evaluation holds
-    nothing a relaunch could lose: a corrected config may take its place (its record is
-    kept beside as result.replaced-<time>.json)."""
-    empty = (previous["status"] in ("failed", "interrupted") and not previous["history"]
-             and not any((Path(run_dir) / "checkpoints").glob("*.pt")))
-    if empty:
-        path = write_failure(run_dir, previous, kind="replaced")
-        log.info("%s held a run that %s before its first checkpoint (its record is now %s); "
-                 "this launch replaces it", run_dir, previous["status"], path.name)
-    return empty
+    """Whether the run in `run_dir` failed or was stopped before its first checkpoint and
+    evaluation: it holds nothing a relaunch could lose, so a corrected config may take its
+    place (`_set_aside` keeps its record)."""
+    return (previous["status"] in ("failed", "interrupted") and not previous["history"]
+            and not any((Path(run_dir) / "checkpoints").glob("*.pt")))
+
+
+def _set_aside(run_dir: Path, previous: dict) -> None:
+    """Keep a replaced run's record beside the new one, as result.replaced-<time>.json."""
+    path = write_failure(run_dir, previous, kind="replaced")
+    log.info("%s held a run that %s before its first checkpoint (its record is now %s); "
+             "this launch replaces it", run_dir, previous["status"], path.name)
 
 
 def _record_failure(run_dir: Path, result: ResultFile, previous: dict | None,
