@@ -19,13 +19,12 @@ from pathlib import Path
 
 from ganlab.compare.document import build_document, format_text
 from ganlab.compare.report import report_metrics, write_report
-from ganlab.compare.runs import Runs, key, load_results
+from ganlab.compare.runs import group_runs, load_results
 from ganlab.compare.stats import POWER, seeds_for
 from ganlab.compare.tables import (
     MATCHES,
     CompareError,
     Table,
-    answer,
     build_tables,
     default_metric,
     format_brief,
@@ -106,18 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         baselines = ([parse_baseline(b) for b in args.baseline] if args.baseline else None)
         scales = parse_scales(args.scale)
         metric = metric_key(args.metric) if args.metric else default_metric(results)
-        primary = build_tables(results, metric, args.match, baselines, scales)
+        # one grouping for every table: a variant has the same name and place in each
+        groups = group_runs(results)
+        primary = build_tables(results, metric, args.match, baselines, scales, groups)
         classes = []
-        for t in primary:  # every other metric of the class, on the class's own runs
+        for group, t in zip(groups, primary, strict=True):  # every other metric of the class
             others = [m for m in report_metrics(t.runs) if m != metric]
-            runs = Runs(t.runs, sweep_axes=results.sweep_axes)
-            tables = _other_tables(runs, others, args.match, baselines, scales)
-            names = {key(r.settings): r.label for r in t.rows}
-            for other in tables:  # the rows keep the names the primary table gave them
-                for r in other.rows:
-                    r.label = names.get(key(r.settings), r.label)
-                    r.answer = answer(r, other)
-            classes.append([t, *tables])
+            classes.append([t, *_other_tables(group, others, args.match, baselines, scales)])
         doc = build_document(results, classes, dirs=args.dirs, match=args.match,
                              primary=metric, scales=scales)
         extra = seeds_needed(primary, args.seeds_for) if args.seeds_for is not None else []
@@ -137,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _other_tables(runs, metrics, match, baselines, scales) -> list[Table]:
+def _other_tables(group, metrics, match, baselines, scales) -> list[Table]:
     tables = []
     for name in metrics:
         try:
-            tables += build_tables(runs, name, match, baselines, scales)
+            tables += build_tables(group.runs, name, match, baselines, scales, [group])
         except CompareError:  # not comparable at this budget: the primary table says why
             continue
     return tables

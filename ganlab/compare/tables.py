@@ -205,13 +205,15 @@ class Table:
 
 def build_tables(results: list[dict], metric: str, match: str = "final",
                  baselines: list[dict[str, str]] | None = None,
-                 scales: dict[str, str] | None = None) -> list[Table]:
-    """One table per comparison class for `metric`; `scales` overrides ganlab.metrics'
-    scale per metric key (`{"eval/fid": "log"}`)."""
+                 scales: dict[str, str] | None = None,
+                 classes: list[ComparisonClass] | None = None) -> list[Table]:
+    """One table per comparison class for `metric`, in the order of `classes` (by default
+    `group_runs(results)`); `scales` overrides ganlab.metrics' scale per metric key
+    (`{"eval/fid": "log"}`)."""
     if match not in MATCHES:
         raise CompareError(f"--match {match!r} is not allowed; choose one of: "
                            f"{', '.join(MATCHES)}")
-    classes = group_runs(results)
+    classes = group_runs(results) if classes is None else classes
     if baselines is not None:
         keys = {k for r in results for k in variant_settings(r)}
         baselines = [resolve_baseline(b, keys) for b in baselines]
