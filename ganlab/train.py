@@ -440,9 +440,7 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
         # a stop request stops the whole sweep too; the run resumes when relaunched
         print(f"ganlab: {err}; relaunch the same command to resume", file=sys.stderr)
         if is_launcher_worker():  # a worker would stay on, idle: end it with the run
-            logging.shutdown()
-            sys.stderr.flush()
-            os._exit(128 + err.signum)
+            _exit_now(128 + err.signum)
         sys.exit(128 + err.signum)
     except USER_ERRORS as err:
         prefix = "config error: " if isinstance(err, ConfigError) else ""
@@ -482,7 +480,8 @@ def main() -> None:
     one line (exit 2) before Hydra starts."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the run takes it over
     args = sys.argv[1:]
-    if {"-m", "--multirun"} & set(args) and threading.current_thread() is threading.main_thread():
+    multirun = bool({"-m", "--multirun"} & set(args))
+    if multirun and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop_workers_too)
     try:
         check_overrides(args)
@@ -492,19 +491,19 @@ def main() -> None:
         print(f"ganlab: {prefix}{err}", file=sys.stderr)
         sys.exit(2)
     _hydra_main()
-    if not {"-m", "--multirun"} & set(args):
-        _exit_now()
+    if not multirun:
+        _exit_now(0)
 
 
-def _exit_now() -> None:
-    """End a finished single run without the interpreter's teardown of torch (about a
-    second): its record, checkpoint and logs are written, W&B is finished and torn down."""
+def _exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown of torch (about a second), once
+    the run's record, checkpoint and logs are written: W&B is torn down, logs flushed."""
     if "wandb" in sys.modules:
         sys.modules["wandb"].teardown()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 if __name__ == "__main__":
