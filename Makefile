@@ -33,20 +33,22 @@ demo: $(STAMP)
 	$(PY) -m ganlab.compare $(DEMO_DIR) --metric modes_covered
 
 bench: $(STAMP)
-	$(PY) -m ganlab.bench --device cpu
+	$(PY) -m ganlab.bench --device cpu --vectorize 1,8,32
 
 lint: $(STAMP)
 	$(PY) -m ruff check ganlab tests
 	$(VENV)/bin/lint-imports
 
 # On a CUDA machine: the CUDA tests, then the bench on the GPU (with 1, 4 and 8 runs packed
-# on it through joblib); its table prints last and is kept in outputs/gpu-check.txt.
+# on it through joblib, and 1, 8 and 32 seeds stacked in one model); its table prints last
+# and is kept in outputs/gpu-check.txt.
 # Where torch and the rest are installed already (no .venv/ wanted), run it as
 # `make gpu-check PY=python3 GPU_CHECK_NEEDS=` from a checkout on PYTHONPATH.
 GPU_CHECK_NEEDS ?= $(STAMP)
 gpu-check: $(GPU_CHECK_NEEDS)
 	$(PY) -m pytest -m cuda -q
-	$(PY) -m ganlab.bench --device cuda --pack 1,4,8 --table outputs/gpu-check.txt
+	$(PY) -m ganlab.bench --device cuda --pack 1,4,8 --vectorize 1,8,32 \
+		--table outputs/gpu-check.txt
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

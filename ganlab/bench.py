@@ -258,6 +258,42 @@ def bench_packing(case: str, counts: list[int], steps: int, device: str, launche
     return rows
 
 
+def bench_vectorized(case: str, sizes: list[int], steps: int, device: str) -> list[dict]:
+    """Seeds trained as one stacked model (ganlab.vectorize), S at a time for each S in
+    `sizes`: seed-rounds per second against one run's GAN stepping alone (the same GAN rounds
+    without the loop's bookkeeping, which both would pay once per round)."""
+    from ganlab.assemble import build_gan, resolve_device
+    from ganlab.vectorize import SeedStack
+
+    dev = resolve_device(device)
+
+    def gans(n: int):
+        out = [build_gan(compose([*CASES[case], "logger=none", f"train.device={device}",
+                                  f"seed={i}"]), dev) for i in range(n)]
+        for g in out:
+            g.G.train()
+            g.D.train()
+        return out
+
+    def rate(step, seeds: int) -> float:
+        for _ in range(3):  # warm-up
+            step()
+        _sync(dev)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(dev)
+        return seeds * steps / (time.perf_counter() - start)
+
+    alone = rate(gans(1)[0].train_step, 1)
+    rows = []
+    for size in sizes:
+        stacked = rate(SeedStack(gans(size)).train_step, size)
+        rows.append({"case": case, "S": size, "seed_rounds_per_s": stacked,
+                     "alone_rounds_per_s": alone, "speedup": stacked / alone})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ganlab.bench", description=__doc__)
     parser.add_argument("--device", default="cpu")
@@ -273,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(empty: skip the packing lines)")
     parser.add_argument("--pack-launcher", default="joblib", choices=["joblib", "local"])
     parser.add_argument("--pack-steps", type=int, default=300)
+    parser.add_argument("--vectorize", default="",
+                        help="comma list of seeds stacked in one model, e.g. 1,8,32 (mlp "
+                             "family only; empty: skip the vectorised lines)")
+    parser.add_argument("--vectorize-steps", type=int, default=100)
     parser.add_argument("--table", help="also write the closing table to this file")
     args = parser.parse_args(argv)
     rows = []
@@ -316,6 +356,15 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"pack {r['case']:<12} {r['launcher']:<7} {r['k']} at once: "
                           f"{r['rounds_per_s']:.1f} rounds/s summed over {r['runs']} runs, "
                           f"{r['speedup']:.2f}x one at a time", flush=True)
+        vectorized = []
+        if args.vectorize:
+            sizes = [int(k) for k in args.vectorize.split(",")]
+            vectorized = bench_vectorized("mlp/ring8", sizes, args.vectorize_steps,
+                                          args.device)
+            for r in vectorized:
+                print(f"vectorized {r['case']:<10} S={r['S']:<3} {r['seed_rounds_per_s']:9.1f} "
+                      f"seed-rounds/s vs {r['alone_rounds_per_s']:.1f} rounds/s alone: "
+                      f"{r['speedup']:.2f}x", flush=True)
     table = []
     if rows:
         table.append("case          device  harness/bare  bare/bare  syncs/round  "
@@ -335,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in packing:
         table.append(f"{'pack ' + r['case']:<18} {args.device:<7} {r['speedup']:.2f}x  ({r['k']} "
                      f"runs at once through {r['launcher']}: summed rounds/s over one at a time)")
+    for r in vectorized:
+        table.append(f"{'vectorized ' + r['case']:<21} {args.device:<7} {r['speedup']:.2f}x  "
+                     f"(S={r['S']} seeds stacked: seed-rounds/s over one run alone)")
     print("\n" + "\n".join(table))
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)

@@ -203,6 +203,10 @@ class FanoutConfig:
     # launcher=ray: the cluster to join, and each run's share of a GPU there
     ray_address: str = "${oc.env:RAY_ADDRESS,auto}"
     gpu_share: float = 1.0
+    # runs of a sweep that differ only by seed train together, up to this many as one
+    # stacked model in one job (ganlab.sweeper groups them; ganlab.vectorize trains them)
+    vectorize_seeds: int = keyed(1, at_least=1)
+    group_seeds: list[int] = keyed([])  # set by the sweeper: the seeds this job trains
 
 
 @dataclass

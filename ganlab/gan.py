@@ -92,64 +92,103 @@ class GAN:
             return None
         return torch.randint(self.num_classes, (n,), generator=self.noise, device=self.device)
 
-    def discriminate(self, real, y_real, fake, y_fake) -> tuple[DOutput, DOutput]:
+    def discriminate(self, D, real, y_real, fake, y_fake) -> tuple[DOutput, DOutput]:
         """D's outputs on real and on fake samples."""
         if self.split_real_fake:
-            return self.D(real, y_real), self.D(fake, y_fake)
+            return D(real, y_real), D(fake, y_fake)
         y = None if y_fake is None or y_real is None else torch.cat([y_real, y_fake])
-        out = self.D(torch.cat([real, fake]), y)  # one batch: norm statistics are shared
+        out = D(torch.cat([real, fake]), y)  # one batch: norm statistics are shared
         n = len(real)
         return (DOutput(*(None if t is None else t[:n] for t in out)),
                 DOutput(*(None if t is None else t[n:] for t in out)))
 
-    def _update(self, who: str, total: torch.Tensor, extra: dict[str, torch.Tensor],
-                opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    def _total(self, who: str, total: torch.Tensor, extra: dict[str, torch.Tensor]
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A player's whole cost and the (detached) terms it logs."""
         if extra:
             total = total + sum(extra.values())
+        return total, {f"loss_{who}": total.detach(), **{k: v.detach() for k, v in extra.items()}}
+
+    def _update(self, who: str, total: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
         for plugin in self.extras:
             plugin.after_update(who)
-        return {f"loss_{who}": total.detach(), **{k: v.detach() for k, v in extra.items()}}
 
     def _real_batch(self):
         self.round_images += self.batch_size
         return self.data.sample(self.batch_size, labels=self.real_labels)
 
-    def d_step(self) -> dict[str, torch.Tensor]:
+    # A D or G update is its inputs, drawn from the run's streams (`d_inputs`, `g_inputs`),
+    # then its cost, a function of the networks and those inputs only (`d_cost`, `g_cost`):
+    # ganlab.vectorize runs the same cost functions for a stack of seeds.
+    def d_inputs(self) -> tuple:
+        """(real, y_real, z, y_fake) for one D update, in the streams' order."""
         real, y_real = self._real_batch()
         y_fake = self.sample_fake_labels(self.batch_size)
+        return real, y_real, self.sample_z(self.batch_size), y_fake
+
+    def d_cost(self, G, D, real, y_real, z, y_fake
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's cost on one update's inputs, and what it logs."""
         with torch.no_grad():
-            fake = self.G(self.sample_z(self.batch_size), y_fake)
+            fake = G(z, y_fake)
         d_sees_y = self.labels.conditional_d
-        out_real, out_fake = self.discriminate(real, y_real if d_sees_y else None,
+        out_real, out_fake = self.discriminate(D, real, y_real if d_sees_y else None,
                                                fake, y_fake if d_sees_y else None)
         terms = self.loss.d_loss(out_real.adv, out_fake.adv)
         extra = self.labels.d_terms(out_real.cls, y_real, out_fake.cls, y_fake)
         step = Step(out_fake, out_real)
         for plugin in self.extras:
             extra.update(plugin.d_terms(step))
-        stats = self._update("d", terms.total, extra, self.opt_d)
+        total, stats = self._total("d", terms.total, extra)
         # Logits, not D(x): the means are taken only when the loop reads the stats.
-        return {**stats, **terms.parts, "real_logits": out_real.adv.detach(),
-                "fake_logits": out_fake.adv.detach()}
+        return total, {**stats, **terms.parts, "real_logits": out_real.adv.detach(),
+                       "fake_logits": out_fake.adv.detach()}
 
-    def _real_output(self) -> DOutput:
-        real, y_real = self._real_batch()
-        with torch.no_grad():
-            return self.D(real, y_real if self.labels.conditional_d else None)
+    def d_step(self) -> dict[str, torch.Tensor]:
+        total, stats = self.d_cost(self.G, self.D, *self.d_inputs())
+        self._update("d", total, self.opt_d)
+        return stats
 
-    def g_step(self) -> dict[str, torch.Tensor]:
+    @property
+    def g_reads_real(self) -> bool:
+        """Whether a G update draws a real batch (a plug-in's term reads D on it)."""
+        return any(e.g_reads_real for e in self.extras)
+
+    def g_inputs(self, real_too: bool = False) -> tuple:
+        """(z, y_fake) for one G update; with `real_too`, also the real batch a plug-in's
+        term may read (drawn here rather than when the term asks: it comes from the data
+        stream, the others from the noise stream, so each stream's order is unchanged)."""
         y_fake = self.sample_fake_labels(self.batch_size)
-        fake = self.G(self.sample_z(self.batch_size), y_fake)
-        out_fake = self.D(fake, y_fake if self.labels.conditional_d else None)
+        z = self.sample_z(self.batch_size)
+        return (z, y_fake, *(self._real_batch() if real_too else ()))
+
+    def g_cost(self, G, D, z, y_fake, draw_real: Callable[[], tuple]
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's cost on one update's inputs; `draw_real()` gives (real, y_real) when a term
+        reads D on real data."""
+        fake = G(z, y_fake)
+        out_fake = D(fake, y_fake if self.labels.conditional_d else None)
         terms = self.loss.g_loss(out_fake.adv)
         extra = self.labels.g_terms(out_fake.cls, y_fake)
-        step = Step(out_fake, _draw_real=self._real_output)
+
+        def real_output() -> DOutput:
+            real, y_real = draw_real()
+            with torch.no_grad():
+                return D(real, y_real if self.labels.conditional_d else None)
+
+        step = Step(out_fake, _draw_real=real_output)
         for plugin in self.extras:
             extra.update(plugin.g_terms(step))
-        return {**self._update("g", terms.total, extra, self.opt_g), **terms.parts}
+        total, stats = self._total("g", terms.total, extra)
+        return total, {**stats, **terms.parts}
+
+    def g_step(self) -> dict[str, torch.Tensor]:
+        total, stats = self.g_cost(self.G, self.D, *self.g_inputs(), draw_real=self._real_batch)
+        self._update("g", total, self.opt_g)
+        return stats
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One round: k D updates then g_steps G updates; the last values of each.

@@ -37,7 +37,10 @@ class GANLoss:
     def _target(self, logits: torch.Tensor, value: float) -> torch.Tensor:
         key = (value, logits.shape, logits.dtype, logits.device)
         if key not in self._targets:
-            self._targets[key] = torch.full_like(logits, value)
+            # a factory, not full_like: under vmap (ganlab.vectorize) `logits` is one seed's
+            # view of a stack, and the cached target must not hold that view
+            self._targets[key] = torch.full(logits.shape, value, dtype=logits.dtype,
+                                            device=logits.device)
         return self._targets[key]
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> LossTerms:

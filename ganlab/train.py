@@ -21,8 +21,10 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -126,6 +128,7 @@ class Trainer:
         self.counters = Counters()
         self.history: list[dict] = []
         self.last_train: dict[str, float] = {}
+        self.interrupted: Interrupted | None = None
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self) -> None:
@@ -159,8 +162,8 @@ class Trainer:
         self.tracker.log_image("samples", path, c.step)
         return metrics
 
-    def _read_stats(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
-        values = {f"train/{k}": v for k, v in self.gan.read_stats(stats).items()}
+    def _read_stats(self, stats: dict[str, float]) -> dict[str, float]:
+        values = {f"train/{k}": v for k, v in stats.items()}
         bad = {k: v for k, v in values.items() if not np.isfinite(v)}
         if bad:
             raise Diverged(f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} "
@@ -173,11 +176,40 @@ class Trainer:
         return self.history[-1]["metrics"] if self.history else {}
 
     # -- the loop --------------------------------------------------------------------------
+    # A run is `start` (resume, accept, open the tracker), then rounds, each followed by
+    # `count_round` and, when due, `write` (evaluation, checkpoint), then `finish`. `fit`
+    # plays them for this run's GAN; ganlab.vectorize's group loop plays them for several
+    # runs whose rounds one stacked model plays.
     def fit(self, accept=None) -> dict:
         """Train to `train.steps`. `accept()` is called once the launch is accepted (the
         checkpoint, if any, restored and consistent), before anything is written."""
+        done = self.start(accept)
+        if done is not None:
+            return done
+        status, error = "completed", None
+        self.stop.deferred = True
+        try:
+            self.resume_clock()
+            while not self.finished:
+                if self.stop.requested is not None:
+                    status, error = self.interrupt()
+                    break
+                stats = self.gan.train_step()
+                due = self.count_round(partial(self.gan.read_stats, stats))
+                if due:
+                    self.pause_clock()
+                    self.write(*due)
+                    self.resume_clock()
+        except Diverged as err:
+            status, error = self.diverged(err)
+        finally:
+            self.stop.deferred = False
+        return self.finish(status, error)
+
+    def start(self, accept=None) -> dict | None:
+        """Everything before the first round; the run's record if there is nothing to do."""
         cfg, previous = self.cfg, self.previous
-        t, e = cfg.train, cfg.eval
+        t = cfg.train
         state = load_latest(self.ckpt_path.parent)
         if state is not None:
             refuse_drift(self.run_dir, state["config"], experiment_config(cfg), "a checkpoint")
@@ -209,71 +241,90 @@ class Trainer:
             config=flatten(cfg))
         # the evaluation protocol travels with the scores into W&B too
         self.tracker.summary(flatten(self.result.data["comparability"], "comparability/"))
-        kill_at = int(os.environ.get(KILL_AFTER_STEP_ENV, "0"))
-        bar = tqdm(total=t.steps, initial=c.step, desc=self.run_dir.name, dynamic_ncols=True,
-                   disable=not (t.progress and sys.stderr.isatty()), leave=False)
-        progress = ProgressLines(t.steps, c.step, enabled=t.progress and bar.disable)
-        status, error, interrupted = "completed", None, None
+        self.kill_at = int(os.environ.get(KILL_AFTER_STEP_ENV, "0"))
+        self.bar = tqdm(total=t.steps, initial=c.step, desc=self.run_dir.name,
+                        dynamic_ncols=True, leave=False,
+                        disable=not (t.progress and sys.stderr.isatty()))
+        self.progress = ProgressLines(t.steps, c.step, enabled=t.progress and self.bar.disable)
         self.gan.G.train()
         self.gan.D.train()
-        self.stop.deferred = True
         # the loop reads plain ints: an OmegaConf attribute costs microseconds per read
-        steps, d_steps, g_steps = t.steps, t.d_steps, t.g_steps
-        eval_every, ckpt_every, log_every = e.every, t.checkpoint_every, t.log_every
-        try:
-            start = time.perf_counter()
-            while c.step < steps:
-                if self.stop.requested is not None:
-                    interrupted = Interrupted(self.stop.requested)
-                    c.wall_s += time.perf_counter() - start
-                    self.save()  # between rounds: a consistent state to resume from
-                    status = "interrupted"
-                    error = (f"{interrupted} at step {c.step}; checkpoint saved: relaunch the "
-                             "same command to resume")
-                    log.warning("%s", error)
-                    break
-                stats = self.gan.train_step()
-                c.step += 1
-                c.d_updates += d_steps
-                c.g_updates += g_steps
-                c.images_seen += self.gan.round_images
-                bar.update()
-                progress.update(c.step)
-                eval_due = c.step == steps or (eval_every > 0 and c.step % eval_every == 0)
-                ckpt_due = c.step == steps or (ckpt_every > 0 and c.step % ckpt_every == 0)
-                if not (eval_due or ckpt_due or c.step % log_every == 0):
-                    continue
-                self.last_train = self._read_stats(stats)  # the one sync with the device
-                self.tracker.log(self.last_train, c.step)
-                bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in self.last_train.items()
-                                 if k in ("train/loss_d", "train/loss_g")})
-                if eval_due or ckpt_due:
-                    c.wall_s += time.perf_counter() - start
-                    if eval_due:
-                        metrics = self.evaluate()
-                        log.info("step %d/%d  %s", c.step, steps, _fmt(
-                            {**self.last_train, **metrics}))
-                        self.result.update(step=c.step, metrics={**self.last_train, **metrics},
-                                           history=self.history)
-                    if ckpt_due:
-                        self.save()
-                    if kill_at and c.step >= kill_at:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    start = time.perf_counter()
-        except Diverged as err:
-            status, error = "diverged", str(err)
-            log.warning("run diverged: %s", err)
-        finally:
-            self.stop.deferred = False
-            bar.close()
+        self.steps, self.d_steps, self.g_steps = t.steps, t.d_steps, t.g_steps
+        self.eval_every, self.ckpt_every = cfg.eval.every, t.checkpoint_every
+        self.log_every = t.log_every
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self.counters.step >= self.steps
+
+    def resume_clock(self) -> None:
+        self._clock = time.perf_counter()
+
+    def pause_clock(self) -> None:
+        """Training time stops while the run evaluates or saves."""
+        self.counters.wall_s += time.perf_counter() - self._clock
+
+    def count_round(self, read_stats) -> tuple[bool, bool] | None:
+        """Count a finished round; at a log step read its stats (`read_stats()`: the one sync
+        with the device; Diverged if one is not finite) and log them. Returns (evaluation
+        due, checkpoint due) when either is, for `write`."""
+        c = self.counters
+        c.step += 1
+        c.d_updates += self.d_steps
+        c.g_updates += self.g_steps
+        c.images_seen += self.gan.round_images
+        self.bar.update()
+        self.progress.update(c.step)
+        last = c.step == self.steps
+        eval_due = last or (self.eval_every > 0 and c.step % self.eval_every == 0)
+        ckpt_due = last or (self.ckpt_every > 0 and c.step % self.ckpt_every == 0)
+        if not (eval_due or ckpt_due or c.step % self.log_every == 0):
+            return None
+        self.last_train = self._read_stats(read_stats())
+        self.tracker.log(self.last_train, c.step)
+        self.bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in self.last_train.items()
+                              if k in ("train/loss_d", "train/loss_g")})
+        return (eval_due, ckpt_due) if eval_due or ckpt_due else None
+
+    def write(self, eval_due: bool, ckpt_due: bool) -> None:
+        """A due evaluation (into the record) and checkpoint, from the GAN's current state."""
+        c = self.counters
+        if eval_due:
+            metrics = self.evaluate()
+            log.info("step %d/%d  %s", c.step, self.steps, _fmt({**self.last_train, **metrics}))
+            self.result.update(step=c.step, metrics={**self.last_train, **metrics},
+                               history=self.history)
+        if ckpt_due:
+            self.save()
+        if self.kill_at and c.step >= self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def interrupt(self) -> tuple[str, str]:
+        """A stop request between rounds: checkpoint the consistent state, then say so."""
+        self.interrupted = Interrupted(self.stop.requested)
+        self.pause_clock()
+        self.save()
+        error = (f"{self.interrupted} at step {self.counters.step}; checkpoint saved: relaunch "
+                 "the same command to resume")
+        log.warning("%s", error)
+        return "interrupted", error
+
+    def diverged(self, err: Diverged) -> tuple[str, str]:
+        log.warning("run diverged: %s", err)
+        return "diverged", str(err)
+
+    def finish(self, status: str, error: str | None) -> dict:
+        """Record how the run ended; re-raises a stop request once recorded."""
+        self.bar.close()
         final = self.last_metrics
-        self.result.update(status=status, error=error, step=c.step, metrics=final,
+        self.result.update(status=status, error=error, step=self.counters.step, metrics=final,
                            history=self.history,
                            host={**self.result.data["host"], "ended": time.time()})
         self.tracker.summary({"status": status, **final})
         self.tracker.finish(exit_code=0 if status == "completed" else 1)
-        if interrupted is not None:
-            raise interrupted
+        if status == "interrupted" and self.interrupted is not None:
+            raise self.interrupted
         return self.result.data
 
 
@@ -308,12 +359,28 @@ def _host_record() -> dict:
             "started": time.time(), "ended": None}
 
 
+# the run a process that trains several runs at once is working on (None: all of them)
+_SPEAKING_FOR: ContextVar[Path | None] = ContextVar("ganlab_run", default=None)
+
+
 @contextmanager
-def _file_log(path: Path):
-    """The run's own log file (opened once the run dir is ours)."""
+def speaking_for(run_dir: Path):
+    """Log lines from here on go to `run_dir`'s log only (not its stack-mates')."""
+    token = _SPEAKING_FOR.set(run_dir)
+    try:
+        yield
+    finally:
+        _SPEAKING_FOR.reset(token)
+
+
+@contextmanager
+def _file_log(path: Path, run_dir: Path | None = None):
+    """The run's own log file (opened once the run dir is ours): it takes every line except
+    those spoken for another run."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - "
                                            "%(message)s"))
+    handler.addFilter(lambda record: _SPEAKING_FOR.get() in (None, run_dir))
     root = logging.getLogger()
     root.addHandler(handler)
     try:
@@ -345,6 +412,63 @@ def _describe_failure(err: BaseException) -> tuple[str, str]:
     return "failed", f"{type(err).__name__}: {err}"
 
 
+class Launch:
+    """One launch of a run into its dir. While open it owns the dir (a lock, the run's log
+    file) and the run's record: `trainer()` checks the config against what the dir holds,
+    `accept()` makes this launch's config and record replace the previous ones, `failed()`
+    records a failure without touching a previous record that was good."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None):
+        self.cfg, self.run_dir, self.overrides = cfg, Path(run_dir), overrides
+
+    def __enter__(self) -> Launch:
+        with ExitStack() as stack:
+            stack.enter_context(RunDirLock(self.run_dir))
+            stack.enter_context(_file_log(self.run_dir / "train.log", self.run_dir))
+            with speaking_for(self.run_dir):
+                self._open()
+            self._stack = stack.pop_all()
+        return self
+
+    def _open(self) -> None:
+        cfg, run_dir = self.cfg, self.run_dir
+        log.info("run dir %s", run_dir.resolve())
+        for path in remove_stale_temporaries(run_dir):
+            log.info("removed %s, left by a writer that did not finish", path)
+        self.previous = read_previous(run_dir)
+        # The evaluation protocol joins `comparability` once the evaluator is built.
+        self.result = ResultFile(run_dir / "result.json", live=False, seed=cfg.seed,
+                                 trick=trick_dict(cfg), hparams=hparams_dict(cfg),
+                                 comparability=comparability_dict(cfg, None),
+                                 eval_settings=eval_settings(cfg),
+                                 study=OmegaConf.to_container(cfg.study, resolve=True),
+                                 choices=_choices(), host=_host_record())
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def accept(self) -> None:
+        save_config(self.run_dir, self.cfg, self.overrides)
+        self.result.go_live()
+
+    def trainer(self, stop: StopSignals) -> Trainer:
+        """The run's Trainer, once its config is checked and agrees with the dir's."""
+        cfg, run_dir, previous = self.cfg, self.run_dir, self.previous
+        check(cfg)
+        saved = run_dir / ".hydra" / "config.yaml"
+        if previous is not None and saved.exists():
+            if _nothing_to_keep(run_dir, previous):
+                _set_aside(run_dir, previous)
+            else:
+                refuse_drift(run_dir, experiment_config(load_config(run_dir, [])),
+                             experiment_config(cfg), "a run")
+        _warn_about_work(cfg)
+        return Trainer(cfg, run_dir, self.result, previous, stop)
+
+    def failed(self, err: BaseException) -> None:
+        _record_failure(self.run_dir, self.result, self.previous, err, self.accept)
+
+
 def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None) -> dict:
     """Train one run into `run_dir`; returns its record.
 
@@ -352,40 +476,155 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
     leaves the previous record, config and checkpoints as they were and writes
     `result.failed-<time>.json` beside them. A fresh run that fails still writes its
     result.json (status failed). `overrides` are saved with the config."""
-    run_dir = Path(run_dir)
-    with RunDirLock(run_dir), _file_log(run_dir / "train.log"), StopSignals() as stop:
-        log.info("run dir %s", run_dir.resolve())
-        for path in remove_stale_temporaries(run_dir):
-            log.info("removed %s, left by a writer that did not finish", path)
-        previous = read_previous(run_dir)
-        # The evaluation protocol joins `comparability` once the evaluator is built.
-        result = ResultFile(run_dir / "result.json", live=False, seed=cfg.seed,
-                            trick=trick_dict(cfg), hparams=hparams_dict(cfg),
-                            comparability=comparability_dict(cfg, None),
-                            eval_settings=eval_settings(cfg),
-                            study=OmegaConf.to_container(cfg.study, resolve=True),
-                            choices=_choices(), host=_host_record())
-
-        def accept() -> None:  # this launch's config and record replace the previous ones
-            save_config(run_dir, cfg, overrides)
-            result.go_live()
-
+    with Launch(cfg, run_dir, overrides) as launch, StopSignals() as stop:
         try:
-            check(cfg)
-            saved = run_dir / ".hydra" / "config.yaml"
-            if previous is not None and saved.exists():
-                if _nothing_to_keep(run_dir, previous):
-                    _set_aside(run_dir, previous)
-                else:
-                    refuse_drift(run_dir, experiment_config(load_config(run_dir, [])),
-                                 experiment_config(cfg), "a run")
-            _warn_about_work(cfg)
-            return Trainer(cfg, run_dir, result, previous, stop).fit(accept)
+            return launch.trainer(stop).fit(launch.accept)
         except BaseException as err:
-            _record_failure(run_dir, result, previous, err, accept)
+            launch.failed(err)
             if isinstance(err, Interrupted) and not err.at_once:
                 stop.pass_on(err.signum)  # a cluster's requeue, once the checkpoint is saved
             raise
+
+
+# -- vectorised seeds ----------------------------------------------------------------------
+def member_runs(cfg: DictConfig, run_dir: Path, overrides: list[str]
+                ) -> list[tuple[DictConfig, Path, list[str]]]:
+    """(config, run dir, overrides) of each seed of a launch with `fanout.group_seeds`: the
+    same config with its own seed, in the run dir beside this one that a launch of that seed
+    alone would use, with the overrides it would have (so `rerun` runs it alone)."""
+    seeds = list(cfg.fanout.group_seeds)
+    if run_dir.name != f"seed={cfg.seed}":
+        raise ConfigError(f"fanout.vectorize_seeds needs each run dir named seed=<seed> (as "
+                          f"hydra.sweep.subdir ends by default); this run's is {run_dir.name!r}")
+    mine = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(
+        ("seed", "fanout.group_seeds"))]
+    members = []
+    for seed in seeds:
+        member = cfg.copy()
+        member.seed = seed
+        member.fanout.group_seeds = []
+        members.append((member, run_dir.parent / f"seed={seed}", [*mine, f"seed={seed}"]))
+    return members
+
+
+def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
+              ) -> list[dict]:
+    """Train the runs of `fanout.group_seeds`, which differ only by seed, as one stacked
+    model (ganlab.vectorize); each keeps its own run dir, record, checkpoints, samples and
+    W&B run, exactly as if launched alone. Runs at different steps (a group stopped while
+    saving) train in sub-groups of equal step; a run whose launch is refused or fails is
+    recorded as alone and the others go on. Returns the records."""
+    members = member_runs(cfg, Path(run_dir), list(overrides or []))
+    records: dict[int, dict] = {}
+    with ExitStack() as stack, StopSignals() as stop:
+        started: list[tuple[int, Launch, Trainer]] = []
+        for i, (member_cfg, member_dir, member_overrides) in enumerate(members):
+            try:
+                launch = stack.enter_context(Launch(member_cfg, member_dir, member_overrides))
+            except RunDirBusy as err:  # another launch owns it: that one records it
+                log.error("%s", err)
+                continue
+            with speaking_for(member_dir):
+                try:
+                    trainer = launch.trainer(stop)
+                    done = trainer.start(launch.accept)
+                except Exception as err:
+                    launch.failed(err)
+                    log.error("run %s did not start: %s", member_dir, _describe_failure(err)[1])
+                    records[i] = launch.result.data
+                    continue
+            if done is not None:
+                records[i] = done
+            else:
+                started.append((i, launch, trainer))
+        by_step: dict[int, list] = {}
+        for member in started:
+            by_step.setdefault(member[2].counters.step, []).append(member)
+        try:
+            for group in by_step.values():
+                records.update(_train_stacked(group, stop))
+        except Interrupted as err:
+            if not err.at_once:
+                stop.pass_on(err.signum)
+            raise
+    return [records[i] for i in sorted(records)]
+
+
+def _train_stacked(group: list[tuple[int, Launch, Trainer]], stop: StopSignals
+                   ) -> dict[int, dict]:
+    """The loop of `fit` for runs whose rounds one SeedStack plays; each run's bookkeeping
+    is its own Trainer's. A run that diverges or fails is recorded and masked (its slot of
+    the stack goes on, unread); a stop request checkpoints and records every run."""
+    from ganlab.vectorize import SeedStack
+
+    seeds = [trainer.cfg.seed for _, _, trainer in group]
+    stack = SeedStack([trainer.gan for _, _, trainer in group])
+    for _, launch, _ in group:
+        launch.result.update(host={**launch.result.data["host"], "seed_stack": seeds})
+    log.info("training seeds %s as one stacked model from step %d", seeds,
+             group[0][2].counters.step)
+    active = dict(enumerate(group))
+    records: dict[int, dict] = {}
+
+    def end(slot: int, status: str, error: str | None = None) -> None:
+        i, launch, trainer = active.pop(slot)
+        with speaking_for(launch.run_dir):
+            records[i] = trainer.finish(status, error)
+
+    def fail(slot: int, err: Exception) -> None:
+        i, launch, trainer = active.pop(slot)
+        with speaking_for(launch.run_dir):
+            log.exception("run %s failed", launch.run_dir)
+            trainer.bar.close()
+            trainer.tracker.finish(exit_code=1)
+            launch.failed(err)
+            records[i] = launch.result.data
+
+    stop.deferred = True
+    try:
+        for _, _, trainer in group:
+            trainer.resume_clock()
+        while active:
+            if stop.requested is not None:
+                interrupted = None
+                for slot in list(active):
+                    stack.unstack(slot)
+                    trainer = active[slot][2]
+                    with speaking_for(active[slot][1].run_dir):
+                        status, error = trainer.interrupt()
+                    interrupted = trainer.interrupted
+                    trainer.interrupted = None  # raised once, below, for the whole group
+                    end(slot, status, error)
+                raise interrupted
+            stats = stack.train_step()
+            read = stack.stats_reader(stats)
+            due = {}
+            for slot in list(active):
+                trainer = active[slot][2]
+                try:
+                    due[slot] = trainer.count_round(partial(read, slot))
+                except Diverged as err:
+                    with speaking_for(active[slot][1].run_dir):
+                        status, error = trainer.diverged(err)
+                    end(slot, status, error)
+            writing = [slot for slot, d in due.items() if d and slot in active]
+            if writing:
+                for slot in active:
+                    active[slot][2].pause_clock()
+                for slot in writing:
+                    stack.unstack(slot)
+                    try:
+                        with speaking_for(active[slot][1].run_dir):
+                            active[slot][2].write(*due[slot])
+                    except Exception as err:
+                        fail(slot, err)
+                for slot in active:
+                    active[slot][2].resume_clock()
+            for slot in [s for s in active if active[s][2].finished]:
+                end(slot, "completed")
+    finally:
+        stop.deferred = False
+    return records
 
 
 def _nothing_to_keep(run_dir: Path, previous: dict) -> bool:
@@ -435,6 +674,9 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
+        if len(cfg.fanout.group_seeds) > 1:  # seeds grouped by ganlab.sweeper
+            records = run_group(cfg, run_dir, overrides=list(hc.overrides.task))
+            return records[0] if records else None
         return run(cfg, run_dir, overrides=list(hc.overrides.task))
     except Interrupted as err:
         # a stop request stops the whole sweep too; the run resumes when relaunched

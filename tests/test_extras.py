@@ -121,7 +121,7 @@ def test_gan_discriminates_real_and_fake_as_separate_batches(make_cfg):
     real, _ = gan.data.sample(8)
     with torch.no_grad():
         fake = G(torch.randn(8, cfg.model.z_dim))
-        out_real, out_fake = gan.discriminate(real, None, fake, None)
+        out_real, out_fake = gan.discriminate(gan.D, real, None, fake, None)
         torch.testing.assert_close(out_real.adv, D(real).adv)
         torch.testing.assert_close(out_fake.adv, D(fake).adv)
         # one joint batch would have given other values: real samples see fakes as neighbours

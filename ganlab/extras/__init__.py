@@ -8,6 +8,7 @@ defaults mean off), and it overrides only the hooks it needs:
 
 - `d_layer(in_features)`: a layer on D's features, between its trunk and its head;
 - `separate_real_fake`: D must see real and generated samples as separate batches;
+- `g_reads_real`: its G term reads `step.real()` (a real batch is drawn for each G update);
 - `bind(G, D)`: called once the networks are built (e.g. to snapshot parameters);
 - `d_terms(step)`, `g_terms(step)`: named terms added to D's or G's cost in one update, from
   `step.fake` / `step.real()` (ganlab.gan.Step: D's outputs on this update's batches);
@@ -37,6 +38,7 @@ from ganlab.registry import Registry
 class Extra:
     Options: ClassVar[type]  # a dataclass of the plug-in's options; its defaults mean off
     separate_real_fake: ClassVar[bool] = False
+    g_reads_real: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Any):
         self.name, self.options = name, options

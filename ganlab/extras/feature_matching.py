@@ -25,6 +25,7 @@ class Options:
 @EXTRAS.register("feature_matching")
 class FeatureMatching(Extra):
     Options = Options
+    g_reads_real = True
 
     def g_terms(self, step) -> dict[str, torch.Tensor]:
         real = step.real().features.detach().mean(dim=0)

@@ -1,0 +1,55 @@
+"""How the sweeper of `python -m ganlab.train -m` groups jobs (the sweeper itself is
+hydra_plugins/ganlab_sweeper, where Hydra looks for plugins): Hydra's basic sweeper, which, with
+`fanout.vectorize_seeds=S` (S > 1), hands the launcher one job per S runs that differ only by
+seed. That job (`fanout.group_seeds=[...]`) trains them as one stacked model
+(ganlab.train.run_group); each seed still gets the run dir, record and W&B run it would get
+alone. Configs vectorised seeds cannot train (ganlab.vectorize.unsupported) are named in one
+line and launched one run per job, as without the option.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("ganlab.sweep")
+
+
+def _seed(overrides: Sequence[str]) -> str | None:
+    found = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "seed"]
+    return found[0] if len(found) == 1 else None
+
+
+def group_seed_jobs(batch: Sequence[Sequence[str]], size: int,
+                    problems: Callable[[list[str]], list[str]]) -> list[list[str]]:
+    """The batch's jobs with each run of up to `size` jobs that differ only by their `seed=`
+    override folded into its first job plus `fanout.group_seeds=[...]`; a cell for which
+    `problems(overrides)` names anything stays one job per seed."""
+    cells: dict[tuple, list[list[str]]] = {}
+    order: list[tuple] = []  # the first job of each cell, in the batch's order
+    for job in batch:
+        job = list(job)
+        if _seed(job) is None:
+            cells[(id(job),)] = [job]
+            order.append((id(job),))
+            continue
+        key = tuple(o for o in job if o.split("=", 1)[0] != "seed")
+        if key not in cells:
+            cells[key] = []
+            order.append(key)
+        cells[key].append(job)
+    out: list[list[str]] = []
+    for key in order:
+        jobs = cells[key]
+        found = problems(jobs[0]) if len(jobs) > 1 else []
+        if found:
+            log.warning("fanout.vectorize_seeds: %s runs one seed per job; vectorised seeds do "
+                        "not support %s", ",".join(key) or "the base config", "; ".join(found))
+        if len(jobs) == 1 or found:
+            out += jobs
+            continue
+        for start in range(0, len(jobs), size):
+            chunk = jobs[start:start + size]
+            seeds = ",".join(_seed(j) for j in chunk)
+            out.append(chunk[0] + ([f"fanout.group_seeds=[{seeds}]"] if len(chunk) > 1 else []))
+    return out
