@@ -31,6 +31,7 @@ class NullTracker:
 
 @TRACKERS.register("wandb")
 class WandbTracker(NullTracker):
+    open_runs: set = set()  # the W&B runs of this process not yet finished
     def __init__(self, *, run_dir: Path, project: str, entity: str | None, mode: str,
                  group: str | None, tags: list[str], name: str, config: dict[str, Any],
                  init_timeout: float = 10.0):
@@ -60,6 +61,7 @@ class WandbTracker(NullTracker):
                             type(e).__name__, run_dir / "wandb", run_dir / "wandb")
                 wandb.teardown()  # the failed attempt holds the run id
                 self.run = init("offline")
+            WandbTracker.open_runs.add(self.run)
             for name, metric in METRICS.items():  # the run's summary keeps each one's best
                 if metric.direction:
                     self.run.define_metric(name, summary="max" if metric.direction > 0
@@ -69,6 +71,10 @@ class WandbTracker(NullTracker):
 
     def _fail(self, what: str, e: Exception) -> None:
         log.warning("W&B %s failed (%s: %s); continuing without W&B", what, type(e).__name__, e)
+        self._close()
+
+    def _close(self) -> None:
+        WandbTracker.open_runs.discard(self.run)
         self.run = None
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
@@ -96,9 +102,12 @@ class WandbTracker(NullTracker):
         if self.run is not None:
             try:
                 self.run.finish(exit_code=exit_code)
+                self._close()
                 # stop W&B's service now: a launcher's worker may exit right after the run,
-                # and a service torn down then prints connection errors over the sweep
-                self._wandb.teardown()
+                # and a service torn down then prints connection errors over the sweep (once
+                # no run of this process is open: stacked seeds each have one)
+                if not WandbTracker.open_runs:
+                    self._wandb.teardown()
             except Exception as e:
                 self._fail("finish", e)
 

@@ -82,3 +82,43 @@ def test_twenty_rounds_never_synchronise(make_cfg, tmp_path, tricks, impl):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(map(math.isfinite, gan.read_stats(stats).values()))
+
+
+def test_stacked_seeds_never_synchronise_and_equal_seeds_alone(make_cfg):
+    from ganlab.assemble import build_gan
+    from ganlab.vectorize import SeedStack
+
+    overrides = ["data=grid25", "model=mlp", "labels=kplus1", "labels.fraction=0.5",
+                 "norm.g=virtual", "extras=[minibatch_discrimination,feature_matching]",
+                 "train.batch_size=32", "norm.ref_batch_size=32", "train.device=cuda"]
+    cuda = torch.device("cuda")
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        def gans():
+            out = [build_gan(make_cfg(*overrides, f"seed={s}"), cuda) for s in range(4)]
+            for g in out:
+                g.G.train()
+                g.D.train()
+            return out
+
+        alone, members = gans(), gans()
+        for g in alone:
+            for _ in range(20):
+                g.train_step()
+        stack = SeedStack(members)
+        stack.train_step()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(19):
+                stack.train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        for i, solo in enumerate(alone):
+            stack.unstack(i)
+            for a, b in zip(solo.G.state_dict().values(), members[i].G.state_dict().values(),
+                            strict=True):
+                assert (a.double() - b.double()).abs().max().item() <= 1e-8
+    finally:
+        torch.set_default_dtype(before)

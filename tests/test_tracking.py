@@ -77,3 +77,25 @@ def test_no_tracker_when_switched_off(tmp_path, name, mode):
     tracker = build_tracker(cfg.logger, run_dir=tmp_path, name="r", group=None, tags=[],
                             config={})
     assert type(tracker) is NullTracker
+
+
+def test_stacked_seeds_each_log_their_own_wandb_run(tmp_path, monkeypatch, caplog):
+    # one process, three W&B runs open at once: the first to finish must not stop W&B
+    # under the others
+    from ganlab.train import run_group
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = compose(ARGS + ["logger=wandb", "seed=0", "fanout.group_seeds=[0,1,2]"])
+    with caplog.at_level(logging.WARNING, logger="ganlab.tracking"):
+        records = run_group(cfg, tmp_path / "seed=0", [])
+    assert [r["status"] for r in records] == ["completed"] * 3
+    assert "W&B" not in caplog.text
+    ids = set()
+    for seed in range(3):
+        run_dir = tmp_path / f"seed={seed}"
+        (offline,) = (run_dir / "wandb").glob("offline-run-*")
+        assert len(list((offline / "files" / "media" / "images").glob("samples_*.png"))) == 2
+        last = (offline / "logs" / "debug-internal.log").read_text().strip().splitlines()[-1]
+        assert "stream: all finished" in last
+        ids.add((run_dir / "wandb_id.txt").read_text())
+    assert len(ids) == 3

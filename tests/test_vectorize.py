@@ -241,3 +241,20 @@ def test_a_killed_group_resumes_every_seed_from_its_own_checkpoint(tmp_path):
     assert json.loads((dirs[1] / "result.json").read_text())["host"]["seed_stack"] == [1, 2]
     third = _cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=REPO)
     assert third.returncode == 0 and "already completed" in third.stderr + third.stdout
+
+
+def test_a_stacked_round_makes_no_would_be_syncs_and_a_stats_read_makes_one(make_cfg):
+    from ganlab.syncs import SyncCounter
+
+    stack = SeedStack(_gans(make_cfg, ["labels=kplus1", "labels.fraction=0.5",
+                                       "norm.g=virtual", "extras=[feature_matching]"]))
+    stack.train_step()  # the optimisers' state is created in the first round
+    with SyncCounter() as syncs:
+        for _ in range(3):
+            stats = stack.train_step()
+    assert syncs.calls == {}
+    read = stack.stats_reader(stats)
+    with SyncCounter() as reads:
+        values = [read(i) for i in range(len(SEEDS))]
+    assert reads.calls == {"tolist": 1}
+    assert len({v["loss_d"] for v in values}) == len(SEEDS)
