@@ -5,8 +5,11 @@ diverges, and resumes from its members' own checkpoints."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -206,8 +209,6 @@ def test_a_seed_resumed_alone_continues_its_group_checkpoint(make_cfg, tmp_path)
 
 
 def _cli(*args, env=None, cwd=None):
-    import os
-
     return subprocess.run([sys.executable, "-m", "ganlab.train", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "WANDB_MODE": "offline", **(env or {})})
@@ -258,3 +259,31 @@ def test_a_stacked_round_makes_no_would_be_syncs_and_a_stats_read_makes_one(make
         values = [read(i) for i in range(len(SEEDS))]
     assert reads.calls == {"tolist": 1}
     assert len({v["loss_d"] for v in values}) == len(SEEDS)
+
+
+def test_a_stop_signal_checkpoints_every_seed_of_a_group(make_cfg, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "logger=none", "train.progress=false", "train.device=cpu", "seed=0,1",
+            "fanout.vectorize_seeds=2", "eval.every=200", "eval.num_samples=200",
+            "train.steps=100000", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", *args], cwd=REPO,
+                            env={**os.environ, "WANDB_MODE": "offline"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(sweep.glob("*/seed=1/samples/*.png")):
+        assert time.monotonic() < deadline and proc.poll() is None, "no evaluation"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    (cell,) = {p.parent for p in sweep.glob("*/seed=*")}
+    records = [json.loads((cell / f"seed={s}" / "result.json").read_text()) for s in (0, 1)]
+    step = records[0]["step"]
+    for seed, record in enumerate(records):
+        assert record["status"] == "interrupted" and record["step"] == step
+        assert _checkpoint(cell / f"seed={seed}")["counters"]["step"] == step
+    # relaunched (here with a nearer end), both resume from where they stopped, together
+    cfg = make_cfg("seed=0", "fanout.group_seeds=[0,1]", "eval.every=200",
+                   "eval.num_samples=200", f"train.steps={step + 30}")
+    resumed = run_group(cfg, cell / "seed=0", [])
+    assert [(r["status"], r["step"]) for r in resumed] == [("completed", step + 30)] * 2
