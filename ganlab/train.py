@@ -514,6 +514,12 @@ def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None 
     W&B run, exactly as if launched alone. Runs at different steps (a group stopped while
     saving) train in sub-groups of equal step; a run whose launch is refused or fails is
     recorded as alone and the others go on. Returns the records."""
+    from ganlab.vectorize import unsupported
+
+    problems = unsupported(cfg)
+    if problems:
+        raise ConfigError(f"fanout.group_seeds={list(cfg.fanout.group_seeds)}: vectorised seeds "
+                          f"do not support {'; '.join(problems)}; launch the seeds one per run")
     members = member_runs(cfg, Path(run_dir), list(overrides or []))
     records: dict[int, dict] = {}
     with ExitStack() as stack, StopSignals() as stop:
@@ -600,13 +606,14 @@ def _train_stacked(group: list[tuple[int, Launch, Trainer]], stop: StopSignals
             read = stack.stats_reader(stats)
             due = {}
             for slot in list(active):
-                trainer = active[slot][2]
-                try:
-                    due[slot] = trainer.count_round(partial(read, slot))
-                except Diverged as err:
-                    with speaking_for(active[slot][1].run_dir):
+                _, launch, trainer = active[slot]
+                with speaking_for(launch.run_dir):  # its progress lines go to its log
+                    try:
+                        due[slot] = trainer.count_round(partial(read, slot))
+                        continue
+                    except Diverged as err:
                         status, error = trainer.diverged(err)
-                    end(slot, status, error)
+                end(slot, status, error)
             writing = [slot for slot, d in due.items() if d and slot in active]
             if writing:
                 for slot in active:
