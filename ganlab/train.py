@@ -523,34 +523,41 @@ def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None 
     members = member_runs(cfg, Path(run_dir), list(overrides or []))
     records: dict[int, dict] = {}
     with ExitStack() as stack, StopSignals() as stop:
-        started: list[tuple[int, Launch, Trainer]] = []
-        for i, (member_cfg, member_dir, member_overrides) in enumerate(members):
-            try:
-                launch = stack.enter_context(Launch(member_cfg, member_dir, member_overrides))
-            except RunDirBusy as err:  # another launch owns it: that one records it
-                log.error("%s", err)
-                continue
-            with speaking_for(member_dir):
-                try:
-                    trainer = launch.trainer(stop)
-                    done = trainer.start(launch.accept)
-                except Exception as err:
-                    launch.failed(err)
-                    log.error("run %s did not start: %s", member_dir, _describe_failure(err)[1])
-                    records[i] = launch.result.data
-                    continue
-            if done is not None:
-                records[i] = done
-            else:
-                started.append((i, launch, trainer))
-        by_step: dict[int, list] = {}
-        for member in started:
-            by_step.setdefault(member[2].counters.step, []).append(member)
+        launches: list[Launch] = []
         try:
+            started: list[tuple[int, Launch, Trainer]] = []
+            for i, (member_cfg, member_dir, member_overrides) in enumerate(members):
+                try:
+                    launch = stack.enter_context(Launch(member_cfg, member_dir,
+                                                        member_overrides))
+                except RunDirBusy as err:  # another launch owns it: that one records it
+                    log.error("%s", err)
+                    continue
+                launches.append(launch)
+                with speaking_for(member_dir):
+                    try:
+                        trainer = launch.trainer(stop)
+                        done = trainer.start(launch.accept)
+                    except Exception as err:
+                        launch.failed(err)
+                        log.error("run %s did not start: %s", member_dir,
+                                  _describe_failure(err)[1])
+                        records[i] = launch.result.data
+                        continue
+                if done is not None:
+                    records[i] = done
+                else:
+                    started.append((i, launch, trainer))
+            by_step: dict[int, list] = {}
+            for member in started:
+                by_step.setdefault(member[2].counters.step, []).append(member)
             for group in by_step.values():
                 records.update(_train_stacked(group, stop))
-        except Interrupted as err:
-            if not err.at_once:
+        except BaseException as err:
+            # every run not recorded yet says how the group ended (a recorded one is left)
+            for launch in launches:
+                launch.failed(err)
+            if isinstance(err, Interrupted) and not err.at_once:
                 stop.pass_on(err.signum)
             raise
     return [records[i] for i in sorted(records)]

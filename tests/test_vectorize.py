@@ -312,3 +312,16 @@ def test_rerun_of_a_stacked_seed_runs_it_alone_to_the_same_weights(make_cfg, tmp
     for net in ("G", "D"):
         for k in a[net]:
             assert torch.allclose(a[net][k].double(), b[net][k].double(), atol=1e-4), k
+
+
+def test_a_stacked_step_that_fails_is_recorded_for_every_seed(make_cfg, tmp_path, monkeypatch):
+    def broken(self):
+        raise RuntimeError("vmap: no batching rule")
+
+    monkeypatch.setattr(SeedStack, "train_step", broken)
+    with pytest.raises(RuntimeError, match="no batching rule"):
+        run_group(_group_cfg(make_cfg), tmp_path / "seed=0", [])
+    for seed in SEEDS:
+        record = read_result(tmp_path / f"seed={seed}")
+        assert record["status"] == "failed"
+        assert record["error"] == "RuntimeError: vmap: no batching rule"
