@@ -178,14 +178,16 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     # A run is `start` (resume, accept, open the tracker), then rounds, each followed by
     # `count_round` and, when due, `write` (evaluation, checkpoint), then `finish`. `fit`
-    # plays them for this run's GAN; ganlab.vectorize's group loop plays them for several
-    # runs whose rounds one stacked model plays.
+    # plays them for this run's GAN; `run_group` plays them for each of several runs whose
+    # rounds one stacked model (ganlab.vectorize.SeedStack) plays.
     def fit(self, accept=None) -> dict:
         """Train to `train.steps`. `accept()` is called once the launch is accepted (the
         checkpoint, if any, restored and consistent), before anything is written."""
         done = self.start(accept)
-        if done is not None:
-            return done
+        return done if done is not None else self.train()
+
+    def train(self) -> dict:
+        """The rounds from where `start` left the run to `train.steps`, then `finish`."""
         status, error = "completed", None
         self.stop.deferred = True
         try:
@@ -552,7 +554,12 @@ def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None 
             for member in started:
                 by_step.setdefault(member[2].counters.step, []).append(member)
             for group in by_step.values():
-                records.update(_train_stacked(group, stop))
+                if len(group) == 1:  # nothing to stack it with: its own loop is faster
+                    i, launch, trainer = group[0]
+                    with speaking_for(launch.run_dir):
+                        records[i] = trainer.train()
+                else:
+                    records.update(_train_stacked(group, stop))
         except BaseException as err:
             # every run not recorded yet says how the group ended (a recorded one is left)
             for launch in launches:
