@@ -40,8 +40,8 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # On a CUDA machine: the CUDA tests, then the bench on the GPU (with 1, 4 and 8 runs packed
-# on it through joblib, and 1, 8 and 32 seeds stacked in one model); its table prints last
-# and is kept in outputs/gpu-check.txt.
+# on it through joblib, 1, 8 and 32 seeds stacked in one model, and CUDA graphs on/off);
+# its table prints last and is kept in outputs/gpu-check.txt.
 # Where torch and the rest are installed already (no .venv/ wanted), run it as
 # `make gpu-check PY=python3 GPU_CHECK_NEEDS=` from a checkout on PYTHONPATH.
 GPU_CHECK_NEEDS ?= $(STAMP)

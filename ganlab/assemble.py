@@ -66,10 +66,11 @@ def resolve_optimizer_impl(impl: str, device: torch.device) -> str:
     return impl
 
 
-def make_adam(params, impl: str, **kwargs) -> torch.optim.Adam:
-    """Adam with a resolved kernel choice (`resolve_optimizer_impl`)."""
+def make_adam(params, impl: str, capturable: bool = False, **kwargs) -> torch.optim.Adam:
+    """Adam with a resolved kernel choice (`resolve_optimizer_impl`); `capturable` keeps its
+    step count on the device, as a CUDA graph of the step needs."""
     return torch.optim.Adam(params, fused=impl == "fused" or None,
-                            foreach=impl == "foreach", **kwargs)
+                            foreach=impl == "foreach", capturable=capturable, **kwargs)
 
 
 def build_nets(cfg: DictConfig, data, mode: LabelMode, extras: list[Extra],
@@ -123,8 +124,9 @@ def build_gan(cfg: DictConfig, device: torch.device) -> GAN:
     check_memory(cfg, G, D, data, device)
     t = cfg.train
     impl = resolve_optimizer_impl(t.optimizer_impl, device)
-    opt_g = make_adam(G.parameters(), impl, lr=t.lr_g, betas=tuple(t.betas_g))
-    opt_d = make_adam(D.parameters(), impl, lr=t.lr_d, betas=tuple(t.betas_d))
+    graphs = bool(t.cuda_graphs) and device.type == "cuda"
+    opt_g = make_adam(G.parameters(), impl, graphs, lr=t.lr_g, betas=tuple(t.betas_g))
+    opt_d = make_adam(D.parameters(), impl, graphs, lr=t.lr_d, betas=tuple(t.betas_d))
     game = Game(build_loss(cfg.loss.name, cfg.smoothing.real_target, cfg.smoothing.fake_target),
                 mode, extras)
     schedule = Schedule(t.batch_size, t.d_steps, t.g_steps, cfg.norm.split_real_fake)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ganlab.assemble import make_adam
 from ganlab.config import ConfigError
 from ganlab.configure import compose
+from ganlab.graphs import uncapturable
 from ganlab.result import ResultFile
 from ganlab.syncs import SyncCounter
 from ganlab.train import Trainer
@@ -119,10 +120,18 @@ def bench_case(name: str, overrides: list[str], device: str, steps: int, repeats
         for times in (bares, bare_again):  # the second bare loop measures the noise floor
             times.append(bare(steps) / steps)
     h, b = statistics.median(harness), statistics.median(bares)
-    return {"case": name, "device": str(trainer.device), "harness_ms": 1e3 * h,
-            "bare_ms": 1e3 * b, "ratio": h / b, "optimizer_impl": impl,
-            "noise": statistics.median(bare_again) / b, "harness_steps": trainer.counters.step,
-            "syncs_per_round": syncs_per_round(trainer)}
+    row = {"case": name, "device": str(trainer.device), "harness_ms": 1e3 * h,
+           "bare_ms": 1e3 * b, "ratio": h / b, "optimizer_impl": impl,
+           "noise": statistics.median(bare_again) / b, "harness_steps": trainer.counters.step,
+           "syncs_per_round": syncs_per_round(trainer)}
+    graphs_cfg = cfg.copy()
+    graphs_cfg.train.cuda_graphs = True
+    if not uncapturable(graphs_cfg, trainer.device):  # the same loop with a graphed round
+        graphed = Trainer(graphs_cfg, run_dir / "graphs", ResultFile(run_dir / "graphs.json"))
+        harness_seconds(graphed, 5)  # warm-up and capture
+        row["graphs_ms"] = 1e3 * statistics.median(
+            harness_seconds(graphed, steps) / steps for _ in range(repeats))
+    return row
 
 
 class _FeatureHead(torch.nn.Module):
@@ -329,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"bare {r['bare_ms']:8.3f} ms/step   ratio {r['ratio']:.3f}   "
                   f"(bare/bare noise floor {r['noise']:.3f}; Adam {r['optimizer_impl']}; "
                   f"{r['syncs_per_round']:g} syncs per round)", flush=True)
+            if "graphs_ms" in r:
+                print(f"{r['case']:<12} {r['device']:<5} harness with CUDA graphs "
+                      f"{r['graphs_ms']:8.3f} ms/step: {r['harness_ms'] / r['graphs_ms']:.2f}x "
+                      "the eager harness", flush=True)
         eval_row = None
         if args.eval_samples:
             try:
@@ -373,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
             table.append(f"{r['case']:<13} {r['device']:<7} {r['ratio']:<13.3f} "
                          f"{r['noise']:<10.3f} {r['syncs_per_round']:<12g}"
                          f"{'' if r['ratio'] <= 1.05 else ' ABOVE TARGET'}".rstrip())
+    for r in rows:
+        if "graphs_ms" in r:
+            table.append(f"{r['case'] + ' graphs':<13} {r['device']:<7} "
+                         f"{r['graphs_ms'] / r['bare_ms']:<13.3f} (CUDA graphs on: harness/bare; "
+                         f"{r['harness_ms'] / r['graphs_ms']:.2f}x the eager harness)")
     if eval_row:
         table.append(f"{eval_row['case']:<13} {eval_row['device']:<7} {eval_row['ratio']:.3f}  "
                      "(FID+KID+IS: ganlab evaluator / torchmetrics recomputing both sides)")

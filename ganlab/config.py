@@ -157,6 +157,8 @@ class TrainConfig:
     # Adam's kernel: auto (fused where the device has it) | fused | foreach | loop. They
     # agree up to the last bits; result.json's host.optimizer_impl says which one ran.
     optimizer_impl: str = keyed("auto", Role.INFRA)
+    # capture the round in one CUDA graph and replay it (ganlab.graphs: CUDA, fresh 2-D data)
+    cuda_graphs: bool = keyed(False, Role.INFRA)
     progress: bool = keyed(True, Role.INFRA)  # progress bar on a terminal
 
 

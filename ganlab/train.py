@@ -49,6 +49,7 @@ from ganlab.config import (
 from ganlab.configure import check, check_overrides, load_config, register_configs
 from ganlab.evaluate import build_evaluator
 from ganlab.evaluate.score import score
+from ganlab.graphs import GraphedRound, uncapturable
 from ganlab.result import (
     TERMINAL,
     ResultFile,
@@ -112,13 +113,21 @@ class Trainer:
         self.cfg, self.run_dir, self.result = cfg, run_dir, result
         self.previous, self.stop = previous, stop or StopSignals()
         self.device = resolve_device(cfg.train.device)
+        if cfg.train.cuda_graphs:
+            problems = uncapturable(cfg, self.device)
+            if problems:
+                raise ConfigError("train.cuda_graphs=true cannot capture this config's round: "
+                                  f"{'; '.join(problems)}")
         self.ckpt_path = run_dir / "checkpoints" / LAST
         self.gan = build_gan(cfg, self.device)
+        # the round the loop plays: the GAN's own, or its capture in a CUDA graph
+        self.play_round = GraphedRound(self.gan) if cfg.train.cuda_graphs else self.gan.train_step
         self.data = self.gan.data
         # fused, foreach and loop Adam differ in the last bits: the record says which ran
         result.update(host={**result.data["host"], "device": str(self.device),
                             "optimizer_impl": resolve_optimizer_impl(
-                                cfg.train.optimizer_impl, self.device)})
+                                cfg.train.optimizer_impl, self.device),
+                            "cuda_graphs": bool(cfg.train.cuda_graphs)})
         # May train the feature classifier and cache real statistics on first use.
         self.evaluator = build_evaluator(cfg, self.data, self.device)
         # the record says what ran: a plug-in may force separate real/fake batches in D
@@ -196,7 +205,7 @@ class Trainer:
                 if self.stop.requested is not None:
                     status, error = self.interrupt()
                     break
-                stats = self.gan.train_step()
+                stats = self.play_round()
                 due = self.count_round(partial(self.gan.read_stats, stats))
                 if due:
                     self.pause_clock()

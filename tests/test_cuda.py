@@ -122,3 +122,57 @@ def test_stacked_seeds_never_synchronise_and_equal_seeds_alone(make_cfg):
                 assert (a.double() - b.double()).abs().max().item() <= 1e-8
     finally:
         torch.set_default_dtype(before)
+
+
+GRAPHED = {
+    "mlp": ["data=ring8", "model=mlp"],
+    "mlp, K+1 half labelled, batch norm, k=2, plug-ins": [
+        "data=grid25", "model=mlp", "labels=kplus1", "labels.fraction=0.5", "norm=batch",
+        "train.d_steps=2", "smoothing=one_sided",
+        "extras=[minibatch_discrimination,feature_matching]"],
+    "pacgan D, virtual norm in G": ["data=ring8", "model=pacgan_mlp", "norm.g=virtual"],
+}
+
+
+@pytest.mark.parametrize("tricks", GRAPHED.values(), ids=GRAPHED.keys())
+def test_a_graphed_round_equals_the_eager_round_and_never_synchronises(make_cfg, tricks):
+    from ganlab.assemble import build_gan
+    from ganlab.graphs import GraphedRound
+
+    cuda = torch.device("cuda")
+    base = [*tricks, "train.batch_size=64", "norm.ref_batch_size=32", "train.device=cuda"]
+    eager = build_gan(make_cfg(*base, "train.cuda_graphs=true"), cuda)  # capturable Adam too
+    graphed = build_gan(make_cfg(*base, "train.cuda_graphs=true"), cuda)
+    for gan in (eager, graphed):
+        gan.G.train()
+        gan.D.train()
+    play = GraphedRound(graphed)
+    for _ in range(5):  # the warm-up rounds and the capture
+        eager.train_step()
+        play()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(15):
+            eager_stats = eager.train_step()
+            graphed_stats = play()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    a, b = eager.read_stats(eager_stats), graphed.read_stats(graphed_stats)
+    assert all(abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])) for k in a), (a, b)
+    for net in ("G", "D"):
+        for (k, x), y in zip(getattr(eager, net).state_dict().items(),
+                             getattr(graphed, net).state_dict().values(), strict=True):
+            assert torch.allclose(x.float(), y.float(), rtol=1e-4, atol=1e-5), (net, k)
+    # each replay drew new numbers from the run's own streams, as the eager rounds did
+    assert torch.equal(eager.noise.get_state(), graphed.noise.get_state())
+
+
+def test_a_graphed_run_checkpoints_and_resumes(make_cfg, tmp_path):
+    args = ["data=ring8", "train.device=cuda", "train.cuda_graphs=true", "eval.every=10",
+            "eval.num_samples=200", "train.checkpoint_every=10"]
+    first = run(make_cfg(*args, "train.steps=20"), tmp_path / "r")
+    assert first["status"] == "completed" and first["host"]["cuda_graphs"] is True
+    again = run(make_cfg(*args, "train.steps=40"), tmp_path / "r")
+    assert again["status"] == "completed" and again["step"] == 40
+    assert [h["step"] for h in again["history"]] == [10, 20, 30, 40]

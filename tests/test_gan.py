@@ -158,3 +158,24 @@ def test_adam_kernels_agree_to_float_tolerance_and_the_record_says_which_ran(mak
     auto = Trainer(make_cfg(), tmp_path / "auto", ResultFile(tmp_path / "auto" / "r.json"))
     assert auto.result.data["host"]["optimizer_impl"] == "fused"
     assert auto.gan.opt_g.defaults["fused"] is True
+
+
+def test_cuda_graphs_name_what_keeps_a_round_out_of_a_graph(make_cfg, tmp_path):
+    from ganlab.config import ConfigError
+    from ganlab.graphs import uncapturable
+    from ganlab.result import ResultFile
+
+    cuda = torch.device("cuda")  # only compared, never used
+    assert uncapturable(make_cfg("data=ring8"), cuda) == []
+    assert uncapturable(make_cfg("data=grid25", "labels=kplus1", "norm=batch",
+                                 "extras=[minibatch_discrimination]"), cuda) == []
+    problems = uncapturable(make_cfg("data=grid25", "data.train_size=300",
+                                     "extras=[historical_averaging]",
+                                     "fanout.group_seeds=[0,1]"), cuda)
+    assert [p.split(" ")[0] for p in problems] == [
+        "data.train_size=300", "extras.historical_averaging", "fanout.group_seeds=[0,", ]
+    assert uncapturable(make_cfg("data=mnist"), cuda)[0].startswith("data=mnist (image data")
+    with pytest.raises(ConfigError, match=r"train.cuda_graphs=true cannot capture this config's "
+                                          r"round: train.device=cpu \(runs on cpu; CUDA graphs "
+                                          r"need a CUDA device\)$"):
+        Trainer(make_cfg("train.cuda_graphs=true"), tmp_path, ResultFile(tmp_path / "r.json"))
