@@ -15,9 +15,25 @@ from collections.abc import Callable, Sequence
 log = logging.getLogger("ganlab.sweep")
 
 
+# a member's run dir is its leader's with its own seed (ganlab.train.member_runs)
+SEED_SUBDIR_END = "seed=${seed}"
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def _seed(overrides: Sequence[str]) -> str | None:
-    found = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "seed"]
+    found = [o.split("=", 1)[1] for o in overrides if _key(o) == "seed"]
     return found[0] if len(found) == 1 else None
+
+
+def subdir_problem(subdir: str) -> str | None:
+    """Why runs of a sweep with this `hydra.sweep.subdir` (unresolved) cannot be grouped."""
+    if not subdir.endswith(SEED_SUBDIR_END):
+        return (f"hydra.sweep.subdir={subdir} (stacked seeds need run dirs that end in "
+                f"{SEED_SUBDIR_END}, as the default does)")
+    return None
 
 
 def group_seed_jobs(batch: Sequence[Sequence[str]], size: int,
@@ -33,7 +49,7 @@ def group_seed_jobs(batch: Sequence[Sequence[str]], size: int,
             cells[(id(job),)] = [job]
             order.append((id(job),))
             continue
-        key = tuple(o for o in job if o.split("=", 1)[0] != "seed")
+        key = tuple(o for o in job if _key(o) != "seed")
         if key not in cells:
             cells[key] = []
             order.append(key)
@@ -48,8 +64,12 @@ def group_seed_jobs(batch: Sequence[Sequence[str]], size: int,
         if len(jobs) == 1 or found:
             out += jobs
             continue
-        for start in range(0, len(jobs), size):
-            chunk = jobs[start:start + size]
+        first: dict[str, list[str]] = {}  # each seed's first job, in order
+        repeated = [j for j in jobs if first.setdefault(_seed(j), j) is not j]
+        distinct = list(first.values())
+        for start in range(0, len(distinct), size):
+            chunk = distinct[start:start + size]
             seeds = ",".join(_seed(j) for j in chunk)
             out.append(chunk[0] + ([f"fanout.group_seeds=[{seeds}]"] if len(chunk) > 1 else []))
+        out += repeated  # a seed listed twice runs again on its own, as without the option
     return out

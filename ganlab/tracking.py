@@ -59,7 +59,8 @@ class WandbTracker(NullTracker):
                 log.warning("W&B online could not start within %gs (%s); logging offline to "
                             "%s instead: upload it later with `wandb sync %s`", init_timeout,
                             type(e).__name__, run_dir / "wandb", run_dir / "wandb")
-                wandb.teardown()  # the failed attempt holds the run id
+                if not WandbTracker.open_runs:  # (stack-mates' runs would go down with it)
+                    wandb.teardown()  # the failed attempt holds the run id
                 self.run = init("offline")
             WandbTracker.open_runs.add(self.run)
             for name, metric in METRICS.items():  # the run's summary keeps each one's best

@@ -138,6 +138,7 @@ class Trainer:
         self.history: list[dict] = []
         self.last_train: dict[str, float] = {}
         self.interrupted: Interrupted | None = None
+        self.log_prefix = ""  # names the run in console lines where several share a process
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self) -> None:
@@ -303,7 +304,8 @@ class Trainer:
         c = self.counters
         if eval_due:
             metrics = self.evaluate()
-            log.info("step %d/%d  %s", c.step, self.steps, _fmt({**self.last_train, **metrics}))
+            log.info("%sstep %d/%d  %s", self.log_prefix, c.step, self.steps,
+                     _fmt({**self.last_train, **metrics}))
             self.result.update(step=c.step, metrics={**self.last_train, **metrics},
                                history=self.history)
         if ckpt_due:
@@ -324,6 +326,15 @@ class Trainer:
     def diverged(self, err: Diverged) -> tuple[str, str]:
         log.warning("run diverged: %s", err)
         return "diverged", str(err)
+
+    def abandon(self) -> None:
+        """A run ended by an error outside its loop: close what `start` opened (the caller
+        records the error)."""
+        if hasattr(self, "bar"):
+            self.bar.close()
+        if hasattr(self, "tracker"):
+            self.tracker.summary({"status": "failed"})
+            self.tracker.finish(exit_code=1)
 
     def finish(self, status: str, error: str | None) -> dict:
         """Record how the run ended; re-raises a stop request once recorded."""
@@ -419,7 +430,8 @@ def _describe_failure(err: BaseException) -> tuple[str, str]:
     if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
         return "failed", (f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                           " (out of memory: lower train.batch_size or norm.ref_batch_size, "
-                          "or pack fewer runs per GPU with fanout.runs_per_gpu)")
+                          "pack fewer runs per GPU with fanout.runs_per_gpu, or stack fewer "
+                          "seeds with fanout.vectorize_seeds)")
     return "failed", f"{type(err).__name__}: {err}"
 
 
@@ -507,8 +519,8 @@ def member_runs(cfg: DictConfig, run_dir: Path, overrides: list[str]
     if run_dir.name != f"seed={cfg.seed}":
         raise ConfigError(f"fanout.vectorize_seeds needs each run dir named seed=<seed> (as "
                           f"hydra.sweep.subdir ends by default); this run's is {run_dir.name!r}")
-    mine = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(
-        ("seed", "fanout.group_seeds"))]
+    mine = [o for o in overrides
+            if o.split("=", 1)[0].lstrip("+~") not in ("seed", "fanout.group_seeds")]
     members = []
     for seed in seeds:
         member = cfg.copy()
@@ -532,46 +544,52 @@ def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None 
         raise ConfigError(f"fanout.group_seeds={list(cfg.fanout.group_seeds)}: vectorised seeds "
                           f"do not support {'; '.join(problems)}; launch the seeds one per run")
     members = member_runs(cfg, Path(run_dir), list(overrides or []))
-    records: dict[int, dict] = {}
+    records: dict[int, dict] = {}  # each run's record, once it says how the run ended
     with ExitStack() as stack, StopSignals() as stop:
-        launches: list[Launch] = []
+        launches: dict[int, Launch] = {}
+        trainers: dict[int, Trainer] = {}
         try:
-            started: list[tuple[int, Launch, Trainer]] = []
             for i, (member_cfg, member_dir, member_overrides) in enumerate(members):
                 try:
-                    launch = stack.enter_context(Launch(member_cfg, member_dir,
-                                                        member_overrides))
-                except RunDirBusy as err:  # another launch owns it: that one records it
-                    log.error("%s", err)
+                    launches[i] = stack.enter_context(Launch(member_cfg, member_dir,
+                                                             member_overrides))
+                except Exception as err:  # not ours (busy), or not writable: not recorded
+                    log.error("run %s not launched: %s", member_dir, err)
                     continue
-                launches.append(launch)
                 with speaking_for(member_dir):
                     try:
-                        trainer = launch.trainer(stop)
-                        done = trainer.start(launch.accept)
+                        trainer = launches[i].trainer(stop)
+                        trainer.log_prefix = f"{member_dir.name}: "
+                        done = trainer.start(launches[i].accept)
                     except Exception as err:
-                        launch.failed(err)
-                        log.error("run %s did not start: %s", member_dir,
-                                  _describe_failure(err)[1])
-                        records[i] = launch.result.data
+                        launches[i].failed(err)
+                        status, error = _describe_failure(err)
+                        log.error("run %s did not start: %s", member_dir, error)
+                        records[i] = {**launches[i].result.data, "status": status,
+                                      "error": error}
                         continue
                 if done is not None:
                     records[i] = done
                 else:
-                    started.append((i, launch, trainer))
-            by_step: dict[int, list] = {}
-            for member in started:
-                by_step.setdefault(member[2].counters.step, []).append(member)
+                    trainers[i] = trainer
+            by_step: dict[int, list[int]] = {}
+            for i, trainer in trainers.items():
+                by_step.setdefault(trainer.counters.step, []).append(i)
             for group in by_step.values():
                 if len(group) == 1:  # nothing to stack it with: its own loop is faster
-                    i, launch, trainer = group[0]
-                    with speaking_for(launch.run_dir):
-                        records[i] = trainer.train()
+                    (i,) = group
+                    with speaking_for(launches[i].run_dir):
+                        records[i] = trainers[i].train()
                 else:
-                    records.update(_train_stacked(group, stop))
+                    _train_stacked([(i, launches[i], trainers[i]) for i in group], stop,
+                                   records)
         except BaseException as err:
-            # every run not recorded yet says how the group ended (a recorded one is left)
-            for launch in launches:
+            # every run that has not recorded its end records this one
+            for i, launch in launches.items():
+                if i in records:
+                    continue
+                if i in trainers:
+                    trainers[i].abandon()
                 launch.failed(err)
             if isinstance(err, Interrupted) and not err.at_once:
                 stop.pass_on(err.signum)
@@ -579,11 +597,12 @@ def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None 
     return [records[i] for i in sorted(records)]
 
 
-def _train_stacked(group: list[tuple[int, Launch, Trainer]], stop: StopSignals
-                   ) -> dict[int, dict]:
+def _train_stacked(group: list[tuple[int, Launch, Trainer]], stop: StopSignals,
+                   records: dict[int, dict]) -> None:
     """The loop of `fit` for runs whose rounds one SeedStack plays; each run's bookkeeping
-    is its own Trainer's. A run that diverges or fails is recorded and masked (its slot of
-    the stack goes on, unread); a stop request checkpoints and records every run."""
+    is its own Trainer's, and each run's record goes into `records` as it ends. A run that
+    diverges or fails is recorded and masked (its slot of the stack goes on, unread); a stop
+    request checkpoints and records every run."""
     from ganlab.vectorize import SeedStack
 
     seeds = [trainer.cfg.seed for _, _, trainer in group]
@@ -593,7 +612,6 @@ def _train_stacked(group: list[tuple[int, Launch, Trainer]], stop: StopSignals
     log.info("training seeds %s as one stacked model from step %d", seeds,
              group[0][2].counters.step)
     active = dict(enumerate(group))
-    records: dict[int, dict] = {}
 
     def end(slot: int, status: str, error: str | None = None) -> None:
         i, launch, trainer = active.pop(slot)
@@ -604,8 +622,7 @@ def _train_stacked(group: list[tuple[int, Launch, Trainer]], stop: StopSignals
         i, launch, trainer = active.pop(slot)
         with speaking_for(launch.run_dir):
             log.exception("run %s failed", launch.run_dir)
-            trainer.bar.close()
-            trainer.tracker.finish(exit_code=1)
+            trainer.abandon()
             launch.failed(err)
             records[i] = launch.result.data
 
@@ -654,7 +671,6 @@ def _train_stacked(group: list[tuple[int, Launch, Trainer]], stop: StopSignals
                 end(slot, "completed")
     finally:
         stop.deferred = False
-    return records
 
 
 def _nothing_to_keep(run_dir: Path, previous: dict) -> bool:

@@ -28,20 +28,22 @@ from ganlab.gan import GAN
 
 # model families whose nets run under vmap with equal results (tests/test_vectorize.py)
 FAMILIES = ("mlp", "pacgan_mlp")
-# plug-ins with state outside the networks (they would need a stacked copy of it)
-UNSUPPORTED_EXTRAS = ("historical_averaging",)
+# a plug-in that keeps state outside the networks (these hooks) would need a stacked copy of it
+STATEFUL_HOOKS = ("bind", "after_update", "state_dict", "load_state_dict")
 
 
 def unsupported(cfg: DictConfig) -> list[str]:
     """The settings of `cfg` that vectorised seeds do not support (empty: it can stack)."""
-    from ganlab.extras import EXTRAS, resolve_options
+    from ganlab.extras import EXTRAS, Extra, resolve_options
 
     problems = []
     if cfg.model.name not in FAMILIES:
         problems.append(f"model={cfg.model.name} (supported: {', '.join(FAMILIES)})")
-    options = resolve_options(cfg.extras)
-    problems += [f"extras.{name}" for name in UNSUPPORTED_EXTRAS
-                 if name in options and EXTRAS[name].active(options[name])]
+    for name, options in resolve_options(cfg.extras).items():
+        cls = EXTRAS[name]
+        if cls.active(options) and any(getattr(cls, hook) is not getattr(Extra, hook)
+                                       for hook in STATEFUL_HOOKS):
+            problems.append(f"extras.{name}")
     return problems
 
 

@@ -99,3 +99,24 @@ def test_stacked_seeds_each_log_their_own_wandb_run(tmp_path, monkeypatch, caplo
         assert "stream: all finished" in last
         ids.add((run_dir / "wandb_id.txt").read_text())
     assert len(ids) == 3
+
+
+def test_stacked_seeds_that_cannot_reach_wandb_online_each_log_offline(tmp_path, monkeypatch,
+                                                                      caplog):
+    # the fallback from online to offline must not take down the stack-mates' runs
+    from ganlab.train import run_group
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    cfg = compose(ARGS + ["logger=wandb", "logger.mode=online", "logger.init_timeout=3",
+                          "seed=0", "fanout.group_seeds=[0,1]"])
+    with caplog.at_level(logging.WARNING, logger="ganlab.tracking"):
+        records = run_group(cfg, tmp_path / "seed=0", [])
+    assert [r["status"] for r in records] == ["completed"] * 2
+    assert caplog.text.count("logging offline to") == 2
+    assert "W&B log failed" not in caplog.text and "summary failed" not in caplog.text
+    for seed in range(2):
+        (offline,) = (tmp_path / f"seed={seed}" / "wandb").glob("offline-run-*")
+        assert len(list((offline / "files" / "media" / "images").glob("samples_*.png"))) == 2

@@ -4,6 +4,7 @@ diverges, and resumes from its members' own checkpoints."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -115,6 +116,7 @@ def test_unsupported_settings_are_named(make_cfg):
     assert unsupported(make_cfg("data=mnist")) == ["model=dcgan (supported: mlp, pacgan_mlp)"]
     assert unsupported(make_cfg("extras=[historical_averaging]")) == [
         "extras.historical_averaging"]
+    assert unsupported(make_cfg("extras=[feature_matching,minibatch_discrimination]")) == []
 
 
 def test_the_sweeper_folds_seeds_of_a_cell_into_groups():
@@ -132,6 +134,20 @@ def test_the_sweeper_folds_seeds_of_a_cell_into_groups():
         ["norm.g=virtual"],
         ["norm.g=reference", "seed=7"],
     ]
+
+
+def test_the_sweeper_reads_plus_seed_and_leaves_a_repeated_seed_alone():
+    batch = [["+seed=0"], ["+seed=1"], ["+seed=1"], ["+seed=2"]]
+    assert group_seed_jobs(batch, 8, lambda job: []) == [
+        ["+seed=0", "fanout.group_seeds=[0,1,2]"], ["+seed=1"]]
+
+
+def test_run_dirs_not_named_by_seed_are_not_grouped():
+    from ganlab.sweeper import subdir_problem
+
+    assert subdir_problem("${ganlab.cell:${hydra.overrides.task}}/seed=${seed}") is None
+    assert "hydra.sweep.subdir=${hydra.job.num} (stacked seeds need" in subdir_problem(
+        "${hydra.job.num}")
 
 
 def test_a_cell_that_cannot_stack_runs_one_seed_per_job(caplog):
@@ -325,3 +341,65 @@ def test_a_stacked_step_that_fails_is_recorded_for_every_seed(make_cfg, tmp_path
         record = read_result(tmp_path / f"seed={seed}")
         assert record["status"] == "failed"
         assert record["error"] == "RuntimeError: vmap: no batching rule"
+
+
+def test_a_stack_resumed_from_its_members_checkpoints_equals_seeds_alone(make_cfg, float64):
+    overrides = ["norm.g=batch", "norm.d=batch", "train.optimizer_impl=fused"]
+    alone = _gans(make_cfg, overrides)
+    for gan in alone:
+        for _ in range(10):
+            gan.train_step()
+    saved = [copy.deepcopy(gan.state_dict()) for gan in alone]
+    for gan in alone:
+        for _ in range(10):
+            gan.train_step()
+    members = _gans(make_cfg, overrides)
+    for gan, state in zip(members, saved, strict=True):
+        gan.load_state_dict(state)  # as a relaunch restores each seed's checkpoint
+    stack = SeedStack(members)
+    for _ in range(10):
+        stack.train_step()
+    for i, solo in enumerate(alone):
+        stack.unstack(i)
+        for net in ("G", "D"):
+            assert _max_diff(getattr(solo, net).state_dict(),
+                             getattr(members[i], net).state_dict()) <= 1e-8
+
+
+def test_one_seed_that_cannot_be_launched_leaves_the_others_running(make_cfg, tmp_path):
+    (tmp_path / "seed=1" / ".lock").mkdir(parents=True)  # a lock that cannot be opened
+    records = run_group(_group_cfg(make_cfg), tmp_path / "seed=0", [])
+    assert [(r["seed"], r["status"]) for r in records] == [(0, "completed"), (2, "completed")]
+    assert not (tmp_path / "seed=1" / "result.json").exists()
+
+
+def test_a_failing_group_leaves_a_finished_seed_as_it_was(make_cfg, tmp_path, monkeypatch):
+    run(make_cfg("seed=0", *FAST), tmp_path / "seed=0")  # seed 0 ran alone before
+    before = (tmp_path / "seed=0" / "result.json").read_bytes()
+
+    def broken(self):
+        raise RuntimeError("vmap: no batching rule")
+
+    monkeypatch.setattr(SeedStack, "train_step", broken)
+    with pytest.raises(RuntimeError):
+        run_group(_group_cfg(make_cfg), tmp_path / "seed=0", [])
+    assert (tmp_path / "seed=0" / "result.json").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "seed=0").glob("result*.json")) == ["result.json"]
+    assert [read_result(tmp_path / f"seed={s}")["status"] for s in (1, 2)] == ["failed"] * 2
+
+
+def test_a_failing_group_closes_its_wandb_runs(make_cfg, tmp_path, monkeypatch):
+    from ganlab.tracking import WandbTracker
+
+    def broken(self):
+        raise RuntimeError("vmap: no batching rule")
+
+    monkeypatch.setattr(SeedStack, "train_step", broken)
+    with pytest.raises(RuntimeError):
+        run_group(_group_cfg(make_cfg, "logger=wandb", "logger.mode=offline"),
+                  tmp_path / "seed=0", [])
+    assert not WandbTracker.open_runs
+    for seed in SEEDS:
+        (offline,) = (tmp_path / f"seed={seed}" / "wandb").glob("offline-run-*")
+        last = (offline / "logs" / "debug-internal.log").read_text().strip().splitlines()[-1]
+        assert "stream: all finished" in last

@@ -15,8 +15,16 @@ class SeedGroupingSweeper(BasicSweeper):
         size = int(self.config.fanout.vectorize_seeds)
         if size <= 1:
             return batch
-        from ganlab.sweeper import group_seed_jobs
+        from omegaconf import OmegaConf
 
+        from ganlab.sweeper import group_seed_jobs, log, subdir_problem
+
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)["subdir"]
+        problem = subdir_problem(str(subdir))
+        if problem:
+            log.warning("fanout.vectorize_seeds: every run goes in a job of its own; "
+                        "vectorised seeds do not support %s", problem)
+            return batch
         return group_seed_jobs(batch, size, self._problems)
 
     def _problems(self, overrides: list[str]) -> list[str]:
