@@ -60,6 +60,17 @@ class Step:
         return self._real
 
 
+def logged_values(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the loop logs of a round's stats, still on the device: the losses, and D's mean
+    output on real and on fake (from its logits, averaged over the last dimension, so a
+    stack of seeds' stats gives one value per seed)."""
+    values = {k: v for k, v in stats.items() if not k.endswith("_logits")}
+    for side in ("real", "fake"):
+        if f"{side}_logits" in stats:
+            values[f"d_{side}"] = torch.sigmoid(stats[f"{side}_logits"]).mean(-1)
+    return values
+
+
 class GAN:
     def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, game: Game, data, schedule: Schedule, *,
@@ -206,10 +217,7 @@ class GAN:
     @staticmethod
     def read_stats(stats: dict[str, torch.Tensor]) -> dict[str, float]:
         """Python numbers from a round's stats, in one copy from the device (one sync)."""
-        scalars = {k: v for k, v in stats.items() if not k.endswith("_logits")}
-        for side in ("real", "fake"):
-            if f"{side}_logits" in stats:
-                scalars[f"d_{side}"] = torch.sigmoid(stats[f"{side}_logits"]).mean()
+        scalars = logged_values(stats)
         if not scalars:
             return {}
         values = torch.stack([v.detach().float().reshape(()) for v in scalars.values()])

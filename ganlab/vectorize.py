@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 from torch.func import functional_call, stack_module_state, vmap
 
-from ganlab.gan import GAN
+from ganlab.gan import GAN, logged_values
 
 # model families whose nets run under vmap with equal results (tests/test_vectorize.py)
 FAMILIES = ("mlp", "pacgan_mlp")
@@ -134,10 +134,7 @@ class SeedStack:
 
         def read(i: int) -> dict[str, float]:
             if not values:
-                scalars = {k: v for k, v in stats.items() if not k.endswith("_logits")}
-                for side in ("real", "fake"):
-                    if f"{side}_logits" in stats:
-                        scalars[f"d_{side}"] = torch.sigmoid(stats[f"{side}_logits"]).mean(1)
+                scalars = logged_values(stats)
                 table = torch.stack([v.detach().float().reshape(len(self.gans))
                                      for v in scalars.values()], dim=1).tolist()
                 values.extend(dict(zip(scalars, row, strict=True)) for row in table)
