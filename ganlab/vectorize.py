@@ -90,7 +90,8 @@ class SeedStack:
 
     def _update(self, name: str, cost, inputs: list[tuple]) -> dict[str, torch.Tensor]:
         """One update of net `name` for every member: `cost(G, D, *member_inputs)`."""
-        stacked = [None if parts[0] is None else torch.stack(parts) for parts in zip(*inputs, strict=True)]
+        stacked = [None if parts[0] is None else torch.stack(parts)
+                   for parts in zip(*inputs, strict=True)]
         (pg, bg), (pd, bd) = self.state["G"], self.state["D"]
 
         def one_seed(pg, bg, pd, bd, *xs):
