@@ -24,6 +24,7 @@ from ganlab.labels import LABEL_MODES, LabelMode
 from ganlab.losses import build_loss
 from ganlab.nets import MODELS, Discriminator, Generator
 from ganlab.nets.norm import ReferenceBatch, RefStatsNorm, needs_reference
+from ganlab.optim import Adam
 
 # the memory of a round, as a multiple of the activations of its forward passes: kept for
 # the backward pass, their gradients, and the optimiser's and the allocator's slack
@@ -66,10 +67,10 @@ def resolve_optimizer_impl(impl: str, device: torch.device) -> str:
     return impl
 
 
-def make_adam(params, impl: str, capturable: bool = False, **kwargs) -> torch.optim.Adam:
+def make_adam(params, impl: str, capturable: bool = False, **kwargs) -> Adam:
     """Adam with a resolved kernel choice (`resolve_optimizer_impl`); `capturable` keeps its
     step count on the device, as a CUDA graph of the step needs."""
-    return torch.optim.Adam(params, fused=impl == "fused" or None,
+    return Adam(params, fused=impl == "fused" or None,
                             foreach=impl == "foreach", capturable=capturable, **kwargs)
 
 

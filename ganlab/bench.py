@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep_row = bench_sweep(args.sweep_runs, Path(tmp)) if args.sweep_runs else None
         if sweep_row:
             r = sweep_row
-            print(f"sweep: fixed overhead per run {r['overhead_s']:.2f} s (target <= 3 s); "
+            print(f"sweep: fixed overhead per run {r['overhead_s']:.2f} s (target <= 2.5 s); "
                   f"{r['n']} tiny ring8 runs: one-process loop {r['loop_s']:.1f} s, "
                   f"basic launcher {r['basic_s']:.1f} s, joblib launcher (2 jobs) "
                   f"{r['joblib_s']:.1f} s", flush=True)

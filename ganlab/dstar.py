@@ -30,6 +30,7 @@ from torch import nn
 from ganlab.config import ConfigError, validate
 from ganlab.configure import compose
 from ganlab.losses import GANLoss
+from ganlab.optim import Adam
 from ganlab.plots import save_figure
 from ganlab.storage import StorageError, atomic_write, atomic_write_json
 
@@ -69,7 +70,7 @@ def fit_dstar(real_target: float, fake_target: float, steps: int = 3000, batch: 
     gen = torch.Generator().manual_seed(seed)
     D = nn.Sequential(nn.Linear(1, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(),
                       nn.Linear(64, 1))
-    opt = torch.optim.Adam(D.parameters(), lr=3e-3)
+    opt = Adam(D.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # settle on the optimum
     loss = GANLoss(real_target, fake_target)  # the same cost D minimises in training
     for step in range(1, steps + 1):

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from torch.func import functional_call, stack_module_state, vmap
 
 from ganlab.gan import GAN, logged_values
+from ganlab.optim import Adam
 
 # model families whose nets run under vmap with equal results (tests/test_vectorize.py)
 FAMILIES = ("mlp", "pacgan_mlp")
@@ -64,7 +65,7 @@ class SeedStack:
             params, buffers = stack_module_state([getattr(g, net) for g in self.gans])
             self.state[net] = (params, buffers)
             member_opt = getattr(lead, opt)
-            stacked = torch.optim.Adam(list(params.values()), **member_opt.defaults)
+            stacked = Adam(list(params.values()), **member_opt.defaults)
             self._stack_moments(stacked, [getattr(g, opt) for g in self.gans],
                                 [getattr(g, net) for g in self.gans])
             self.opts[net] = stacked

@@ -32,6 +32,7 @@ from torch import nn
 from ganlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ganlab.config import ConfigError
 from ganlab.data.images import to_signed_unit
+from ganlab.optim import Adam
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def train_classifier(recipe: ClassifierRecipe, train_x: torch.Tensor, train_y: t
         net = SmallCNN(train_x.shape[1], train_x.shape[2], int(train_y.max()) + 1,
                        recipe.width)
     gen = torch.Generator().manual_seed(recipe.seed)
-    opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+    opt = Adam(net.parameters(), lr=recipe.lr)
     steps_per_epoch = len(train_x) // recipe.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr,
                                                 total_steps=max(1, steps_per_epoch * recipe.epochs))
