@@ -607,10 +607,11 @@ def _train_stacked(group: list[tuple[int, Launch, Trainer]], stop: StopSignals,
 
     seeds = [trainer.cfg.seed for _, _, trainer in group]
     stack = SeedStack([trainer.gan for _, _, trainer in group])
-    for _, launch, _ in group:
+    for _, launch, trainer in group:
         launch.result.update(host={**launch.result.data["host"], "seed_stack": seeds})
-    log.info("training seeds %s as one stacked model from step %d", seeds,
-             group[0][2].counters.step)
+        with speaking_for(launch.run_dir):  # said in each run's own log
+            log.info("training seeds %s as one stacked model from step %d", seeds,
+                     trainer.counters.step)
     active = dict(enumerate(group))
 
     def end(slot: int, status: str, error: str | None = None) -> None:
