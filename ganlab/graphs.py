@@ -10,8 +10,10 @@ A round can be captured when nothing in it is decided on the host while it runs:
 numbers come from the run's device generators (registered with the graph, so each replay
 draws new numbers), Adam keeps its step count on the device (`capturable`), and the data are
 drawn fresh on the device. `uncapturable` names what is not: a fixed training set or image
-data (their epoch position lives on the host), historical averaging (its running-mean count
-does too), and seeds stacked by fanout.vectorize_seeds.
+data (their epoch position lives on the host), a plug-in with state updated between steps
+(historical averaging), and seeds stacked by fanout.vectorize_seeds. A graph holds the
+addresses of the state it was captured with: a Trainer captures anew after each `start`
+(after a checkpoint is restored).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ WARMUP_ROUNDS = 3  # eager rounds before the capture (as torch's whole-network e
 
 def uncapturable(cfg: DictConfig, device: torch.device) -> list[str]:
     """The settings of `cfg` that keep its round out of a CUDA graph (empty: it can be)."""
-    from ganlab.extras import EXTRAS, resolve_options
+    from ganlab.extras import EXTRAS, resolve_options, stateful
 
     problems = []
     if device.type != "cuda":
@@ -38,9 +40,9 @@ def uncapturable(cfg: DictConfig, device: torch.device) -> list[str]:
     elif cfg.data.train_size > 0:
         problems.append(f"data.train_size={cfg.data.train_size} (a fixed training set is "
                         "visited in epochs counted on the host; 0 draws fresh samples)")
-    options = resolve_options(cfg.extras)
-    if EXTRAS["historical_averaging"].active(options["historical_averaging"]):
-        problems.append("extras.historical_averaging (its running-mean count lives on the host)")
+    problems += [f"extras.{name} (its state is updated by Python between steps)"
+                 for name, options in resolve_options(cfg.extras).items()
+                 if EXTRAS[name].active(options) and stateful(EXTRAS[name])]
     if len(cfg.fanout.group_seeds) > 1:
         problems.append(f"fanout.group_seeds={list(cfg.fanout.group_seeds)} (stacked seeds are "
                         "not captured yet)")

@@ -120,8 +120,6 @@ class Trainer:
                                   f"{'; '.join(problems)}")
         self.ckpt_path = run_dir / "checkpoints" / LAST
         self.gan = build_gan(cfg, self.device)
-        # the round the loop plays: the GAN's own, or its capture in a CUDA graph
-        self.play_round = GraphedRound(self.gan) if cfg.train.cuda_graphs else self.gan.train_step
         self.data = self.gan.data
         # fused, foreach and loop Adam differ in the last bits: the record says which ran
         result.update(host={**result.data["host"], "device": str(self.device),
@@ -260,6 +258,10 @@ class Trainer:
         self.progress = ProgressLines(t.steps, c.step, enabled=t.progress and self.bar.disable)
         self.gan.G.train()
         self.gan.D.train()
+        # the round the loop plays: the GAN's own, or its capture in a CUDA graph (captured
+        # anew after every restore: a graph holds the addresses of the state it captured)
+        self.play_round = (GraphedRound(self.gan) if cfg.train.cuda_graphs
+                           else self.gan.train_step)
         # the loop reads plain ints: an OmegaConf attribute costs microseconds per read
         self.steps, self.d_steps, self.g_steps = t.steps, t.d_steps, t.g_steps
         self.eval_every, self.ckpt_every = cfg.eval.every, t.checkpoint_every

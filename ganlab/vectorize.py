@@ -29,22 +29,15 @@ from ganlab.optim import Adam
 
 # model families whose nets run under vmap with equal results (tests/test_vectorize.py)
 FAMILIES = ("mlp", "pacgan_mlp")
-# a plug-in that keeps state outside the networks (these hooks) would need a stacked copy of it
-STATEFUL_HOOKS = ("bind", "after_update", "state_dict", "load_state_dict")
-
-
 def unsupported(cfg: DictConfig) -> list[str]:
     """The settings of `cfg` that vectorised seeds do not support (empty: it can stack)."""
-    from ganlab.extras import EXTRAS, Extra, resolve_options
+    from ganlab.extras import EXTRAS, resolve_options, stateful
 
     problems = []
     if cfg.model.name not in FAMILIES:
         problems.append(f"model={cfg.model.name} (supported: {', '.join(FAMILIES)})")
-    for name, options in resolve_options(cfg.extras).items():
-        cls = EXTRAS[name]
-        if cls.active(options) and any(getattr(cls, hook) is not getattr(Extra, hook)
-                                       for hook in STATEFUL_HOOKS):
-            problems.append(f"extras.{name}")
+    problems += [f"extras.{name}" for name, options in resolve_options(cfg.extras).items()
+                 if EXTRAS[name].active(options) and stateful(EXTRAS[name])]
     return problems
 
 

@@ -158,6 +158,7 @@ def test_a_graphed_round_equals_the_eager_round_and_never_synchronises(make_cfg,
             graphed_stats = play()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    assert play.graph is not None  # the rounds above were replays
     a, b = eager.read_stats(eager_stats), graphed.read_stats(graphed_stats)
     assert all(abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])) for k in a), (a, b)
     for net in ("G", "D"):
@@ -166,13 +167,28 @@ def test_a_graphed_round_equals_the_eager_round_and_never_synchronises(make_cfg,
             assert torch.allclose(x.float(), y.float(), rtol=1e-4, atol=1e-5), (net, k)
     # each replay drew new numbers from the run's own streams, as the eager rounds did
     assert torch.equal(eager.noise.get_state(), graphed.noise.get_state())
+    assert torch.equal(eager.data.generator.get_state(), graphed.data.generator.get_state())
 
 
-def test_a_graphed_run_checkpoints_and_resumes(make_cfg, tmp_path):
-    args = ["data=ring8", "train.device=cuda", "train.cuda_graphs=true", "eval.every=10",
-            "eval.num_samples=200", "train.checkpoint_every=10"]
-    first = run(make_cfg(*args, "train.steps=20"), tmp_path / "r")
-    assert first["status"] == "completed" and first["host"]["cuda_graphs"] is True
-    again = run(make_cfg(*args, "train.steps=40"), tmp_path / "r")
+@pytest.mark.parametrize("first_graphed", [True, False])
+def test_a_graphed_run_checkpoints_and_resumes(make_cfg, tmp_path, first_graphed):
+    # resumed with graphs (captured anew from the restored state), after a graphed or an
+    # eager first part; it ends where a run trained straight through ends, up to rounding
+    args = ["data=ring8", "train.device=cuda", "eval.every=10", "eval.num_samples=200",
+            "train.checkpoint_every=10", "train.optimizer_impl=fused"]
+    first = run(make_cfg(*args, f"train.cuda_graphs={first_graphed}", "train.steps=20"),
+                tmp_path / "r")
+    assert first["status"] == "completed" and first["host"]["cuda_graphs"] is first_graphed
+    again = run(make_cfg(*args, "train.cuda_graphs=true", "train.steps=40"), tmp_path / "r")
     assert again["status"] == "completed" and again["step"] == 40
+    assert again["host"]["cuda_graphs"] is True
     assert [h["step"] for h in again["history"]] == [10, 20, 30, 40]
+    straight = run(make_cfg(*args, "train.cuda_graphs=true", "train.steps=40"),
+                   tmp_path / "straight")
+    assert straight["status"] == "completed"
+    a = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)["gan"]
+    b = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)["gan"]
+    for net in ("G", "D"):
+        for k in a[net]:
+            assert torch.allclose(a[net][k].float(), b[net][k].float(), rtol=1e-3,
+                                  atol=1e-5), (net, k)

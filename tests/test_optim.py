@@ -59,3 +59,46 @@ print("torch._dynamo" in sys.modules)
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_the_step_never_goes_through_torchs_guard(monkeypatch):
+    import torch._dynamo
+
+    torch.optim.Adam(torch.nn.Linear(2, 2).parameters())  # re-wraps torch's Adam.step
+    calls = []
+    monkeypatch.setattr(torch._dynamo, "graph_break", lambda: calls.append(1))
+    net = torch.nn.Linear(2, 2)
+    ours, theirs = Adam(net.parameters()), torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 2)).sum().backward()
+    ours.step()
+    assert calls == []
+    theirs.step()  # torch's own goes through its guard
+    assert calls
+
+
+def test_the_step_runs_in_the_guards_grad_mode(monkeypatch):
+    import ganlab.optim
+
+    seen = []
+    monkeypatch.setattr(ganlab.optim, "_STEP", lambda self, closure: seen.append(
+        torch.is_grad_enabled()))
+    for differentiable in (False, True):
+        Adam(torch.nn.Linear(2, 2).parameters(), differentiable=differentiable).step()
+    assert seen == [False, True]
+
+
+@pytest.mark.parametrize(("saved", "now"), [("fused", "foreach"), ("foreach", "fused"),
+                                            ("fused", "loop")])
+def test_a_resumed_optimiser_keeps_the_kernel_it_was_built_with(saved, now):
+    net, opt = _train(Adam, saved)
+    state = opt.state_dict()
+    resumed = Adam(net.parameters(), lr=1e-2, fused=now == "fused" or None,
+                   foreach=now == "foreach")
+    resumed.load_state_dict(state)
+    group = resumed.param_groups[0]
+    assert (group["fused"], group["foreach"]) == (now == "fused" or None, now == "foreach")
+    steps = [s["step"] for s in resumed.state.values()]
+    assert all(s.device.type == "cpu" and float(s) == 6 for s in steps)
+    net(torch.randn(4, 5)).square().mean().backward()
+    resumed.step()  # the chosen kernel runs on the restored state
+    assert all(float(s["step"]) == 7 for s in resumed.state.values())

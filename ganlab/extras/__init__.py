@@ -78,6 +78,14 @@ class Extra:
 
 
 EXTRAS: Registry[type[Extra]] = Registry("extras")
+# the hooks through which a plug-in keeps state outside the networks
+STATEFUL_HOOKS = ("bind", "after_update", "state_dict", "load_state_dict")
+
+
+def stateful(cls: type[Extra]) -> bool:
+    """Whether a plug-in keeps state outside the networks, updated by Python between
+    optimiser steps (a stack of seeds or a CUDA graph cannot carry it)."""
+    return any(getattr(cls, hook) is not getattr(Extra, hook) for hook in STATEFUL_HOOKS)
 
 
 def options_schema() -> type:
