@@ -71,6 +71,18 @@ def logged_values(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return values
 
 
+def play_round(schedule: Schedule, d_step: Callable[[], dict], g_step: Callable[[], dict]
+               ) -> dict[str, torch.Tensor]:
+    """The shape of a round: `d_steps` D updates, then `g_steps` G updates; the last stats
+    of each (for one GAN, or for a stack of seeds: ganlab.vectorize)."""
+    stats: dict[str, torch.Tensor] = {}
+    for _ in range(schedule.d_steps):
+        stats.update(d_step())
+    for _ in range(schedule.g_steps):
+        stats.update(g_step())
+    return stats
+
+
 class GAN:
     def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, game: Game, data, schedule: Schedule, *,
@@ -206,13 +218,8 @@ class GAN:
 
         Both networks must be in train mode (the loop sets it once; `generate` restores it).
         """
-        stats: dict[str, torch.Tensor] = {}
         self.round_images = 0
-        for _ in range(self.schedule.d_steps):
-            stats.update(self.d_step())
-        for _ in range(self.schedule.g_steps):
-            stats.update(self.g_step())
-        return stats
+        return play_round(self.schedule, self.d_step, self.g_step)
 
     @staticmethod
     def read_stats(stats: dict[str, torch.Tensor]) -> dict[str, float]:

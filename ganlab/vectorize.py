@@ -24,11 +24,13 @@ import torch
 from omegaconf import DictConfig
 from torch.func import functional_call, stack_module_state, vmap
 
-from ganlab.gan import GAN, logged_values
+from ganlab.gan import GAN, logged_values, play_round
 from ganlab.optim import Adam
 
 # model families whose nets run under vmap with equal results (tests/test_vectorize.py)
 FAMILIES = ("mlp", "pacgan_mlp")
+
+
 def unsupported(cfg: DictConfig) -> list[str]:
     """The settings of `cfg` that vectorised seeds do not support (empty: it can stack)."""
     from ganlab.extras import EXTRAS, resolve_options, stateful
@@ -50,8 +52,10 @@ class SeedStack:
         self.gans = list(gans)
         lead = self.gans[0]
         self.lead, self.schedule = lead, lead.schedule
-        # the members' networks are the templates' shapes; the templates hold no state
-        self.templates = {"G": copy.deepcopy(lead.G), "D": copy.deepcopy(lead.D)}
+        # the nets `functional_call` runs with the stack's tensors swapped in: their own
+        # tensors are never read, so they hold none (meta device)
+        self.templates = {"G": copy.deepcopy(lead.G).to("meta"),
+                          "D": copy.deepcopy(lead.D).to("meta")}
         self.state: dict[str, tuple[dict, dict]] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}
         for net, opt in (("G", "opt_g"), ("D", "opt_d")):
@@ -113,14 +117,9 @@ class SeedStack:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One round for every member; each stat stacked along the seed dimension."""
-        stats: dict[str, torch.Tensor] = {}
         for g in self.gans:
             g.round_images = 0
-        for _ in range(self.schedule.d_steps):
-            stats.update(self._d_step())
-        for _ in range(self.schedule.g_steps):
-            stats.update(self._g_step())
-        return stats
+        return play_round(self.schedule, self._d_step, self._g_step)
 
     def stats_reader(self, stats: dict[str, torch.Tensor]):
         """`read(i)`: member i's stats as Python numbers (GAN.read_stats' names); the first
