@@ -43,10 +43,14 @@ def _sync(device: torch.device) -> None:
 
 
 def harness_seconds(trainer: Trainer, steps: int) -> float:
-    """Time `steps` steps of the real training loop (its own training clock)."""
-    trainer.cfg.train.steps = trainer.counters.step + steps
+    """Time `steps` more rounds of the real training loop (its own training clock). The run
+    is started once: later calls go on from where the last stopped, with the round it plays
+    (a CUDA graph stays captured)."""
+    if not hasattr(trainer, "steps"):
+        trainer.start()
+    trainer.steps = trainer.counters.step + steps
     before = trainer.counters.wall_s
-    trainer.fit()
+    trainer.train()
     return trainer.counters.wall_s - before
 
 
