@@ -41,22 +41,14 @@ def group_seed_jobs(batch: Sequence[Sequence[str]], size: int,
     """The batch's jobs with each run of up to `size` jobs that differ only by their `seed=`
     override folded into its first job plus `fanout.group_seeds=[...]`; a cell for which
     `problems(overrides)` names anything stays one job per seed."""
-    cells: dict[tuple, list[list[str]]] = {}
-    order: list[tuple] = []  # the first job of each cell, in the batch's order
+    cells: dict[tuple, list[list[str]]] = {}  # in the order of each cell's first job
     for job in batch:
         job = list(job)
-        if _seed(job) is None:
-            cells[(id(job),)] = [job]
-            order.append((id(job),))
-            continue
-        key = tuple(o for o in job if _key(o) != "seed")
-        if key not in cells:
-            cells[key] = []
-            order.append(key)
-        cells[key].append(job)
+        # a job without a seed is a cell of its own
+        key = (id(job),) if _seed(job) is None else tuple(o for o in job if _key(o) != "seed")
+        cells.setdefault(key, []).append(job)
     out: list[list[str]] = []
-    for key in order:
-        jobs = cells[key]
+    for key, jobs in cells.items():
         found = problems(jobs[0]) if len(jobs) > 1 else []
         if found:
             log.warning("fanout.vectorize_seeds: %s runs one seed per job; vectorised seeds do "
