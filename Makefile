@@ -9,7 +9,7 @@ TORCH_SPEC  ?= torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 DEMO_DIR    ?= outputs/demo
 
-.PHONY: install test test-slow demo bench lint gpu-check clean
+.PHONY: install test test-slow demo bench simulate lint gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m ganlab.bench --device cpu --vectorize 1,8,32
+
+# The sequential rule in the loop on synthetic studies: error rates, coverage, seeds saved.
+simulate: $(STAMP)
+	$(PY) -m ganlab.compare.simulate --studies 1000
 
 lint: $(STAMP)
 	$(PY) -m ruff check ganlab tests

@@ -209,6 +209,14 @@ class FanoutConfig:
     # stacked model in one job (ganlab.sweeper groups them; ganlab.vectorize trains them)
     vectorize_seeds: int = keyed(1, at_least=1)
     group_seeds: list[int] = keyed([])  # set by the sweeper: the seeds this job trains
+    # Seeds in stages (ganlab.sweeper): `list` runs the sweep's seed list; `auto` runs
+    # seeds_min seeds of every cell, compares, and adds seeds_step more only to the variants
+    # whose verdict is still open, up to seeds_max (the looks of a sequential design, which
+    # every run records: ganlab.compare.stats.Design).
+    seeds: str = "list"
+    seeds_min: int = keyed(3, at_least=3)  # the first analysis (a t interval needs 3 pairs)
+    seeds_step: int = keyed(2, at_least=1)
+    seeds_max: int = keyed(15, at_least=3)
 
 
 @dataclass
@@ -225,6 +233,9 @@ class StudyConfig:
     # cases a study runs in one process rather than as a sweep (ganlab.dstar:
     # "real_target,fake_target" pairs, which a Cartesian sweep cannot pair up)
     cases: list[str] = field(default_factory=list)
+    # the smallest effects of interest, by metric, where the registry's do not fit the
+    # question: {modes_covered: "1", fid: "5%"} (an absolute change, or % of the baseline)
+    smallest_effect: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -350,8 +361,9 @@ SPLITS = ("train", "test")
 LOGGER_MODES = ("offline", "online", "disabled")
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 # string keys with a fixed set of values (names of parts are checked against their registries)
+SEED_RULES = ("list", "auto")
 FIXED_CHOICES = {"data.split": SPLITS, "eval.real_split": SPLITS, "logger.mode": LOGGER_MODES,
-                 "train.optimizer_impl": OPTIMIZER_IMPLS}
+                 "train.optimizer_impl": OPTIMIZER_IMPLS, "fanout.seeds": SEED_RULES}
 
 
 @functools.cache
@@ -395,11 +407,29 @@ def validate(cfg: DictConfig | Config) -> None:
         raise ConfigError(f"smoothing.fake_target={fake!r} is not allowed with "
                           f"smoothing.real_target={real!r}; beta must be < 1 - alpha")
 
+    if cfg.fanout.seeds_max < cfg.fanout.seeds_min:
+        raise ConfigError(f"fanout.seeds_max={cfg.fanout.seeds_max!r} is not allowed with "
+                          f"fanout.seeds_min={cfg.fanout.seeds_min!r}; it must be >= "
+                          "fanout.seeds_min")
+    for name, size in cfg.study.smallest_effect.items():
+        _check_effect(f"study.smallest_effect.{name}", size)
+
     device = cfg.train.device
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:")
                                                    and device[5:].isdigit())):
         raise ConfigError(f"train.device={device!r} is not allowed; "
                           "choose one of: auto, cpu, cuda, cuda:N")
+
+
+def _check_effect(key: str, size: Any) -> None:
+    text = str(size).strip()
+    try:
+        ok = float(text.removesuffix("%")) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}={size!r} is not allowed; give a positive change in the "
+                          "metric's units (e.g. 1) or a percentage of the baseline (e.g. 5%)")
 
 
 def select(cfg: Any, dotted: str) -> Any:
@@ -414,3 +444,9 @@ def data_root(cfg_root: str) -> str:
 
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the YAML files of conf/<group>/, sorted."""
+    return sorted(os.path.splitext(name)[0] for name in os.listdir(os.path.join(CONF_DIR, group))
+                  if name.endswith(".yaml"))

@@ -34,6 +34,7 @@ from ganlab.config import (
     check_bound,
     choice,
     flatten,
+    group_options,
     select,
     validate,
 )
@@ -138,11 +139,6 @@ def _check_hydra_key(key: str) -> None:
         if k.split(".")[0] in _HYDRA_CHECKED)
     if key not in known:
         raise ConfigError(f"{key} is not a Hydra setting{_did_you_mean(key, known)}")
-
-
-def group_options(group: str) -> list[str]:
-    """The options of a config group: the YAML files of conf/<group>/, sorted."""
-    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
 
 
 def _check_option(group: str, option) -> None:

@@ -1,11 +1,21 @@
-"""What every metric means to a reader, in one place: its direction (is higher better?),
-its scale (compare differences, or ratios on a log scale) and how to print it.
+"""What every metric means to a reader, in one place: its direction (is higher better?), its
+scale (compare differences, or ratios on a log scale), its feasible range, whether it only
+takes whole numbers, the smallest effect a study should care about, and how to print it.
 
 The comparer, the report and the W&B summaries read it; the evaluator's metrics all have an
-entry (a test checks). `eval/fid_class/<k>` is FID; `*_std` entries are spreads and are
-never compared. Log-scale metrics are positive and span orders of magnitude: values at or
-below the metric's `floor` (an exact zero, KID's unbiased estimate at or below zero) count
-as the floor, which the report states.
+entry (a test checks). `eval/fid_class/<k>` is FID; `*_std` entries are spreads and are never
+compared.
+
+- Range: `lower` and `upper` bound the metric's true value. `upper="classes"` is the number of
+  classes (modes) of the run's data, read from the comparison class (`data.num_classes`): 8
+  modes on ring8, IS at most 10 on MNIST. No interval the comparer reports leaves the range.
+- Log scale: values span orders of magnitude and are compared as ratios (geometric means, Δ as
+  a factor). A ratio needs positive values: a table with an exact zero (or KID's unbiased
+  estimate at or below zero) is compared on the linear scale instead, and says so.
+- Smallest effect of interest (`smallest_effect`): "1" is an absolute change in the metric's
+  units (one mode), "5%" a change relative to the baseline's mean (a factor of 1.05 on a log
+  scale). A variant whose interval lies inside ±δ is "equivalent within δ". Overridden per
+  study (`study.smallest_effect`) or on the command line (`compare --delta fid=3%`).
 """
 
 from __future__ import annotations
@@ -19,13 +29,40 @@ SCALES = ("linear", "log")
 
 
 @dataclass(frozen=True)
+class Effect:
+    """A smallest effect of interest: `size` in the metric's units, or in % of the baseline."""
+
+    size: float
+    relative: bool = False
+
+    @classmethod
+    def parse(cls, text: str | float) -> Effect:
+        raw = str(text).strip()
+        relative = raw.endswith("%")
+        try:
+            size = float(raw.rstrip("%").strip())
+        except ValueError:
+            size = math.nan
+        if not math.isfinite(size) or size <= 0:
+            raise ValueError(f"smallest effect {raw!r}: give a positive number (an absolute "
+                             "change, e.g. 1) or a percentage of the baseline (e.g. 5%)")
+        return cls(size, relative)
+
+    def __str__(self) -> str:
+        return f"{self.size:g}%" if self.relative else f"{self.size:g}"
+
+
+@dataclass(frozen=True)
 class Metric:
     name: str
     label: str  # how a reader calls it
     direction: int  # +1: higher is better; -1: lower is better; 0: neither (not compared)
     scale: str = "linear"  # linear: compare differences; log: compare ratios
     fmt: str = ".4g"  # how its values print
-    floor: float | None = None  # log scale: the smallest value it takes
+    lower: float | None = None  # the smallest value its true value can take
+    upper: float | str | None = None  # the largest; "classes": the data's number of classes
+    discrete: bool = False  # takes whole numbers only (modes covered)
+    smallest_effect: str | None = None  # "1" (absolute) or "5%" (of the baseline's mean)
 
     @property
     def better(self) -> str:
@@ -34,9 +71,21 @@ class Metric:
     def format(self, value: float | None) -> str:
         return "—" if value is None else format(value, self.fmt)
 
+    def bounds(self, comparability: dict | None = None) -> tuple[float, float]:
+        """The feasible range (-inf/inf where unbounded) for runs of this comparison class."""
+        upper = self.upper
+        if upper == "classes":
+            classes = (comparability or {}).get("data.num_classes")
+            upper = float(classes) if classes else None
+        return (-math.inf if self.lower is None else float(self.lower),
+                math.inf if upper is None else float(upper))
+
+    def effect(self) -> Effect | None:
+        return None if self.smallest_effect is None else Effect.parse(self.smallest_effect)
+
     def to_scale(self, value: float) -> float:
-        """The value on the scale comparisons are made on."""
-        return math.log(max(value, self.floor or 0.0)) if self.scale == "log" else value
+        """The value on the scale comparisons are made on (log: positive values only)."""
+        return math.log(value) if self.scale == "log" else value
 
     def from_scale(self, value: float) -> float:
         return math.exp(value) if self.scale == "log" else value
@@ -44,15 +93,22 @@ class Metric:
 
 METRICS: Registry[Metric] = Registry("metric")
 for _m in (
-    Metric("eval/fid", "FID", -1, fmt=".2f"),
-    Metric("eval/is", "IS", +1, fmt=".3f"),
-    Metric("eval/kid", "KID", -1, "log", ".3g", floor=1e-6),
-    Metric("eval/precision", "precision", +1, fmt=".3f"),
-    Metric("eval/recall", "recall", +1, fmt=".3f"),
-    Metric("eval/modes_covered", "modes covered", +1, fmt=".3g"),
-    Metric("eval/hq_pct", "% high-quality samples", +1, fmt=".3g"),
-    Metric("eval/reverse_kl", "reverse KL of the mode histogram", -1, "log", ".3g", floor=1e-4),
-    Metric("eval/coupling", "batch coupling", -1, "log", ".3g", floor=1e-12),
+    Metric("eval/fid", "FID", -1, fmt=".2f", lower=0, smallest_effect="5%"),
+    Metric("eval/is", "IS", +1, fmt=".3f", lower=1, upper="classes", smallest_effect="5%"),
+    Metric("eval/kid", "KID", -1, "log", ".3g", lower=0, smallest_effect="25%"),
+    Metric("eval/precision", "precision", +1, fmt=".3f", lower=0, upper=1,
+           smallest_effect="0.05"),
+    Metric("eval/recall", "recall", +1, fmt=".3f", lower=0, upper=1, smallest_effect="0.05"),
+    Metric("eval/modes_covered", "modes covered", +1, fmt=".3g", lower=0, upper="classes",
+           discrete=True, smallest_effect="1"),
+    Metric("eval/modes_pacgan", "modes with a high-quality sample (PacGAN's count)", +1,
+           fmt=".3g", lower=0, upper="classes", discrete=True, smallest_effect="1"),
+    Metric("eval/hq_pct", "% high-quality samples", +1, fmt=".3g", lower=0, upper=100,
+           smallest_effect="5"),
+    Metric("eval/reverse_kl", "reverse KL of the mode histogram", -1, "log", ".3g", lower=0,
+           smallest_effect="25%"),
+    Metric("eval/coupling", "batch coupling", -1, "log", ".3g", lower=0,
+           smallest_effect="100%"),
 ):
     METRICS.register(_m.name)(_m)
 
@@ -68,11 +124,11 @@ def metric_info(name: str, scale: str | None = None) -> Metric:
     if base in METRICS:
         entry = replace(METRICS[base], name=name)
     elif name.endswith("_std"):
-        entry = Metric(name, f"spread of {name.removesuffix('_std')}", 0)
+        entry = Metric(name, f"spread of {name.removesuffix('_std')}", 0, lower=0)
     else:
         entry = Metric(name, name, 0)
     if scale is not None and scale != entry.scale:
         if scale not in SCALES:
             raise ValueError(f"scale {scale!r}: choose one of {', '.join(SCALES)}")
-        entry = replace(entry, scale=scale, floor=entry.floor or 1e-12)
+        entry = replace(entry, scale=scale)
     return entry

@@ -10,14 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ganlab.storage import atomic_write
+from ganlab.storage import atomic_write, save_figure
 
-
-def save_figure(fig, path: Path) -> None:
-    """A matplotlib figure as a PNG, written atomically."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write(path, buffer.getvalue())
+__all__ = ["image_grid", "save_figure", "save_png"]
 
 
 def save_png(image: Image.Image, path: Path) -> None:

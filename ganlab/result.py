@@ -12,10 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ganlab.config import VARIANT_ROLES, Role, keys_with_role
-from ganlab.labels import LABEL_MODES
 from ganlab.storage import atomic_write_json
 
 STATUSES = ("completed", "diverged", "failed", "interrupted", "running")
@@ -41,9 +40,29 @@ def comparability_dict(cfg: DictConfig, eval_protocol: dict | None) -> dict[str,
     """What decides whether two runs may be compared at all: label use (the tutorial's rule:
     models trained with labels are compared with each other only), the data and model
     family (role `class`), and the evaluation protocol the scores were computed under."""
+    from ganlab.labels import LABEL_MODES  # torch: training time only, never the comparer's
+
     labelled = LABEL_MODES.choose(cfg.labels.name).uses_labels
     return {"labels": "labelled" if labelled else "none",
             **keys_with_role(cfg, {Role.CLASS}), "eval": eval_protocol}
+
+
+def study_record(cfg: DictConfig) -> dict[str, Any]:
+    """result.json's `study`: the preset's question and baselines, and the sequential design
+    of a sweep with `fanout.seeds=auto` (`design`: the looks the comparer analyses at)."""
+    study = OmegaConf.to_container(cfg.study, resolve=True)
+    fan = cfg.fanout
+    if fan.seeds == "auto":
+        study["design"] = {"min": fan.seeds_min, "step": fan.seeds_step, "max": fan.seeds_max}
+    return study
+
+
+def seedless(overrides: list[str] | None) -> list[str] | None:
+    """A launch's overrides without its seed (and the seeds a stacked job trains)."""
+    if overrides is None:
+        return None
+    return [o for o in overrides
+            if o.split("=", 1)[0].lstrip("+~") not in ("seed", "fanout.group_seeds")]
 
 
 def count_statuses(results: list[dict]) -> Counter:
@@ -87,7 +106,10 @@ class ResultFile:
                                      "history_eval": None,
                                      # the eval.* settings, so that a run that failed before
                                      # its protocol was resolved finds its class
-                                     "eval_settings": None, **fields}
+                                     "eval_settings": None,
+                                     # the launch's overrides without the seed: what runs
+                                     # another seed of this variant (compare --plan)
+                                     "overrides": None, **fields}
 
     def update(self, **fields: Any) -> None:
         unknown = set(fields) - set(self.data)

@@ -8,6 +8,7 @@ temporary and raises StorageError, whose one-line message names the path and wha
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
@@ -73,3 +74,10 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure as a PNG, written atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write(path, buffer.getvalue())

@@ -5,12 +5,19 @@ seed. That job (`fanout.group_seeds=[...]`) trains them as one stacked model
 (ganlab.train.run_group); each seed still gets the run dir, record and W&B run it would get
 alone. Configs vectorised seeds cannot train (ganlab.vectorize.unsupported) are named in one
 line and launched one run per job, as without the option.
+
+With `fanout.seeds=auto` the sweep runs in stages (`StagedSeeds`): seeds are added only
+where the comparer's plan says a verdict is still open; each stage is recorded in the sweep
+dir's `stages.json`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 log = logging.getLogger("ganlab.sweep")
 
@@ -65,3 +72,119 @@ def group_seed_jobs(batch: Sequence[Sequence[str]], size: int,
             out.append(chunk[0] + ([f"fanout.group_seeds=[{seeds}]"] if len(chunk) > 1 else []))
         out += repeated  # a seed listed twice runs again on its own, as without the option
     return out
+
+
+# -- seeds in stages (fanout.seeds=auto) ----------------------------------------------------------
+STAGES_FILE = "stages.json"
+
+
+def _without_seed(job: Sequence[str]) -> list[str]:
+    return [o for o in job if _key(o) != "seed"]
+
+
+def first_stage_params(params: dict, seeds_min: int) -> dict:
+    """The sweeper's params with the seed list replaced by the first stage's seeds."""
+    return {**{k: v for k, v in params.items() if _key(str(k)) != "seed"},
+            "seed": ",".join(str(s) for s in range(seeds_min))}
+
+
+def stage_jobs(found: dict, cells: dict[str, list[str]]) -> tuple[list[list[str]], list[str]]:
+    """The jobs of a plan's next stage: each entry's seeds in its cell's overrides (from the
+    first stage's jobs, else the overrides its records carry); and the entries it could not
+    place."""
+    jobs, lost = [], []
+    for entry in found["add_seeds"]:
+        base = cells.get(entry["cell"]) or entry["overrides"]
+        if base is None:
+            lost.append(f"{entry['variant']} ({entry['cell']})")
+            continue
+        jobs += [[*_without_seed(base), f"seed={s}"] for s in entry["seeds"]]
+    return jobs, lost
+
+
+def record_stage(sweep_dir: Path, stage: int, jobs: list[list[str]], found: dict | None,
+                 started: float) -> None:
+    """Append a stage to the sweep's `stages.json`: its runs and the plan that followed."""
+    from ganlab.storage import atomic_write_json
+
+    path = sweep_dir / STAGES_FILE
+    try:
+        stages = json.loads(path.read_text()) if path.exists() else []
+    except (OSError, json.JSONDecodeError):
+        stages = []  # a damaged file: the records themselves hold every result
+    stages.append({
+        "stage": stage, "started": started, "ended": time.time(),
+        "runs": [{"overrides": _without_seed(j), "seed": _seed(j)} for j in jobs],
+        "decided": None if found is None else found["decided"],
+        "verdicts": None if found is None else
+        {f"[{v['class']}] {v['variant']}": v["verdict"] for v in found["variants"]
+         if not v["baseline"]}})
+    atomic_write_json(path, stages)
+
+
+class StagedSeeds:
+    """`fanout.seeds=auto`: the first stage runs `seeds_min` seeds of every cell; after each
+    stage the plan (ganlab.compare.plan, over the records of the sweep dir) names the seeds
+    that take each open variant to its next look, and they run as the next stage, through
+    the same launcher, until every verdict is decided or at `seeds_max`. A relaunch of the
+    same command resumes: finished runs are skipped and the plan, read from the records,
+    picks up where the killed stage stopped. `seed=` on the command line runs those seeds as
+    one stage by hand (what `compare --plan` prints)."""
+
+    def __init__(self, sweeper) -> None:
+        self.sweeper = sweeper
+
+    def sweep(self, arguments: list[str], run_batch: Callable) -> list:
+        from ganlab.config import ConfigError, sweep_cell
+
+        s, fan = self.sweeper, self.sweeper.config.fanout
+        if fan.seeds_max < fan.seeds_min:
+            raise ConfigError(f"fanout.seeds_max={fan.seeds_max} is not allowed with "
+                              f"fanout.seeds_min={fan.seeds_min}; it must be >= seeds_min")
+        if any(_key(a) == "seed" for a in arguments):  # one stage by hand
+            return run_batch(arguments)
+        sweep_dir = Path(s.config.hydra.sweep.dir)
+        s.params = first_stage_params(dict(s.params or {}), fan.seeds_min)
+        log.info("fanout.seeds=auto: stage 1 runs seeds 0-%d of every cell; later stages add "
+                 "%d seed(s) to each variant whose verdict is still open, up to %d",
+                 fan.seeds_min - 1, fan.seeds_step, fan.seeds_max)
+        started = time.time()
+        returns = run_batch(arguments)
+        cells = {sweep_cell(job): _without_seed(job) for batch in s.overrides for job in batch}
+        jobs = [job for batch in s.overrides for job in batch]
+        stage, asked = 1, set()
+        while True:
+            found = self._plan(sweep_dir)
+            record_stage(sweep_dir, stage, jobs, found, started)
+            if found is None:
+                return returns
+            for line in found["lines"]:
+                log.info("%s", line)
+            jobs, lost = stage_jobs(found, cells)
+            if lost:
+                log.warning("fanout.seeds=auto: no overrides known for %s; run their seeds "
+                            "by hand (python -m ganlab.compare %s --plan)", ", ".join(lost),
+                            sweep_dir)
+            again = {tuple(j) for j in jobs} & asked
+            if found["decided"] or not jobs or again:
+                if again:
+                    log.warning("fanout.seeds=auto: %d run(s) of the last stage did not "
+                                "finish; stopping here (relaunch to resume them)", len(again))
+                return returns
+            stage += 1
+            asked |= {tuple(j) for j in jobs}
+            log.info("stage %d: %d run(s)", stage, len(jobs))
+            started = time.time()
+            returns += s.launch_stage(jobs)
+
+    @staticmethod
+    def _plan(sweep_dir: Path) -> dict | None:
+        from ganlab.compare.plan import plan
+        from ganlab.compare.runs import load_results
+        from ganlab.compare.tables import CompareError
+
+        try:
+            return plan(load_results([sweep_dir]))
+        except CompareError as e:
+            log.error("fanout.seeds=auto: no plan after this stage: %s", e)
+            return None

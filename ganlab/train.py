@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ganlab.assemble import build_gan, resolve_device, resolve_optimizer_impl
@@ -55,6 +55,8 @@ from ganlab.result import (
     ResultFile,
     comparability_dict,
     hparams_dict,
+    seedless,
+    study_record,
     trick_dict,
 )
 from ganlab.rundir import RunDirBusy, RunDirLock, read_previous, save_config, write_failure
@@ -466,7 +468,7 @@ class Launch:
                                  trick=trick_dict(cfg), hparams=hparams_dict(cfg),
                                  comparability=comparability_dict(cfg, None),
                                  eval_settings=eval_settings(cfg),
-                                 study=OmegaConf.to_container(cfg.study, resolve=True),
+                                 study=study_record(cfg), overrides=seedless(self.overrides),
                                  choices=_choices(), host=_host_record())
 
     def __exit__(self, *exc) -> None:

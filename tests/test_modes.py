@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import entropy
+from scipy.stats import binom, entropy
 
 from ganlab.data.toy import MIXTURES, grid_modes, ring_modes
-from ganlab.evaluate.modes import mode_metrics, nearest_modes
+from ganlab.evaluate.modes import chance_count, mode_metrics, nearest_modes, uniform_box
 
 RING = ring_modes()
 RING_STD = MIXTURES["ring8"][1]  # 0.01
@@ -98,7 +98,7 @@ def test_non_finite_rows_are_left_out_of_coverage_and_kl():
 
 def test_no_finite_sample_gives_no_kl():
     m = mode_metrics(torch.full((6, 2), math.nan), RING, RING_STD)
-    assert m == {"modes_covered": 0, "hq_pct": 0.0, "reverse_kl": None}
+    assert m == {"modes_covered": 0, "modes_pacgan": 0, "hq_pct": 0.0, "reverse_kl": None}
 
 
 def test_grid25():
@@ -110,7 +110,9 @@ def test_grid25():
     row = [(-4.0, 2.0), (-2.0, 2.0), (0.0, 2.0), (2.0, 2.0), (4.0, 2.0)]
     samples = torch.tensor([(x + 0.1, y) for x, y in row] + [(0.0, 0.2)])
     m = mode_metrics(samples, GRID, GRID_STD)
-    assert m["modes_covered"] == 5
+    # PacGAN's count takes one sample as a mode covered; among 6 points one per mode is
+    # what a uniform cloud may leave (p = 7.1e-4 per point and mode, 25 modes): not covered
+    assert m["modes_pacgan"] == 5 and m["modes_covered"] == 0
     assert m["hq_pct"] == pytest.approx(100 * 5 / 6)
     # six modes hit once each among 25: log(25/6)
     assert m["reverse_kl"] == pytest.approx(math.log(25 / 6), rel=1e-9)
@@ -134,3 +136,34 @@ def test_random_case_matches_an_independent_computation():
     # the case is not degenerate: some but not all samples and modes pass
     assert 0 < m["hq_pct"] < 100
     assert 0 < m["modes_covered"] < 8
+
+
+@pytest.mark.parametrize("name, make", [("grid25", grid_modes), ("ring8", ring_modes)])
+def test_uniform_noise_covers_no_mode_though_pacgan_counts_many(name, make):
+    modes, std = make(), MIXTURES[name][1]
+    lo, hi = uniform_box(modes, 3 * std)
+    # the reference box: the modes' bounding box widened by half the closest modes' distance
+    half = 1.0 if name == "grid25" else math.sin(math.pi / 8)
+    assert lo.tolist() == pytest.approx([float(modes[:, 0].min()) - half] * 2)
+    assert hi.tolist() == pytest.approx([float(modes[:, 0].max()) + half] * 2)
+    gen = torch.Generator().manual_seed(0)
+    covered, pacgan = [], []
+    for _ in range(100):
+        noise = lo + (hi - lo) * torch.rand(2500, 2, generator=gen, dtype=torch.float64)
+        m = mode_metrics(noise, modes, std)
+        covered.append(m["modes_covered"])
+        pacgan.append(m["modes_pacgan"])
+    assert np.mean(covered) <= 0.1 and max(covered) <= 1  # 5 % chance of any mode, by design
+    if name == "grid25":  # the audit's finding: 2,500 uniform points "cover" ~21 of 25
+        assert 19 <= np.mean(pacgan) <= 23
+
+
+def test_the_chance_count_is_the_binomial_quantile():
+    # grid25: a mode's disc (radius 0.15) is pi 0.0225 / 100 of the [-5, 5]^2 box
+    p = math.pi * 0.15 ** 2 / 100
+    assert chance_count(2500, GRID, GRID_STD) == int(binom.ppf(1 - 0.05 / 25, 2500, p))
+    assert chance_count(2500, GRID, GRID_STD) == 7
+    # a trained G with many high-quality samples per mode scores as under PacGAN's rule
+    samples = GRID.repeat(20, 1)
+    m = mode_metrics(samples, GRID, GRID_STD)
+    assert m["modes_covered"] == m["modes_pacgan"] == 25

@@ -15,7 +15,15 @@ from scipy import stats
 from ganlab.compare.__main__ import main
 from ganlab.compare.document import CLASS_KEYS, ROW_KEYS, SETTINGS_KEYS, TABLE_KEYS, TOP_KEYS
 from ganlab.compare.runs import load_results
-from ganlab.compare.stats import d_z, d_z_interval, detectable, power, seeds_for, t_interval
+from ganlab.compare.stats import (
+    d_z,
+    d_z_interval,
+    detectable,
+    power,
+    sd_upper,
+    seeds_for,
+    t_interval,
+)
 from ganlab.compare.tables import build_tables
 from ganlab.storage import atomic_write_json
 
@@ -147,10 +155,16 @@ def test_no_difference_says_what_the_seeds_could_have_seen(tmp_path, capsys):
                  "--seeds-for", "0.5"]) == 0
     out = capsys.readouterr().out
     diffs = np.array([0.5, -1.0, 0.8])
-    found = detectable(diffs.std(ddof=1), 3, 0.05)
-    assert ("g=batch: no clear difference in FID (+0.10 (+0.323 %) [") in out
-    assert f"these 3 paired seeds would detect only a change of {found:.2f} or more" in out
-    needed = seeds_for(0.5, diffs.std(ddof=1), 0.05)
+    # stated from the spread's 80 % upper confidence bound, not the sample's own spread
+    upper = diffs.std(ddof=1) * math.sqrt(2 / stats.chi2.ppf(0.2, 2))
+    assert sd_upper(diffs.std(ddof=1), 3) == pytest.approx(upper)
+    found = detectable(upper, 3, 0.05)
+    assert "g=batch: not decided: no clear difference in FID (+0.10 (+0.323 %) [" in out
+    assert f"these would detect only a change of {found:.2f} or more" in out
+    # and the seeds δ (5 % of the baseline's 31.0) would take
+    more = seeds_for(0.05 * 31.0, upper, 0.05) - 3
+    assert f"about {more} more paired seeds would detect δ = 5% (1.55)" in out
+    needed = seeds_for(0.5, upper, 0.05)
     assert f"g=batch: {needed} paired seeds detect |Δ| = 0.5 in FID with 80% power" in out
     assert "Question: does virtual norm decouple samples?" in out
     assert "the evidence is thin" in out

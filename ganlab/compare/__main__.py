@@ -7,20 +7,24 @@ hyper-parameters (everything but the seed); runs are paired with the baseline va
 seed. The console shows the primary metric's table and one sentence per variant; the report
 (report.json, report.md, report.html) has every evaluation metric. `--brief` prints a plain
 mean ± std per variant of every metric instead, and writes nothing. `--seeds-for DELTA`
-prints how many seeds would detect DELTA (a ratio for log-scale metrics).
+prints how many seeds would detect DELTA (a ratio for log-scale metrics). `--plan` prints
+what the sequential rule would run next (`--json`: one JSON object on stdout) and writes
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
 
 from ganlab.compare.document import build_document, format_text
+from ganlab.compare.plan import plan
 from ganlab.compare.report import report_metrics, write_report
 from ganlab.compare.runs import group_runs, load_results
-from ganlab.compare.stats import POWER, seeds_for
+from ganlab.compare.stats import POWER, Design, sd_upper, seeds_for
 from ganlab.compare.tables import (
     MATCHES,
     CompareError,
@@ -30,7 +34,7 @@ from ganlab.compare.tables import (
     format_brief,
     parse_baseline,
 )
-from ganlab.metrics import SCALES, metric_key
+from ganlab.metrics import SCALES, Effect, metric_key
 from ganlab.storage import StorageError
 
 
@@ -45,8 +49,35 @@ def parse_scales(tokens: list[str] | None) -> dict[str, str]:
     return scales
 
 
+def parse_effects(tokens: list[str] | None) -> dict[str, Effect]:
+    effects = {}
+    for token in tokens or []:
+        name, sep, size = token.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError("not METRIC=SIZE")
+            effects[metric_key(name)] = Effect.parse(size)
+        except ValueError as e:
+            raise CompareError(f"--delta {token!r}: give METRIC=SIZE, SIZE an absolute change "
+                               f"or a percentage (e.g. --delta modes_covered=1, --delta "
+                               f"fid=5%) ({e})") from None
+    return effects
+
+
+def parse_design(args) -> Design | None:
+    given = [args.seeds_min, args.seeds_step, args.seeds_max]
+    if all(v is None for v in given):
+        return None
+    lo, step, hi = (v if v is not None else d for v, d in zip(given, (3, 2, 15), strict=True))
+    if lo < 3 or step < 1 or hi < lo:
+        raise CompareError(f"--seeds-min {lo} --seeds-step {step} --seeds-max {hi}: need "
+                           "seeds-min >= 3, seeds-step >= 1 and seeds-max >= seeds-min")
+    return Design.sequential(lo, step, hi)
+
+
 def seeds_needed(tables: list[Table], delta: float) -> list[str]:
-    """For each variant with a spread of paired differences: the seeds that detect `delta`."""
+    """For each variant with a spread of paired differences: the seeds that detect `delta`
+    (from the spread's upper confidence bound, at the strictest level of the family)."""
     lines = []
     for t in tables:
         m = t.metric
@@ -58,11 +89,12 @@ def seeds_needed(tables: list[Table], delta: float) -> list[str]:
         for row in t.rows:
             if row.is_baseline or row.diff_sd is None:
                 continue
-            n = seeds_for(on_scale, row.diff_sd, t.strictest_alpha, POWER)
+            sd = sd_upper(row.diff_sd, row.look)
+            n = seeds_for(on_scale, sd, t.strictest_alpha, POWER)
             lines.append(f"{row.label}: {'more than 10000' if n is None else n} paired seeds "
                          f"detect {what} in {m.label} with {POWER:.0%} power at α = "
                          f"{t.strictest_alpha:.3g} (spread of its paired differences "
-                         f"{row.diff_sd:.3g} over {row.pairs} seeds)")
+                         f"{row.diff_sd:.3g} over {row.look} seeds, at most {sd:.3g})")
     return lines
 
 
@@ -80,6 +112,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare METRIC on another scale (linear|log), e.g. fid=log")
     parser.add_argument("--seeds-for", type=float, default=None, metavar="DELTA",
                         help="print the seeds each variant would need to detect DELTA")
+    parser.add_argument("--delta", action="append", metavar="METRIC=SIZE",
+                        help="the smallest effect of interest: an absolute change or a "
+                             "percentage of the baseline, e.g. modes_covered=1, fid=5%% "
+                             "(default: the study's, else the metric registry's)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what the sequential rule runs next; write nothing")
+    parser.add_argument("--json", action="store_true",
+                        help="with --plan: one JSON object on stdout")
+    for name, what in (("min", "the first analysis"), ("step", "seeds added per stage"),
+                       ("max", "the most paired seeds")):
+        parser.add_argument(f"--seeds-{name}", type=int, default=None, metavar="N",
+                            help=f"the sequential design: {what} (default: the design the "
+                                 "sweep recorded)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where report.json/md/html go (default: the first DIR)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
@@ -104,14 +149,25 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         baselines = ([parse_baseline(b) for b in args.baseline] if args.baseline else None)
         scales = parse_scales(args.scale)
+        effects = parse_effects(args.delta)
+        design = parse_design(args)
         metric = metric_key(args.metric) if args.metric else default_metric(results)
+        if args.plan:
+            found = plan(results, metric=metric, baselines=baselines, design=design,
+                         effects=effects, scales=scales, match=args.match)
+            print(json.dumps(found, indent=2) if args.json else "\n".join(found["lines"]))
+            return 0
+        if args.json:
+            raise CompareError("--json goes with --plan")
         # one grouping for every table: a variant has the same name and place in each
         groups = group_runs(results)
-        primary = build_tables(results, metric, args.match, baselines, scales, groups)
+        primary = build_tables(results, metric, args.match, baselines, scales, groups,
+                               design=design, effects=effects)
         classes = []
         for group, t in zip(groups, primary, strict=True):  # every other metric of the class
             others = [m for m in report_metrics(t.runs) if m != metric]
-            classes.append([t, *_other_tables(group, others, args.match, baselines, scales)])
+            classes.append([t, *_other_tables(group, others, args.match, baselines, scales,
+                                              design, effects)])
         doc = build_document(results, classes, dirs=args.dirs, match=args.match,
                              primary=metric, scales=scales)
         extra = seeds_needed(primary, args.seeds_for) if args.seeds_for is not None else []
@@ -131,11 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _other_tables(group, metrics, match, baselines, scales) -> list[Table]:
+def _other_tables(group, metrics, match, baselines, scales, design, effects) -> list[Table]:
     tables = []
     for name in metrics:
         try:
-            tables += build_tables(group.runs, name, match, baselines, scales, [group])
+            tables += build_tables(group.runs, name, match, baselines, scales, [group],
+                                   design=design, effects=effects, family="exploratory")
         except CompareError:  # not comparable at this budget: the primary table says why
             continue
     return tables

@@ -1,95 +1,124 @@
 """`report.json`: every number of every table of a comparison, the one source the console,
 markdown, HTML and W&B views are rendered from.
 
-The document (schema version 1; README "report.json" lists every key):
+The document (schema version 2; README "report.json" lists every key):
 
     {"schema_version", "generated", "dirs", "study": {"name", "question"},
      "settings": {"match", "alpha", "ci_level", "power", "interval", "min_pairs",
-                  "primary_metric", "scales"},
-     "unreadable": [message, ...],
-     "classes": [{"label", "comparability", "status_counts", "seeds", "thin",
+                  "primary_metric", "scales", "design", "spending", "smallest_effects",
+                  "sd_bound_level"},
+     "decided", "unreadable": [message, ...],
+     "classes": [{"label", "comparability", "status_counts", "seeds", "thin", "budget",
                   "tables": [table, ...]}]}      # the primary metric's table first
 
-    table: {"metric", "label", "better", "scale", "floor", "floored", "match", "budget",
-            "baseline", "tests", "alpha", "strictest_alpha", "interval", "ci_level",
-            "rows": [row, ...]}
+    table: {"metric", "label", "better", "scale", "scale_note", "range", "all_zero", "match",
+            "budget", "baseline", "family", "tests", "alpha", "strictest_alpha", "design",
+            "smallest_effect", "interval", "ci_level", "rows": [row, ...]}
     row:   {"variant", "detail", "is_baseline", "settings", "n", "diverged", "failed",
-            "values", "mean", "ci", "median", "pairs", "delta", "delta_ci", "delta_pct",
-            "delta_pct_ci", "diff_sd", "d_z", "d_z_ci", "p", "p_holm", "verdict",
-            "detectable", "answer"}
+            "unfinished", "values", "mean", "ci", "median", "at_bound", "pairs", "look",
+            "stage", "delta", "delta_ci", "delta_pct", "delta_pct_ci", "diff_sd", "d_z",
+            "d_z_ci", "p", "p_seq", "p_holm", "level", "effect", "within_delta", "decided",
+            "verdict", "detectable", "more_seeds", "answer"}
 
 On a log scale `mean` is the geometric mean, `delta` the ratio to the baseline (and
-`delta_pct` its change in %), `detectable` the smallest ratio (factor) these seeds detect.
+`delta_pct` its change in %), `detectable` and `effect` factors.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
-from ganlab.compare.stats import CI_LEVEL, INTERVAL, POWER
-from ganlab.compare.tables import (
-    ALPHA,
-    MIN_PAIRS,
-    Table,
-    aligned,
-    change,
-    change_ci,
-    detectable_words,
-    fmt,
-)
+from ganlab.compare.rows import ALPHA, MIN_PAIRS, Table, change, change_ci, detectable_words, fmt
+from ganlab.compare.stats import CI_LEVEL, INTERVAL, POWER, SD_BOUND_LEVEL, SPENDING
+from ganlab.compare.tables import aligned
 from ganlab.metrics import metric_info
 from ganlab.result import STATUSES, count_statuses
 
-SCHEMA_VERSION = 1
-TOP_KEYS = ("schema_version", "generated", "dirs", "study", "settings", "unreadable",
-            "classes")
+SCHEMA_VERSION = 2
+TOP_KEYS = ("schema_version", "generated", "dirs", "study", "settings", "decided",
+            "unreadable", "classes")
 SETTINGS_KEYS = ("match", "alpha", "ci_level", "power", "interval", "min_pairs",
-                 "primary_metric", "scales")
-CLASS_KEYS = ("label", "comparability", "status_counts", "seeds", "thin", "tables")
-TABLE_KEYS = ("metric", "label", "better", "scale", "floor", "floored", "match", "budget",
-              "baseline", "tests", "alpha", "strictest_alpha", "interval", "ci_level", "rows")
+                 "primary_metric", "scales", "design", "spending", "smallest_effects",
+                 "sd_bound_level")
+CLASS_KEYS = ("label", "comparability", "status_counts", "seeds", "thin", "budget", "tables")
+TABLE_KEYS = ("metric", "label", "better", "scale", "scale_note", "range", "all_zero", "match",
+              "budget", "baseline", "family", "tests", "alpha", "strictest_alpha", "design",
+              "smallest_effect", "interval", "ci_level", "rows")
 ROW_KEYS = ("variant", "detail", "is_baseline", "settings", "n", "diverged", "failed",
-            "values", "mean", "ci", "median", "pairs", "delta", "delta_ci", "delta_pct",
-            "delta_pct_ci", "diff_sd", "d_z", "d_z_ci", "p", "p_holm", "verdict", "detectable",
-            "answer")
+            "unfinished", "values", "mean", "ci", "median", "at_bound", "pairs", "look",
+            "stage", "delta", "delta_ci", "delta_pct", "delta_pct_ci", "diff_sd", "d_z",
+            "d_z_ci", "p", "p_seq", "p_holm", "level", "effect", "within_delta", "decided",
+            "verdict", "detectable", "more_seeds", "answer")
+BUDGET_KEYS = ("step", "images_seen", "g_updates", "d_updates", "wall_s")
 THIN_SEEDS = 5  # fewer seeds per variant than this: the report says the evidence is thin
 
 
-def _pair(v) -> list[float] | None:
-    return None if v is None else [float(v[0]), float(v[1])]
+def _pair(v) -> list[float | None] | None:
+    """An interval as JSON: an end at infinity (a side nothing bounds) is null."""
+    return None if v is None else [_finite(float(v[0])), _finite(float(v[1]))]
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
 
 
 def table_record(t: Table) -> dict:
     m = t.metric
     return {
         "metric": m.name, "label": m.label, "better": m.better, "scale": m.scale,
-        "floor": m.floor if m.scale == "log" else None,
-        "floored": sum(r.floored for r in t.rows), "match": t.match, "budget": t.budget,
-        "baseline": t.baseline, "tests": t.tests, "alpha": t.alpha,
-        "strictest_alpha": t.strictest_alpha, "interval": t.interval, "ci_level": t.level,
+        "scale_note": t.scale_note, "range": [_finite(b) for b in t.bounds],
+        "all_zero": t.all_zero, "match": t.match, "budget": t.budget,
+        "baseline": t.baseline, "family": t.family, "tests": t.tests, "alpha": t.alpha,
+        "strictest_alpha": t.strictest_alpha,
+        "design": None if t.design is None else list(t.design.looks),
+        "smallest_effect": None if t.effect is None else str(t.effect),
+        "interval": t.interval, "ci_level": t.level,
         "rows": [{
             "variant": r.label, "detail": r.detail, "is_baseline": r.is_baseline,
             "settings": r.settings, "n": r.n, "diverged": r.diverged, "failed": r.failed,
+            "unfinished": r.unfinished,
             "values": {str(k): v for k, v in sorted(r.values.items())}, "mean": r.mean,
-            "ci": _pair(r.ci), "median": r.median, "pairs": r.pairs, "delta": r.delta,
+            "ci": _pair(r.ci), "median": r.median, "at_bound": r.at_bound, "pairs": r.pairs,
+            "look": r.look, "stage": r.stage, "delta": r.delta,
             "delta_ci": _pair(r.delta_ci), "delta_pct": r.delta_pct,
             "delta_pct_ci": _pair(r.delta_pct_ci), "diff_sd": r.diff_sd, "d_z": r.d_z,
-            "d_z_ci": _pair(r.d_z_ci),
-            "p": r.p, "p_holm": r.p_holm, "verdict": r.verdict, "detectable": r.detectable,
-            "answer": r.answer} for r in t.rows]}
+            "d_z_ci": _pair(r.d_z_ci), "p": r.p, "p_seq": r.p_seq, "p_holm": r.p_holm,
+            "level": r.level, "effect": r.effect, "within_delta": r.within_delta,
+            "decided": r.decided, "verdict": r.verdict, "detectable": r.detectable,
+            "more_seeds": r.more_seeds, "answer": r.answer} for r in t.rows]}
+
+
+def class_budget(runs: list[dict]) -> dict:
+    """What one run of the class trained for: [min, max] over its completed runs of the
+    rounds, real images shown to D, G and D updates, and training seconds."""
+    last = [r["history"][-1] for r in runs if r["status"] == "completed" and r["history"]]
+    out = {}
+    for k in BUDGET_KEYS:
+        values = [h[k] for h in last if h.get(k) is not None]
+        out[k] = [min(values), max(values)] if values else None
+    return out
 
 
 def build_document(results, classes: list[list[Table]], *, dirs, match: str,
                    primary: str, scales: dict[str, str]) -> dict:
     """`classes`: per comparison class, its tables with the primary metric's first."""
     study = next((r.get("study") or {} for r in results if r.get("study")), {})
+    main_tables = [tables[0] for tables in classes]
+    design = next((t.design for t in main_tables if t.design is not None), None)
     doc = {"schema_version": SCHEMA_VERSION,
            "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
            "dirs": [str(d) for d in dirs],
            "study": {"name": study.get("name", ""), "question": study.get("question", "")},
            "settings": {"match": match, "alpha": ALPHA, "ci_level": CI_LEVEL, "power": POWER,
                         "interval": INTERVAL, "min_pairs": MIN_PAIRS,
-                        "primary_metric": primary, "scales": dict(scales)},
+                        "primary_metric": primary, "scales": dict(scales),
+                        "design": None if design is None else list(design.looks),
+                        "spending": SPENDING if design is not None else None,
+                        "smallest_effects": {t.metric.name: str(t.effect) for tables in classes
+                                             for t in tables if t.effect is not None},
+                        "sd_bound_level": SD_BOUND_LEVEL},
+           "decided": all(r.decided for t in main_tables for r in t.rows),
            "unreadable": list(getattr(results, "unreadable", [])),
            "classes": []}
     for tables in classes:
@@ -99,7 +128,7 @@ def build_document(results, classes: list[list[Table]], *, dirs, match: str,
         doc["classes"].append({
             "label": main.class_label, "comparability": main.comparability,
             "status_counts": {s: counts[s] for s in STATUSES if counts[s]},
-            "seeds": seeds, "thin": seeds < THIN_SEEDS,
+            "seeds": seeds, "thin": seeds < THIN_SEEDS, "budget": class_budget(main.runs),
             "tables": [table_record(t) for t in tables]})
     validate_document(doc)
     return doc
@@ -126,8 +155,8 @@ def validate_document(doc: dict) -> None:
 
 
 # -- views -------------------------------------------------------------------------------------
-HEAD = ["variant", "n", "div", "fail", "mean", "95% CI", "Δ vs baseline", "Δ 95% CI", "d_z",
-        "p Holm", "verdict", "detectable Δ"]
+HEAD = ["variant", "n", "div", "fail", "mean", "95% CI", "Δ vs baseline", "Δ CI", "d_z",
+        "p Holm", "verdict", "stage", "detectable Δ"]
 
 
 def table_lines(table: dict) -> list[list[str]]:
@@ -137,15 +166,32 @@ def table_lines(table: dict) -> list[list[str]]:
     for r in table["rows"]:
         row = _RowView(r)
         base = r["is_baseline"]
+        mean = m.format(r["mean"]) + {"maximum": " (all at max)",
+                                      "minimum": " (all at min)"}.get(r["at_bound"], "")
         lines.append([
             r["variant"] + (" *" if base else ""), str(r["n"]), str(r["diverged"]),
-            str(r["failed"]), m.format(r["mean"]),
+            str(r["failed"]), mean,
             "—" if r["ci"] is None else f"[{m.format(r['ci'][0])}, {m.format(r['ci'][1])}]",
             "" if base else change(row, m), "" if base else change_ci(row, m),
             "" if base or r["d_z"] is None else fmt(r["d_z"]),
             "" if r["p_holm"] is None else f"{r['p_holm']:.3g}", r["verdict"],
-            "" if base else detectable_words(row, m)])
+            "" if base or r["look"] is None else _stage(r, table),
+            "" if base else _detectable(row, m, table["range"])])
     return lines
+
+
+def _detectable(row: _RowView, m, bounds: list) -> str:
+    lo, hi = bounds
+    if (row.detectable is not None and m.scale != "log" and lo is not None
+            and hi is not None and row.detectable >= hi - lo):
+        return "> range"
+    return detectable_words(row, m)
+
+
+def _stage(r: dict, table: dict) -> str:
+    if not table["design"] or len(table["design"]) == 1:
+        return f"{r['look']} seeds"
+    return f"{r['stage']}/{len(table['design'])} ({r['look']} seeds)"
 
 
 class _RowView:
@@ -153,24 +199,30 @@ class _RowView:
 
     def __init__(self, record: dict):
         self.delta, self.delta_pct = record["delta"], record["delta_pct"]
-        self.delta_ci = record["delta_ci"]
+        ci = record["delta_ci"]  # an open end is null in JSON, infinite here
+        self.delta_ci = None if ci is None else (
+            -math.inf if ci[0] is None else ci[0], math.inf if ci[1] is None else ci[1])
         self.detectable = record["detectable"]
 
 
 def describe(table: dict) -> str:
     where = ("final scores" if table["match"] == "final" else
              f"matched at {table['match']} = {fmt(table['budget'])}")
-    scale = ""
-    if table["scale"] == "log":
-        floor = table["floor"]
-        floored = f"; {table['floored']} did" if table["floored"] else ""
-        scale = (f"; log scale: ratios and geometric means (values ≤ {floor:g} count as "
-                 f"{floor:g}{floored})")
+    scale = "; log scale: ratios and geometric means" if table["scale"] == "log" else ""
+    if table["scale_note"]:
+        scale = f"; {table['scale_note']}"
     baseline = ", ".join(f"{k}={v}" for k, v in table["baseline"].items())
+    family = ("the primary metric: Holm over the study's "
+              f"{table['tests']} comparison(s) in every class" if table["family"] == "primary"
+              else f"exploratory: Holm over this table's {table['tests']} comparison(s) only")
+    design = table["design"]
+    looks = ("" if not design or len(design) == 1 else
+             f"; analysed at {', '.join(map(str, design))} paired seeds (alpha spending)")
+    effect = ("" if table["smallest_effect"] is None else
+              f"; equivalent: interval inside ±{table['smallest_effect']}")
     return (f"{table['metric']} ({table['better']} is better), {where}; baseline {baseline} "
-            f"(*){scale}; {table['interval']} {table['ci_level']:.0%} intervals; Holm over "
-            f"{table['tests']} test(s); detectable Δ: {POWER:.0%} power at "
-            f"α = {table['strictest_alpha']:.3g}")
+            f"(*){scale}; {family}{looks}{effect}; intervals are {table['interval']}, "
+            f"at least {table['ci_level']:.0%}, at the level each row was held to")
 
 
 def variant_details(table: dict) -> str:
@@ -179,19 +231,55 @@ def variant_details(table: dict) -> str:
     return f"variants: {'; '.join(named)}" if named else ""
 
 
+def budget_words(budget: dict) -> str:
+    """One line: what a run of the class trained for."""
+    names = {"step": "rounds", "images_seen": "real images seen", "g_updates": "G updates",
+             "d_updates": "D updates", "wall_s": "training seconds per run"}
+    parts = []
+    for k, name in names.items():
+        span = budget.get(k)
+        if span is None:
+            continue
+        lo, hi = (f"{v:,.1f}" if k == "wall_s" else f"{v:,.0f}" for v in span)
+        parts.append(f"{lo} {name}" if lo == hi else f"{lo}–{hi} {name}")
+    return "budget: " + (", ".join(parts) if parts else "no completed run")
+
+
+def answers(doc: dict) -> list[str]:
+    """The study's answer: one line per variant of the primary metric, every class."""
+    out = []
+    for c in doc["classes"]:
+        many = len(doc["classes"]) > 1
+        for r in c["tables"][0]["rows"]:
+            if not r["is_baseline"]:
+                out.append((f"[{_short(c)}] " if many else "") + r["answer"])
+    return out
+
+
+def _short(c: dict) -> str:
+    comp = c["comparability"]
+    return ", ".join(f"{k}={comp[k]}" for k in ("labels", "data.name", "model.name")
+                     if k in comp)
+
+
+def zero_tables(c: dict) -> list[str]:
+    """Labels of the class's exploratory metrics that are exactly 0 everywhere."""
+    return [t["label"] for t in c["tables"][1:] if t["all_zero"]]
+
+
 def format_text(doc: dict) -> str:
-    """The console view: per class, the primary metric's table and its one-line answers."""
+    """The console view: the answer first, then per class the primary metric's table."""
     out = []
     if doc["study"]["question"]:
-        out += [f"Question: {doc['study']['question']}", ""]
+        out += [f"Question: {doc['study']['question']}"]
+    out += ["Answer:", *(f"  {line}" for line in answers(doc)), ""]
     for c in doc["classes"]:
         table = c["tables"][0]
         details = variant_details(table)
-        out += [f"class [{c['label']}]", describe(table), *([details] if details else []),
-                *aligned(table_lines(table)), ""]
-        out += [f"  {r['answer']}" for r in table["rows"]]
+        out += [f"class [{c['label']}]", budget_words(c["budget"]), describe(table),
+                *([details] if details else []), *aligned(table_lines(table)), ""]
         if c["thin"]:
             out.append(f"  ({c['seeds']} seeds per variant: the evidence is thin; only large "
                        "differences can be detected)")
-        out.append("")
+            out.append("")
     return "\n".join(out)

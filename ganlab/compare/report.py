@@ -1,12 +1,15 @@
 """The comparer's report: `report.json` (every number), `report.md` and a self-contained
 `report.html` (pictures inlined), and the same tables in W&B, all rendered from report.json.
 
-It opens with the study's question and, per comparison class, the primary metric: one
-sentence per variant, its table, a chart of each variant's mean with its interval and its
-seeds, and the metric over training. The other metrics follow, then the latest samples of
-each variant side by side and, when smoothing varies, the analytic optimal D of each
-variant (Eq. 15's bump where beta > 0). W&B logging is offline unless the user is online;
-a W&B failure only warns.
+It opens with the study's question and its answer: one line per variant of the primary
+metric (the verdict, Δ with its interval, the stage and seeds that decided it, or the seeds
+an open one still needs). Then, per comparison class: the training budget, the primary
+metric's table, a chart of each variant's Δ against the baseline with its interval and the
+±δ band of equivalence, a chart of each variant's mean with its interval and its seeds, and
+the metric over training; the other metrics follow, labelled exploratory (those exactly 0
+everywhere in one line); then the latest samples of each variant side by side and, when
+smoothing varies, the analytic optimal D of each variant (Eq. 15's bump where beta > 0).
+W&B logging is offline unless the user is online; a W&B failure only warns.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ganlab.compare.document import describe, table_lines, variant_details
-from ganlab.compare.tables import Table
-from ganlab.dstar import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
-from ganlab.plots import save_figure
-from ganlab.storage import atomic_write, atomic_write_json
+from ganlab.compare.document import (
+    answers,
+    budget_words,
+    describe,
+    table_lines,
+    variant_details,
+    zero_tables,
+)
+from ganlab.compare.rows import Table
+from ganlab.storage import atomic_write, atomic_write_json, save_figure
 
 log = logging.getLogger(__name__)
 SKIP_METRICS = ("_std", "fid_class/")
@@ -55,7 +63,7 @@ def _point_chart(t: Table, path: Path) -> None:
         lo, hi = r.ci if r.ci else (r.mean, r.mean)
         ax.errorbar(r.mean, i, xerr=[[r.mean - lo], [hi - r.mean]], fmt="o", capsize=5,
                     color="tab:red" if r.is_baseline else "tab:blue", zorder=4)
-        seeds = [m.from_scale(m.to_scale(v)) for v in r.values.values()]  # floored on log
+        seeds = list(r.values.values())
         ax.scatter(seeds, [i] * len(seeds), s=18, color="grey", alpha=0.7, zorder=3)
     ax.set_yticks(range(len(rows)), [r.label + (" (baseline)" if r.is_baseline else "")
                                      for r in rows])
@@ -70,6 +78,40 @@ def _point_chart(t: Table, path: Path) -> None:
     plt.close(fig)
 
 
+_VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
+
+
+def _delta_chart(t: Table, path: Path) -> bool:
+    """Each variant's Δ against the baseline with its interval, 0 and the ±δ band."""
+    rows = [r for r in t.rows if not r.is_baseline and r.delta_ci is not None]
+    if not rows:
+        return False
+    plt = _plt()
+    m = t.metric
+    centre = 1.0 if m.scale == "log" else 0.0
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.8), dpi=100)
+    for i, r in enumerate(rows):
+        lo, hi = r.delta_ci
+        ax.errorbar(r.delta, i, xerr=[[r.delta - lo], [hi - r.delta]], fmt="o", capsize=5,
+                    color=_VERDICT_COLOURS.get(r.verdict, "tab:grey"), zorder=4)
+        if r.effect is not None:
+            band = (1 / r.effect, r.effect) if m.scale == "log" else (-r.effect, r.effect)
+            ax.plot(band, [i, i], color="tab:blue", alpha=0.25, lw=10, solid_capstyle="butt")
+    ax.axvline(centre, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r.label}: {r.verdict}" for r in rows])
+    if m.scale == "log":
+        ax.set_xscale("log")
+    ax.set_title(f"{m.label}: change against the baseline ({m.better} is better)")
+    ax.set_xlabel(("ratio to the baseline" if m.scale == "log" else "Δ") +
+                  "; interval at the level each row was held to; blue band: ±δ "
+                  "(equivalence)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return True
+
+
 def _curves(t: Table, path: Path) -> bool:
     plt = _plt()
     m = t.metric
@@ -80,8 +122,8 @@ def _curves(t: Table, path: Path) -> bool:
         for run in r.runs:
             for h in run["history"]:
                 v = h["metrics"].get(m.name)
-                if v is not None and np.isfinite(v):
-                    series.setdefault(h["step"], []).append(m.from_scale(m.to_scale(v)))
+                if v is not None and np.isfinite(v) and (m.scale != "log" or v > 0):
+                    series.setdefault(h["step"], []).append(v)
         if not series:
             continue
         steps = sorted(series)
@@ -133,10 +175,12 @@ def _samples(t: Table, path: Path) -> bool:
 
 
 def _dstar(t: Table, path: Path) -> bool:
-    import torch
-
     if not any(k.startswith("smoothing.") for k in t.varying):
         return False
+    import torch  # the analytic D* is ganlab.dstar's, in torch
+
+    from ganlab.dstar import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
+
     plt = _plt()
     x = torch.linspace(*GRID, 281)
     fig, ax = plt.subplots(figsize=(8, 3.8), dpi=100)
@@ -210,17 +254,21 @@ class _Page:
 
 def _metric_section(page: _Page, record: dict, t: Table, stem: Path, primary: bool,
                     images: dict[str, Path]) -> None:
-    page.heading(3 if primary else 4, f"{record['label']} ({record['metric']})"
-                 + (": the primary metric" if primary else ""))
+    kind = ": the primary metric" if primary else " (exploratory)"
+    page.heading(3 if primary else 4, f"{record['label']} ({record['metric']}){kind}")
     if primary:
         page.bullets([r["answer"] for r in record["rows"]])
     page.para(describe(record))
     if variant_details(record):
         page.para(variant_details(record))
     page.table(table_lines(record))
+    pictures = []
+    deltas = stem.with_name(stem.name + "_delta.png")
+    if primary and _delta_chart(t, deltas):
+        pictures.append(deltas)
     points = stem.with_name(stem.name + "_points.png")
     _point_chart(t, points)
-    pictures = [points]
+    pictures.append(points)
     curves = stem.with_name(stem.name + "_curves.png")
     if _curves(t, curves):
         pictures.append(curves)
@@ -239,26 +287,43 @@ def write_report(doc: dict, classes: list[list[Table]], out: Path,
     page.heading(1, f"ganlab report: {study['name']}" if study["name"] else "ganlab report")
     if study["question"]:
         page.para(f"Question: {study['question']}", strong=True)
+    page.heading(2, "Answer" + ("" if doc["decided"] else " (not decided yet)"))
+    page.bullets(answers(doc))
     s = doc["settings"]
-    page.para(f"Variants are paired with their baseline by seed. Means with {s['ci_level']:.0%}"
-              f" {s['interval']} intervals (exact for normal data at any number of seeds); "
-              f"paired t-tests, Holm-corrected within each table at α = {s['alpha']}; "
-              f"'detectable Δ' is the smallest difference these seeds detect with "
-              f"{s['power']:.0%} power. Classes are never mixed; fewer than {s['min_pairs']} "
-              f"paired seeds give no test. Every number is in report.json.")
+    design = s["design"]
+    staged = (f"Seeds were added in stages (analyses at {', '.join(map(str, design))} paired "
+              f"seeds; {s['spending']}), so every interval is a repeated interval: it covers "
+              "the true difference at whichever stage the study stopped. "
+              if design and len(design) > 1 else "")
+    page.para(f"Variants are paired with their baseline by seed. {staged}The primary metric "
+              f"({s['primary_metric']}) answers the question: its verdicts are Holm-corrected "
+              f"at α = {s['alpha']} across every class; the other metrics are exploratory "
+              f"(corrected within their own table). 'equivalent' means Δ's interval lies "
+              f"inside ±δ, the metric's smallest effect of interest; 'detectable Δ' and the "
+              f"seeds an open verdict needs use the {s['sd_bound_level']:.0%} upper bound of "
+              f"the spread, for {s['power']:.0%} power. Means carry {s['ci_level']:.0%} "
+              f"{s['interval']} intervals kept inside each metric's range. Classes are never "
+              f"mixed; fewer than {s['min_pairs']} paired seeds give no test. Every number "
+              "is in report.json.")
     if doc["unreadable"]:
         page.para(f"Skipped {len(doc['unreadable'])} unreadable result.json: "
                   + "; ".join(doc["unreadable"]), strong=True)
     for ci, (record, tables) in enumerate(zip(doc["classes"], classes, strict=True)):
         counts = ", ".join(f"{v} {k}" for k, v in record["status_counts"].items())
         page.heading(2, f"Class: {record['label']}")
-        page.para(f"Runs: {counts}; {record['seeds']} or more seeds per variant.")
+        page.para(f"Runs: {counts}; {record['seeds']} or more seeds per variant; "
+                  f"{budget_words(record['budget'])}.")
         if record["thin"]:
             page.para(f"The evidence is thin: with {record['seeds']} seeds only large "
                       "differences can be told apart (see 'detectable Δ').", strong=True)
+        zero = zero_tables(record)
         for ti, (table, t) in enumerate(zip(record["tables"], tables, strict=True)):
             if ti == 1:
-                page.heading(3, "Other metrics")
+                page.heading(3, "Other metrics (exploratory)")
+                if zero:
+                    page.para(f"Exactly 0 on every seed of every variant: {', '.join(zero)}.")
+            if ti and table["all_zero"]:
+                continue
             stem = files / f"c{ci}_{table['metric'].replace('/', '_')}"
             _metric_section(page, table, t, stem, ti == 0, images)
         main = tables[0]

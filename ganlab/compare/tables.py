@@ -1,49 +1,39 @@
 """The comparer's tables: one per comparison class and metric, paired by seed.
 
-Per variant: n, mean with its 95 % Student-t interval, median; the paired difference from
-the baseline variant (Δ, Δ % of the baseline) with its t interval, the standardised paired
-effect d_z with its exact interval; a paired t-test with Holm's correction across the
-variants of a table, the verdict in the metric's own direction (lower FID is better), and,
-where no difference is found, the smallest one these seeds would have detected with 80 %
-power at Holm's strictest level. Metrics on a log scale (ganlab.metrics) are compared as
-ratios: geometric means, Δ as a ratio, tests on log values. With fewer than 3 paired seeds
-a row says the evidence is too thin instead of giving a p-value. Diverged and failed runs
-are counted in every row, never dropped.
+Per variant: n, the mean with its 95 % interval (Student t, kept inside the metric's range;
+exact when every seed scored the same), the median; the paired difference from the baseline
+variant (Δ, Δ % of the baseline) and the standardised paired effect d_z with its exact
+interval. The verdicts (better / worse / equivalent within δ / not decided, with the stage
+that decided them) are ganlab.compare.verdicts', over the tables of one family: the primary
+metric's tables of every class together, or one exploratory table. Metrics on a log scale
+(ganlab.metrics) are compared as ratios: geometric means, Δ as a ratio, tests on log values;
+a table with an exact zero is compared as differences. Diverged and failed runs are counted
+in every row, never dropped.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
+from ganlab.compare.rows import Row, Table, fmt
 from ganlab.compare.runs import ComparisonClass, class_label, group_runs, variant_settings
-from ganlab.compare.stats import (
-    CI_LEVEL,
-    INTERVAL,
-    POWER,
-    d_z,
-    d_z_interval,
-    detectable,
-    holm,
-    paired_t,
-    t_interval,
-)
-from ganlab.config import CONF_DIR, flatten
-from ganlab.configure import compose, group_options
-from ganlab.metrics import Metric, metric_info, metric_key
+from ganlab.compare.stats import CI_LEVEL, Design, bounded_interval
+from ganlab.compare.verdicts import decide
+from ganlab.config import CONF_DIR, flatten, group_options
+from ganlab.metrics import Effect, Metric, metric_info, metric_key
 from ganlab.result import count_statuses
 
-ALPHA = 0.05  # family-wise, per table (Holm)
 # --match: the budget runs are compared at, and the history field that measures it
 HISTORY_KEY = {"g_steps": "g_updates", "images_seen": "images_seen", "wall_s": "wall_s"}
 MATCHES = ("final", *HISTORY_KEY)
-MIN_PAIRS = 3  # fewer paired seeds than this: no p-value
 
 
 class CompareError(ValueError):
@@ -147,69 +137,18 @@ def common_budget(runs: list[dict], match: str) -> float | None:
 
 
 # -- tables -------------------------------------------------------------------------------
-@dataclass
-class Row:
-    label: str  # the preset option's name where one was used, else the varying settings
-    settings: dict
-    runs: list[dict]
-    detail: str = ""  # the varying settings, when the label is an option's name
-    n: int = 0
-    values: dict[int, float] = field(default_factory=dict)  # seed -> value
-    mean: float | None = None  # geometric on a log scale
-    ci: tuple[float, float] | None = None
-    median: float | None = None
-    diverged: int = 0
-    failed: int = 0
-    floored: int = 0  # values at or below the log scale's floor
-    is_baseline: bool = False
-    pairs: int = 0
-    delta: float | None = None  # mean paired difference; on a log scale the ratio
-    delta_ci: tuple[float, float] | None = None
-    delta_pct: float | None = None  # delta as % of the baseline mean (ratio - 1 on a log scale)
-    delta_pct_ci: tuple[float, float] | None = None
-    diff_sd: float | None = None  # sd of the paired differences (on the metric's scale)
-    d_z: float | None = None
-    d_z_ci: tuple[float, float] | None = None
-    p: float | None = None
-    p_holm: float | None = None
-    detectable: float | None = None  # smallest |delta| these seeds detect (a ratio on log)
-    verdict: str = ""
-    answer: str = ""  # the row in one sentence
-
-
-@dataclass
-class Table:
-    comparability: dict
-    metric: Metric
-    match: str
-    budget: float | None
-    baseline: dict
-    rows: list[Row]
-    varying: list[str]
-    study: dict
-    tests: int = 0  # paired tests in the table (Holm's m)
-    class_label: str = ""  # the comparison class's label (ganlab.compare.runs)
-    alpha: float = ALPHA
-    level: float = CI_LEVEL
-    interval: str = INTERVAL
-
-    @property
-    def runs(self) -> list[dict]:
-        return [r for row in self.rows for r in row.runs]
-
-    @property
-    def strictest_alpha(self) -> float:
-        """Holm's first step: the level the smallest p-value is held to."""
-        return self.alpha / max(self.tests, 1)
-
-
 def build_tables(results: list[dict], metric: str, match: str = "final",
                  baselines: list[dict[str, str]] | None = None,
                  scales: dict[str, str] | None = None,
-                 classes: list[ComparisonClass] | None = None) -> list[Table]:
+                 classes: list[ComparisonClass] | None = None,
+                 design: Design | None = None, effects: dict[str, Effect] | None = None,
+                 family: str = "primary", details: bool = True) -> list[Table]:
     """One table per comparison class for `metric`, in the order of `classes` (by default
-    `group_runs(results)`); `scales` overrides ganlab.metrics' scale per metric key
-    (`{"eval/fid": "log"}`)."""
+    `group_runs(results)`), with their verdicts decided as one family (Holm across all of
+    them). `scales` overrides ganlab.metrics' scale per metric key (`{"eval/fid": "log"}`);
+    `design` the sequential design the records carry (default: `study_design(results)`);
+    `effects` override the smallest effects of interest the study and the registry give;
+    `details=False` leaves out d_z's interval (the one slow number, which no verdict uses)."""
     if match not in MATCHES:
         raise CompareError(f"--match {match!r} is not allowed; choose one of: "
                            f"{', '.join(MATCHES)}")
@@ -228,7 +167,38 @@ def build_tables(results: list[dict], metric: str, match: str = "final",
                 f"{f' (did you mean {close[0]}?)' if close else ''}; its metrics: "
                 f"{', '.join(n for n in names if n.startswith('eval/')) or '(none)'}")
     info = metric_info(metric, (scales or {}).get(metric))
-    return [_table(c, classes, info, match, baselines) for c in classes]
+    effect = {**study_effects(results), **(effects or {})}.get(metric, info.effect())
+    design = design or study_design(results)
+    tables = [_table(c, classes, info, match, baselines) for c in classes]
+    for t in tables:
+        t.design, t.effect, t.family = design, effect, family
+    decide(tables, details)
+    return tables
+
+
+def study_design(results: list[dict]) -> Design | None:
+    """The sequential design the records carry (`study.design`, written by a sweep with
+    `fanout.seeds=auto`), or None for a sweep of fixed seeds. Records that disagree are an
+    error: the design must be fixed before the first look."""
+    found = {json.dumps(r["study"]["design"], sort_keys=True) for r in results
+             if (r.get("study") or {}).get("design")}
+    if not found:
+        return None
+    if len(found) > 1:
+        raise CompareError("the runs carry different sequential designs (fanout.seeds_min/"
+                           "step/max changed between launches); give the one the study "
+                           "planned with --seeds-min/--seeds-step/--seeds-max")
+    d = next(r["study"]["design"] for r in results if (r.get("study") or {}).get("design"))
+    return Design.sequential(int(d["min"]), int(d["step"]), int(d["max"]))
+
+
+def study_effects(results: list[dict]) -> dict[str, Effect]:
+    """The smallest effects of interest a study preset declares (`study.smallest_effect`)."""
+    out: dict[str, Effect] = {}
+    for r in results:
+        for name, text in ((r.get("study") or {}).get("smallest_effect") or {}).items():
+            out.setdefault(metric_key(name), Effect.parse(text))
+    return out
 
 
 def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: Metric, match: str,
@@ -251,19 +221,29 @@ def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: Metri
     base.is_baseline = True
     rows.sort(key=lambda r: not r.is_baseline)  # the baseline first, then the variants
     budget = common_budget(group.runs, match)
-    for row in rows:
-        _fill(row, metric, match, budget)
+    raw = [_scored(row, metric.name, match, budget) for row in rows]
+    values = [v for scored in raw for v in scored.values()]
+    note = ""
+    if metric.scale == "log" and any(v <= 0 for v in values):
+        # a ratio needs positive values: an exact zero (or KID's unbiased estimate <= 0)
+        metric = replace(metric, scale="linear")
+        note = ("compared as differences, not ratios: some values are exactly 0 (or below), "
+                "which have no ratio")
+    bounds = metric.bounds(group.comparability)
+    for row, scored in zip(rows, raw, strict=True):
+        _fill(row, scored, metric, bounds)
     _check_budget(rows, group, metric.name, match, budget)
-    table = Table(group.comparability, metric, match, budget,
-                  chosen or {"(the defaults)": base.label}, rows, group.varying, group.study,
-                  class_label=group.label)
-    _compare(table, base)
-    return table
+    return Table(group.comparability, metric, match, budget,
+                 chosen or {"(the defaults)": base.label}, rows, group.varying, group.study,
+                 class_label=group.label, scale_note=note,
+                 all_zero=bool(values) and all(v == 0 for v in values))
 
 
 def _off_variant(rows: list[Row], group: ComparisonClass) -> Row:
     """The variant with the swept axis "off": the one whose varying settings agree most
     with the defaults a run of this data gets (no smoothing, k = 1, ratio 1, ...)."""
+    from ganlab.configure import compose  # today's conf/, composed: torch and Hydra
+
     data = group.comparability.get("data.name")
     defaults = flatten(compose([f"data={data}"] if data else []))
     def agreement(row: Row) -> int:
@@ -326,147 +306,41 @@ def _cross_class_error(group: ComparisonClass, classes: list[ComparisonClass],
     raise CompareError(f"no run matches the baseline {wanted} in class [{class_label(comp)}]")
 
 
-def _fill(row: Row, metric: Metric, match: str, budget: float | None) -> None:
-    counts = count_statuses(row.runs)
-    row.diverged, row.failed = counts["diverged"], counts["failed"]
+def _scored(row: Row, metric: str, match: str, budget: float | None) -> dict[int, float]:
+    """seed -> the metric's finite value, for the row's completed runs."""
+    out = {}
     for r in row.runs:
         if r["status"] != "completed":
             continue
-        v = value_at(r, metric.name, match, budget)
+        v = value_at(r, metric, match, budget)
         if v is not None and np.isfinite(v):
-            row.values[r["seed"]] = float(v)
+            out[r["seed"]] = float(v)
+    return out
+
+
+def _fill(row: Row, scored: dict[int, float], metric: Metric,
+          bounds: tuple[float, float]) -> None:
+    counts = count_statuses(row.runs)
+    row.diverged, row.failed = counts["diverged"], counts["failed"]
+    row.unfinished = counts["running"] + counts["interrupted"]
+    row.values = dict(sorted(scored.items()))
     vals = list(row.values.values())
     row.n = len(vals)
     if not vals:
         return
     on_scale = [metric.to_scale(v) for v in vals]
-    row.floored = sum(metric.scale == "log" and v <= metric.floor for v in vals)
     row.mean, row.median = metric.from_scale(float(np.mean(on_scale))), float(np.median(vals))
-    ci = t_interval(on_scale, CI_LEVEL)
+    lo, hi = bounds
+    if metric.scale == "log":
+        lo, hi = (math.log(lo) if lo > 0 else -math.inf), (math.log(hi) if hi < math.inf
+                                                          else math.inf)
+    ci = bounded_interval(on_scale, lo, hi, CI_LEVEL)
     row.ci = None if ci is None else (metric.from_scale(ci[0]), metric.from_scale(ci[1]))
+    if len(vals) > 1 and min(vals) == max(vals):
+        row.at_bound = {bounds[0]: "minimum", bounds[1]: "maximum"}.get(vals[0])
 
 
-def _compare(t: Table, base: Row) -> None:
-    metric = t.metric
-    pvals, diffs_of = [], {}
-    for row in t.rows:
-        if row is base:
-            pvals.append(None)
-            continue
-        seeds = sorted(set(row.values) & set(base.values))
-        row.pairs = len(seeds)
-        diffs = [metric.to_scale(row.values[s]) - metric.to_scale(base.values[s]) for s in seeds]
-        diffs_of[id(row)] = diffs
-        if diffs:
-            _effects(row, base, diffs, metric)
-        if row.pairs >= MIN_PAIRS and np.ptp(diffs) > 0:
-            row.p = paired_t([metric.to_scale(row.values[s]) for s in seeds],
-                             [metric.to_scale(base.values[s]) for s in seeds])
-        pvals.append(row.p)  # identical differences on every seed: no variance, no test
-    t.tests = sum(p is not None for p in pvals)
-    for row, p in zip(t.rows, holm(pvals), strict=True):
-        row.p_holm = p
-        diffs = diffs_of.get(id(row), [])
-        if len(diffs) >= 2:
-            row.diff_sd = float(np.std(diffs, ddof=1))
-        if row.pairs >= MIN_PAIRS:
-            found = detectable(row.diff_sd, row.pairs, t.strictest_alpha, POWER)
-            row.detectable = None if found is None else (
-                metric.from_scale(found) if metric.scale == "log" else found)
-        row.verdict = _verdict(row, base, p, metric, t.alpha)
-        row.answer = answer(row, t)
-
-
-def _effects(row: Row, base: Row, diffs: list[float], metric: Metric) -> None:
-    mean = float(np.mean(diffs))
-    ci = t_interval(diffs, CI_LEVEL)
-    if metric.scale == "log":  # a ratio, and its change in %
-        row.delta = math.exp(mean)
-        row.delta_ci = None if ci is None else (math.exp(ci[0]), math.exp(ci[1]))
-        row.delta_pct = 100 * (row.delta - 1)
-        row.delta_pct_ci = None if ci is None else tuple(100 * (math.exp(c) - 1) for c in ci)
-    else:
-        row.delta, row.delta_ci = mean, ci
-        paired_base = [base.values[s] for s in sorted(set(row.values) & set(base.values))]
-        scale = abs(float(np.mean(paired_base)))
-        if scale > 0:
-            row.delta_pct = 100 * mean / scale
-            row.delta_pct_ci = None if ci is None else tuple(100 * c / scale for c in ci)
-    row.d_z, row.d_z_ci = d_z(diffs), d_z_interval(diffs, CI_LEVEL)
-
-
-def _verdict(row: Row, base: Row, p: float | None, metric: Metric, alpha: float) -> str:
-    if row is base:
-        return "baseline"
-    if row.pairs < MIN_PAIRS:
-        return f"too thin ({row.pairs} paired seeds; need {MIN_PAIRS})"
-    up = row.delta > (1.0 if metric.scale == "log" else 0.0)
-    unchanged = row.delta == (1.0 if metric.scale == "log" else 0.0)
-    if row.p is None:
-        if unchanged:
-            return "same on every seed"
-        if metric.direction == 0:
-            return f"{'higher' if up else 'lower'} by the same amount on every seed (no test)"
-        return (f"{'better' if up == (metric.direction > 0) else 'worse'} by the same amount "
-                "on every seed (no variance: no test)")
-    if p is not None and p < alpha:
-        if metric.direction == 0:
-            return "higher" if up else "lower"
-        return "better" if up == (metric.direction > 0) else "worse"
-    return "no clear difference"
-
-
-# -- words -----------------------------------------------------------------------------------
-def fmt(v: float | None) -> str:
-    return "—" if v is None else f"{v:.4g}"
-
-
-def change(row: Row, metric: Metric) -> str:
-    """Δ in words: `+1.3 (+4.2 %)` on a linear scale, `×0.001` on a log one."""
-    if row.delta is None:
-        return "—"
-    if metric.scale == "log":
-        return f"×{row.delta:.3g}"
-    pct = "" if row.delta_pct is None else f" ({row.delta_pct:+.3g} %)"
-    return f"{row.delta:+{metric.fmt}}{pct}"
-
-
-def change_ci(row: Row, metric: Metric) -> str:
-    if row.delta_ci is None:
-        return "—"
-    lo, hi = row.delta_ci
-    return (f"[×{lo:.3g}, ×{hi:.3g}]" if metric.scale == "log" else
-            f"[{lo:+{metric.fmt}}, {hi:+{metric.fmt}}]")
-
-
-def detectable_words(row: Row, metric: Metric) -> str:
-    if row.detectable is None:
-        return "—"
-    if metric.scale == "log":
-        return f"×{row.detectable:.3g}"
-    return f"{row.detectable:{metric.fmt}}"
-
-
-def answer(row: Row, t: Table) -> str:
-    """The row in one sentence, in the metric's words."""
-    m = t.metric
-    if row.is_baseline:
-        return (f"{row.label}: the baseline, {m.label} {m.format(row.mean)} "
-                f"(n = {row.n})")
-    if row.verdict.startswith("too thin"):
-        return f"{row.label}: not judged: {row.verdict}"
-    effect = f"{change(row, m)} {change_ci(row, m)}"
-    if row.verdict in ("better", "worse", "higher", "lower"):
-        return (f"{row.label}: {row.verdict}: {m.label} {effect} against the baseline "
-                f"(p = {row.p_holm:.2g} after Holm, d_z = {fmt(row.d_z)})")
-    if row.verdict == "no clear difference":
-        seeds = f"these {row.pairs} paired seeds"
-        return (f"{row.label}: no clear difference in {m.label} ({effect}); {seeds} would "
-                f"detect only a change of {detectable_words(row, m)} or more with "
-                f"{POWER:.0%} power")
-    return f"{row.label}: {row.verdict} ({m.label} {effect})"
-
-
+# -- views -----------------------------------------------------------------------------------
 def aligned(lines: list[list[str]]) -> list[str]:
     """A text table: columns padded to width, a rule under the header row."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]

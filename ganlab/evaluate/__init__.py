@@ -4,7 +4,8 @@
 score depends on besides the model; it goes into result.json's `comparability.eval`, and the
 comparer compares equal protocols only) and `__call__(samples, labels) -> {"eval/...": v}`.
 
-- 2-D mixtures: mode coverage (ganlab.evaluate.modes).
+- 2-D mixtures: mode coverage above a uniform cloud's chance level, PacGAN's count beside it
+  (ganlab.evaluate.modes).
 - Images: FID, IS, KID and precision/recall in the feature space of `eval.features`, against
   cached features of a fixed real reference set (`eval.real_split`, `eval.real_num_samples`),
   plus per-class FID when G is conditional.
@@ -24,7 +25,7 @@ from ganlab.evaluate.features import (
     load_inception,
     load_or_train_classifier,
 )
-from ganlab.evaluate.modes import mode_metrics
+from ganlab.evaluate.modes import CHANCE, mode_metrics
 from ganlab.evaluate.reference import RealReference
 from ganlab.registry import Registry
 
@@ -49,8 +50,10 @@ class ModeEvaluator:
         self.data, self.cfg, self.settings = data, eval_cfg, settings
 
     def protocol(self) -> dict:
+        # modes_rule: how a mode counts as covered (above a uniform cloud's chance level);
+        # records without it counted a mode with mode_min_count samples, and never compare
         return {**self.settings, "metrics": "modes2d", "features": None, "g_mode": "eval",
-                "ema": False}
+                "ema": False, "modes_rule": "above_uniform_chance", "modes_chance": CHANCE}
 
     def num_samples(self, final: bool) -> int:
         return self.cfg.num_samples

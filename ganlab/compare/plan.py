@@ -1,0 +1,165 @@
+"""The sequential rule, as one pure function over records: what a staged sweep runs next.
+
+`plan(results)` reads nothing but the records (no training, no torch): it decides the primary
+metric's verdicts under the study's design (ganlab.compare.verdicts) and, for every variant
+whose verdict is still open and whose paired seeds are below the design's maximum, names the
+seeds that take it to its next look, with the baseline's seeds that pair with them. A sweep
+with `fanout.seeds=auto` calls it after each stage (ganlab.sweeper); `python -m
+ganlab.compare DIR --plan [--json]` prints it, so a cluster user can submit the next stage by
+hand, and tests can drive the rule on synthetic records.
+
+Seeds are taken in order, skipping a seed whose run failed or diverged on either side of a
+pair (it can never pair); a seed whose run was interrupted is named again, since relaunching
+it resumes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ganlab.compare.stats import Design
+from ganlab.compare.tables import (
+    Row,
+    Table,
+    build_tables,
+    default_metric,
+    study_design,
+)
+from ganlab.metrics import Effect, metric_key
+
+# the defaults of fanout.seeds_min / seeds_step / seeds_max (ganlab.config.FanoutConfig)
+DEFAULT_DESIGN = (3, 2, 15)
+BAD = ("failed", "diverged")  # a seed with such a run never pairs
+# infrastructure overrides a by-hand command need not repeat (the stage's own launcher)
+_NOT_REPEATED = ("fanout.group_seeds", "hydra.", "launcher")
+
+
+def resolve_design(results, design: Design | None = None) -> tuple[Design, str]:
+    """The design to plan with and where it came from."""
+    if design is not None:
+        return design, "given"
+    recorded = study_design(results)
+    if recorded is not None:
+        return recorded, "recorded"
+    return Design.sequential(*DEFAULT_DESIGN), "default"
+
+
+def plan(results, *, metric: str | None = None, baselines: list[dict] | None = None,
+         design: Design | None = None, effects: dict[str, Effect] | None = None,
+         scales: dict[str, str] | None = None, match: str = "final") -> dict:
+    """The next stage of a staged study (module docstring), as a JSON-able dict:
+    `decided` (nothing more to run anywhere), `add_seeds` ([{class, variant, seeds, ...}]),
+    `variants` (each one's verdict and seeds), `design` and `lines` (for a reader)."""
+    design, source = resolve_design(results, design)
+    metric = metric_key(metric) if metric else default_metric(results)
+    tables = build_tables(results, metric, match, baselines, scales, design=design,
+                          effects=effects, details=False)
+    variants, wanted = [], {}
+    for t in tables:
+        base = next(r for r in t.rows if r.is_baseline)
+        for row in t.rows:
+            target = None if row.is_baseline else _target(row, design)
+            variants.append(_variant_record(t, row, design, target))
+            if target is None:
+                continue
+            seeds = _next_seeds(row, base, target)
+            for r in (row, base):
+                missing = [s for s in seeds if s not in _completed(r)]
+                if missing:
+                    wanted.setdefault((t.class_label, id(r)), (t, r, set()))[2].update(missing)
+    add = [_entry(t, r, sorted(seeds)) for t, r, seeds in wanted.values()]
+    out = {"decided": not add, "metric": metric,
+           "design": {"looks": list(design.looks), "min": design.looks[0],
+                      "max": design.seeds_max, "source": source},
+           "variants": variants, "add_seeds": add}
+    out["lines"] = plan_lines(out)
+    return out
+
+
+def _target(row: Row, design: Design) -> int | None:
+    """The paired seeds of an open row's next look; None when decided or at the maximum."""
+    if row.decided:
+        return None
+    return design.next_look(row.pairs)
+
+
+def _completed(row: Row) -> set[int]:
+    return {r["seed"] for r in row.runs if r["status"] == "completed"}
+
+
+def _next_seeds(row: Row, base: Row, count: int) -> list[int]:
+    """The first `count` seeds, in order, that neither side has failed or diverged on."""
+    bad = {r["seed"] for r in (*row.runs, *base.runs) if r["status"] in BAD}
+    seeds, s = [], 0
+    while len(seeds) < count:
+        if s not in bad:
+            seeds.append(s)
+        s += 1
+    return seeds
+
+
+def _cell(row: Row) -> tuple[str | None, str | None, list[str] | None]:
+    """(sweep dir, cell folder, overrides without the seed) of a variant's runs."""
+    runs = [r for r in row.runs if r.get("run_dir")]
+    if not runs:
+        return None, None, None
+    run_dir = Path(runs[0]["run_dir"])
+    overrides = runs[0].get("overrides")
+    return str(run_dir.parent.parent), run_dir.parent.name, overrides
+
+
+def _entry(t: Table, row: Row, seeds: list[int]) -> dict:
+    sweep_dir, cell, overrides = _cell(row)
+    return {"class": t.class_label, "variant": row.label, "baseline": row.is_baseline,
+            "seeds": seeds, "sweep_dir": sweep_dir, "cell": cell, "overrides": overrides}
+
+
+def _variant_record(t: Table, row: Row, design: Design, target: int | None) -> dict:
+    return {"class": t.class_label, "variant": row.label, "baseline": row.is_baseline,
+            "verdict": row.verdict, "decided": row.is_baseline or row.decided,
+            "at_maximum": not row.is_baseline and not row.decided and target is None,
+            "pairs": row.pairs, "stage": row.stage, "next_look": target,
+            "more_seeds": row.more_seeds, "answer": row.answer}
+
+
+def command(entry: dict) -> str | None:
+    """The train command that runs an entry's seeds into its sweep (None: the records do not
+    say how the cell was launched)."""
+    if entry["overrides"] is None:
+        return None
+    kept = [o for o in entry["overrides"]
+            if not o.lstrip("+~").startswith(_NOT_REPEATED)]
+    seeds = ",".join(map(str, entry["seeds"]))
+    return (f"python -m ganlab.train -m {' '.join(kept)} seed={seeds} "
+            f"hydra.sweep.dir={entry['sweep_dir']}")
+
+
+def plan_lines(p: dict) -> list[str]:
+    """The plan for a reader: a line per variant, then the runs to add and how."""
+    d = p["design"]
+    source = {"given": "given on the command line", "recorded": "recorded by the sweep",
+              "default": "no design recorded: the defaults fanout.seeds_min/step/max"}
+    lines = [f"plan for {p['metric']}: analyses at {', '.join(map(str, d['looks']))} paired "
+             f"seeds ({source[d['source']]})"]
+    adding = {(e["class"], e["variant"]): e["seeds"] for e in p["add_seeds"]}
+    classes = len({v["class"] for v in p["variants"]})
+    for v in p["variants"]:
+        where = f"[{v['class']}] " if classes > 1 else ""
+        seeds = adding.get((v["class"], v["variant"]))
+        nxt = f"; next: seeds {', '.join(map(str, seeds))}" if seeds else ""
+        if v["baseline"]:
+            lines.append(f"  {where}{v['variant']} (baseline){nxt or ': nothing to add'}")
+        elif v["decided"]:
+            lines.append(f"  {where}{v['answer']}")
+        elif v["at_maximum"]:
+            lines.append(f"  {where}{v['answer']} (at the design's maximum of {d['max']} "
+                         "seeds: it stays open)")
+        else:
+            lines.append(f"  {where}{v['answer']}{nxt}")
+    if p["decided"]:
+        lines.append("decided: nothing more to run")
+    else:
+        runs = sum(len(e["seeds"]) for e in p["add_seeds"])
+        lines.append(f"next stage: {runs} run(s)")
+        lines += [f"  {c}" for c in dict.fromkeys(command(e) for e in p["add_seeds"]) if c]
+    return lines

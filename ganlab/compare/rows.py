@@ -1,0 +1,132 @@
+"""The comparer's rows and tables, and how their numbers read in words: the record every view
+(console, report.json, markdown, HTML, W&B) and the verdicts (ganlab.compare.verdicts) share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ganlab.compare.stats import CI_LEVEL, INTERVAL, Design
+from ganlab.metrics import Effect, Metric
+
+ALPHA = 0.05  # family-wise: the primary metric across every class, else per table (Holm)
+MIN_PAIRS = 3  # fewer paired seeds than this: no p-value
+FAMILIES = ("primary", "exploratory")
+
+
+@dataclass
+class Row:
+    label: str  # the preset option's name where one was used, else the varying settings
+    settings: dict
+    runs: list[dict]
+    detail: str = ""  # the varying settings, when the label is an option's name
+    n: int = 0
+    values: dict[int, float] = field(default_factory=dict)  # seed -> value
+    mean: float | None = None  # geometric on a log scale
+    ci: tuple[float, float] | None = None
+    median: float | None = None
+    at_bound: str | None = None  # "maximum" / "minimum": every seed scored that bound
+    diverged: int = 0
+    failed: int = 0
+    unfinished: int = 0  # runs still running or interrupted: counted, not scored
+    is_baseline: bool = False
+    pairs: int = 0
+    # the comparison with the baseline, at the look that decided it (else the latest look)
+    look: int | None = None  # paired seeds at that look
+    stage: int | None = None  # 1-based index of that look in the design
+    delta: float | None = None  # mean paired difference; on a log scale the ratio
+    delta_ci: tuple[float, float] | None = None  # the repeated interval at the row's level
+    delta_pct: float | None = None  # delta as % of the baseline mean (ratio - 1 on a log scale)
+    delta_pct_ci: tuple[float, float] | None = None
+    diff_sd: float | None = None  # sd of the paired differences (on the metric's scale)
+    d_z: float | None = None
+    d_z_ci: tuple[float, float] | None = None
+    p: float | None = None  # the look's own two-sided p-value
+    p_seq: float | None = None  # repeated p-value: the design level its boundary is crossed at
+    p_holm: float | None = None
+    level: float | None = None  # the family-wise level the row was held to (Holm)
+    effect: float | None = None  # δ, the smallest effect of interest, in Δ's units
+    within_delta: bool | None = None  # the interval lies inside ±δ
+    decided: bool = False
+    detectable: float | None = None  # smallest |delta| these seeds detect (a ratio on log)
+    more_seeds: int | None = None  # paired seeds beyond these that would detect δ
+    verdict: str = ""
+    answer: str = ""  # the row in one sentence
+
+
+@dataclass
+class Table:
+    comparability: dict
+    metric: Metric
+    match: str
+    budget: float | None
+    baseline: dict
+    rows: list[Row]
+    varying: list[str]
+    study: dict
+    tests: int = 0  # comparisons in the row's family (Holm's m)
+    class_label: str = ""  # the comparison class's label (ganlab.compare.runs)
+    alpha: float = ALPHA
+    level: float = CI_LEVEL
+    interval: str = INTERVAL
+    family: str = "primary"  # "primary" (one family over every class) or "exploratory"
+    design: Design | None = None  # None: each comparison is one look at its paired seeds
+    effect: Effect | None = None  # the smallest effect of interest
+    scale_note: str = ""  # why the table is not on the metric's own scale
+    all_zero: bool = False  # every value of every row is exactly 0
+
+    @property
+    def runs(self) -> list[dict]:
+        return [r for row in self.rows for r in row.runs]
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.metric.bounds(self.comparability)
+
+    @property
+    def strictest_alpha(self) -> float:
+        """Holm's first step: the level the smallest p-value is held to."""
+        return self.alpha / max(self.tests, 1)
+
+
+# -- words -------------------------------------------------------------------------------------
+def fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def change(row: Row, metric: Metric) -> str:
+    """Δ in words: `+1.3 (+4.2 %)` on a linear scale, `×0.001` on a log one."""
+    if row.delta is None:
+        return "—"
+    if metric.scale == "log":
+        return f"×{row.delta:.3g}"
+    pct = "" if row.delta_pct is None else f" ({row.delta_pct:+.3g} %)"
+    return f"{row.delta:+{metric.fmt}}{pct}"
+
+
+def change_ci(row: Row, metric: Metric) -> str:
+    if row.delta_ci is None:
+        return "—"
+    lo, hi = row.delta_ci
+    if metric.scale == "log":
+        return f"[×{_end(lo, '.3g', '0')}, ×{_end(hi, '.3g', '∞')}]"
+    return f"[{_end(lo, '+' + metric.fmt, '−∞')}, {_end(hi, '+' + metric.fmt, '+∞')}]"
+
+
+def _end(value: float, spec: str, infinite: str) -> str:
+    """An interval's end; one that nothing bounds is written as infinite."""
+    return format(value, spec) if math.isfinite(value) else infinite
+
+
+def detectable_words(row: Row, metric: Metric) -> str:
+    return effect_words(row.detectable, metric)
+
+
+def effect_words(size: float | None, metric: Metric) -> str:
+    """A size of change in Δ's units: `1.2` on a linear scale, `×1.25` on a log one."""
+    if size is None:
+        return "—"
+    if metric.scale == "log":
+        return f"×{size:.3g}"
+    return f"{size:{metric.fmt}}"

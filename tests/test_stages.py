@@ -1,0 +1,122 @@
+"""Seeds in stages (`fanout.seeds=auto`): the sweep runs the first stage, asks the plan, adds
+seeds only where a verdict is open, records each stage, resumes after a kill, and works
+through another launcher with vectorised seed groups."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ganlab.compare.__main__ import main as compare_main
+from ganlab.compare.plan import plan
+from ganlab.compare.runs import load_results
+from ganlab.sweeper import first_stage_params, stage_jobs
+from tests.helpers import REPO, run_cli
+
+TINY = ["train.steps=4", "train.batch_size=16", "eval.every=0", "eval.num_samples=100",
+        "logger=none", "train.progress=false"]
+STAGED = ["-m", "smoothing=none,one_sided", "fanout.seeds=auto", "fanout.seeds_min=3",
+          "fanout.seeds_step=1", "fanout.seeds_max=4", 'study.baselines=["smoothing=none"]']
+
+
+def _seeds(sweep: Path) -> dict[str, list[int]]:
+    """Each variant's seeds, by its smoothing option (the cell folders also name the rest of
+    the overrides)."""
+    out: dict[str, list[int]] = {}
+    for path in sorted(sweep.rglob("result.json")):
+        record = json.loads(path.read_text())
+        cell = next(part for part in path.parent.parent.name.split(",")
+                    if part.startswith("smoothing="))
+        out.setdefault(cell, []).append(record["seed"])
+    return {cell: sorted(seeds) for cell, seeds in out.items()}
+
+
+def test_the_first_stage_replaces_the_seed_list():
+    params = first_stage_params({"smoothing": "none,one_sided", "seed": "0,1,2,3,4"}, 3)
+    assert params == {"smoothing": "none,one_sided", "seed": "0,1,2"}
+
+
+def test_stage_jobs_are_the_cells_overrides_with_the_planned_seeds():
+    found = {"add_seeds": [
+        {"variant": "one_sided", "cell": "smoothing=one_sided", "seeds": [3, 4],
+         "overrides": None},
+        {"variant": "lost", "cell": "gone", "seeds": [3], "overrides": None},
+        {"variant": "kept", "cell": "other", "seeds": [5], "overrides": ["norm=batch", "seed=1"]},
+    ]}
+    jobs, lost = stage_jobs(found, {"smoothing=one_sided": ["smoothing=one_sided", "x=1"]})
+    assert jobs == [["smoothing=one_sided", "x=1", "seed=3"],
+                    ["smoothing=one_sided", "x=1", "seed=4"], ["norm=batch", "seed=5"]]
+    assert lost == ["lost (gone)"]
+
+
+def test_a_staged_sweep_adds_seeds_where_open_and_records_each_stage(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli(*STAGED, *TINY, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert "stage 1 runs seeds 0-2 of every cell" in log and "stage 2: 2 run(s)" in log
+    # at 4 rounds nothing covers a mode: both are open after stage 1, so each gets seed 3,
+    # and at the design's maximum the sweep stops
+    assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
+    stages = json.loads((sweep / "stages.json").read_text())
+    assert [s["stage"] for s in stages] == [1, 2] and len(stages[0]["runs"]) == 6
+    assert [r["seed"] for r in stages[1]["runs"]] == ["3", "3"]
+    assert stages[-1]["decided"] is True  # nothing more to run (open at the maximum)
+    records = load_results([sweep])
+    assert {json.dumps(r["study"]["design"]) for r in records} == {
+        json.dumps({"min": 3, "step": 1, "max": 4})}
+    assert all("seed=" not in " ".join(r["overrides"]) for r in records)
+    found = plan(records)
+    assert found["decided"] and found["design"]["source"] == "recorded"
+    # the report says at which stage each verdict stands
+    assert compare_main([str(sweep), "--no-wandb"]) == 0
+    doc = json.loads((sweep / "report.json").read_text())
+    row = doc["classes"][0]["tables"][0]["rows"][1]
+    assert doc["settings"]["design"] == [3, 4] and row["stage"] == 2 and row["look"] == 4
+
+
+def test_a_stage_by_hand_runs_just_the_seeds_given(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli(*STAGED, "seed=5", *TINY, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _seeds(sweep) == {"smoothing=none": [5], "smoothing=one_sided": [5]}
+    assert not (sweep / "stages.json").exists()
+
+
+def test_stages_go_through_joblib_with_vectorised_seed_groups(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli(*STAGED, "launcher=joblib", "fanout.n_jobs=2", "fanout.vectorize_seeds=4",
+                  *TINY, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
+    stacks = {r["seed"]: r["host"].get("seed_stack") for r in load_results([sweep])}
+    assert stacks[0] == [0, 1, 2]  # stage 1: each cell's three seeds as one stacked model
+    assert stacks[3] in (None, [3])  # stage 2: one seed per cell, alone
+
+
+def test_a_killed_staged_sweep_resumes_where_it_stopped(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [sys.executable, "-m", "ganlab.train", *STAGED, *TINY[:-2], "train.steps=30",
+            "train.checkpoint_every=10", "logger=none", "train.progress=false",
+            f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (sweep / "stages.json").exists() and time.time() < deadline:
+        assert proc.poll() is None, "the sweep ended before its first stage was recorded"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # between stage 1 and the end of stage 2
+    proc.wait()
+    again = run_cli(*STAGED, *TINY[:-2], "train.steps=30", "train.checkpoint_every=10",
+                    "logger=none", "train.progress=false", f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
+    assert {r["status"] for r in load_results([sweep])} == {"completed"}
+    stages = json.loads((sweep / "stages.json").read_text())
+    assert stages[-1]["decided"] is True

@@ -1,0 +1,331 @@
+"""Decisions, not only reports: the sequential design's error rate, bounded intervals,
+equivalence within δ, one family across classes, exact zeros, and the plan that says which
+seeds to add. Known values by hand or from scipy; error rates and coverage by simulation."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ganlab.compare.__main__ import main
+from ganlab.compare.plan import plan
+from ganlab.compare.runs import load_results
+from ganlab.compare.stats import (
+    Design,
+    bounded_interval,
+    detectable,
+    sd_upper,
+    t_interval,
+    tie_pvalue,
+    tie_share,
+)
+from ganlab.compare.tables import build_tables
+from ganlab.storage import atomic_write_json
+
+RING = {"labels": "none", "data.name": "ring8", "data.num_classes": 8, "model.name": "mlp",
+        "eval": {"metrics": "modes2d", "num_samples": 2500}}
+
+
+def _write(root, variant: str, seed: int, metrics: dict, comparability=None, study=None,
+           status="completed", overrides=None):
+    atomic_write_json(root / variant / f"seed={seed}" / "result.json", {
+        "status": status, "error": None, "seed": seed, "trick": {},
+        "hparams": {"study.variant": variant}, "comparability": comparability or RING,
+        "metrics": metrics if status == "completed" else {}, "history": [], "step": 10,
+        "study": {"name": "t", "baselines": ["study.variant=base"], **(study or {})},
+        "overrides": overrides})
+
+
+def _null_crossings(design: Design, alpha: float, studies: int, rng) -> float:
+    """The share of normal studies without an effect that cross a boundary at some look."""
+    x = rng.standard_normal((studies, design.seeds_max))
+    hit = np.zeros(studies, bool)
+    for k, n in enumerate(design.looks):
+        y = x[:, :n]
+        t = np.abs(y.mean(1)) / (y.std(1, ddof=1) / math.sqrt(n))
+        hit |= 2 * stats.t.sf(t, n - 1) <= design.nominal(k, alpha)
+    return float(hit.mean())
+
+
+# -- the design ---------------------------------------------------------------------------------
+def test_the_sequential_design_spends_exactly_alpha_over_its_looks():
+    design = Design.sequential(3, 2, 15)
+    assert design.looks == (3, 5, 7, 9, 11, 13, 15)
+    # the first look's boundary is the exact t quantile of the share alpha(t) spends there
+    spent = 0.05 * math.log(1 + (math.e - 1) * 3 / 15)
+    assert design.nominal(0, 0.05) == pytest.approx(spent)
+    # 100,000 null studies: 5 % cross some look (sd of the estimate 0.07 %); the shortcut of
+    # converting the z-test's boundaries look by look would give 5.5-6 %
+    rate = _null_crossings(design, 0.05, 100_000, np.random.default_rng(1))
+    assert rate == pytest.approx(0.05, abs=0.0025)
+    # every look alone is held to less than alpha: that is the price of looking often
+    assert all(design.nominal(k, 0.05) < 0.05 for k in range(design.stages))
+
+
+def test_a_fixed_design_is_the_ordinary_test():
+    design = Design.fixed(5)
+    assert design.looks == (5,) and design.nominal(0, 0.05) == 0.05
+    assert design.repeated_p([0.031]) == pytest.approx(0.031)
+    assert Design.sequential(3, 4, 9).looks == (3, 7, 9)  # the maximum is always a look
+
+
+def test_the_repeated_p_value_is_the_level_at_which_a_look_crosses():
+    design = Design.sequential(3, 2, 11)
+    for k in range(design.stages):
+        p = design.nominal(k, 0.05)
+        pvalues = [1.0] * k + [p]
+        assert design.repeated_p(pvalues) == pytest.approx(0.05, rel=0.02)
+    assert design.repeated_p([0.5, 0.9]) > 0.05
+
+
+# -- bounded metrics ---------------------------------------------------------------------------
+def test_a_bounded_mean_never_leaves_its_range_and_ties_are_never_certain():
+    # the issue's example: ring8 baseline 6.67 [2.87, 10.5] has an upper end past 8 modes
+    lo, hi = bounded_interval([5, 7, 8], 0, 8)
+    assert hi == 8 and lo == pytest.approx(t_interval([5, 7, 8])[0])
+    # all three seeds at 8/8: the exact interval of any distribution on [0, 8]
+    q = 1 - 0.025 ** (1 / 3)
+    assert tie_share(3, 0.95) == pytest.approx(q)
+    assert bounded_interval([8, 8, 8], 0, 8) == pytest.approx((8 - 8 * q, 8))
+    assert bounded_interval([8] * 10, 0, 8)[0] > bounded_interval([8] * 3, 0, 8)[0]
+
+
+def test_the_tie_interval_covers_where_the_t_interval_collapses():
+    # mode counts at the ceiling 90 % of the time: three seeds all at 8 happen 73 % of the
+    # time, and the t interval [8, 8] then misses the true mean 7.9
+    rng = np.random.default_rng(0)
+    studies = rng.choice([8.0, 7.0], p=[0.9, 0.1], size=(4000, 3))
+    t_hits = np.mean([(ci := t_interval(s))[0] <= 7.9 <= ci[1] for s in studies])
+    hits = np.mean([(ci := bounded_interval(s, 0, 8))[0] <= 7.9 <= ci[1] for s in studies])
+    assert t_hits < 0.3 and hits >= 0.95
+
+
+def test_a_constant_difference_gets_the_bounded_test_and_goes_through_holm(tmp_path):
+    # ring8: variant one mode above the baseline on every seed; differences lie in [-8, 8]
+    assert tie_pvalue(1.0, 3, -8, 8) == pytest.approx(min(1, 2 * (8 / 9) ** 3))
+    assert tie_pvalue(0.0, 3, -8, 8) == 1.0
+    for seed in range(3):
+        _write(tmp_path, "base", seed, {"eval/modes_covered": 6})
+        _write(tmp_path, "up", seed, {"eval/modes_covered": 7})
+    (t,) = build_tables(load_results([tmp_path]), "modes_covered")
+    row = t.rows[1]
+    assert row.p == 1.0 and row.verdict == "no clear difference"  # not "better, no test"
+    assert row.delta_ci[0] < 0 < row.delta_ci[1]
+    assert -8 <= row.delta_ci[0] and row.delta_ci[1] <= 8
+
+
+def test_table_intervals_stay_in_range_and_say_all_seeds_at_the_maximum(tmp_path, capsys):
+    for seed, (a, b) in enumerate([(8, 5), (8, 7), (8, 8)]):
+        _write(tmp_path, "base", seed, {"eval/modes_covered": a, "eval/hq_pct": 99.0 + seed})
+        _write(tmp_path, "v", seed, {"eval/modes_covered": b, "eval/hq_pct": 1.0 + seed})
+    results = load_results([tmp_path])
+    (t,) = build_tables(results, "modes_covered")
+    base, v = t.rows
+    assert base.at_bound == "maximum" and base.ci[1] == 8 and base.ci[0] < 8
+    assert v.ci[1] <= 8 and v.ci[0] >= 0
+    (hq,) = build_tables(results, "hq_pct")
+    assert hq.rows[0].ci[1] <= 100 and hq.rows[1].ci[0] >= 0
+    assert main([str(tmp_path), "--metric", "modes_covered", "--no-wandb"]) == 0
+    assert "8 (all at max)" in capsys.readouterr().out
+
+
+# -- equivalence, δ ---------------------------------------------------------------------------
+def _close_pairs(root, n: int, spread: float = 0.05, shift: float = 0.0):
+    rng = np.random.default_rng(n)
+    for seed in range(n):
+        b = 50 + rng.normal()
+        _write(root, "base", seed, {"eval/hq_pct": b})
+        _write(root, "v", seed, {"eval/hq_pct": b + shift + spread * rng.normal()})
+
+
+def test_an_interval_inside_plus_minus_delta_is_equivalent(tmp_path, capsys):
+    _close_pairs(tmp_path, 6)
+    (t,) = build_tables(load_results([tmp_path]), "hq_pct")
+    v = t.rows[1]
+    assert str(t.effect) == "5" and v.effect == 5  # the registry's δ: 5 points of HQ %
+    assert v.verdict == "equivalent" and v.decided and v.within_delta
+    assert -5 < v.delta_ci[0] and v.delta_ci[1] < 5
+    # a tighter δ on the command line leaves it open, with the seeds it would take
+    assert main([str(tmp_path), "--metric", "hq_pct", "--delta", "hq_pct=0.01", "--no-wandb"]) \
+        == 0
+    out = capsys.readouterr().out
+    assert "v: not decided: no clear difference" in out
+    assert "more paired seeds would detect δ = 0.01" in out
+    assert main([str(tmp_path), "--delta", "hq_pct=x", "--no-wandb"]) == 2
+    assert "--delta 'hq_pct=x'" in capsys.readouterr().err
+
+
+def test_a_study_declares_its_own_delta(tmp_path):
+    rng = np.random.default_rng(3)
+    for seed in range(6):
+        b = 50 + rng.normal()
+        _write(tmp_path, "base", seed, {"eval/hq_pct": b},
+               study={"smallest_effect": {"hq_pct": "0.001"}})
+        _write(tmp_path, "v", seed, {"eval/hq_pct": b + 0.05 * rng.normal()},
+               study={"smallest_effect": {"hq_pct": "0.001"}})
+    (t,) = build_tables(load_results([tmp_path]), "hq_pct")
+    assert str(t.effect) == "0.001" and t.rows[1].verdict == "no clear difference"
+
+
+def test_a_difference_smaller_than_delta_is_better_and_says_so(tmp_path):
+    _close_pairs(tmp_path, 6, spread=0.05, shift=0.5)
+    (t,) = build_tables(load_results([tmp_path]), "hq_pct")
+    v = t.rows[1]
+    assert v.verdict == "better" and v.within_delta
+    assert "smaller than δ = 5" in v.answer
+
+
+# -- one family across classes; exploratory metrics -------------------------------------------
+def test_the_primary_metric_is_corrected_across_every_class(tmp_path):
+    grid = {**RING, "data.name": "grid25", "data.num_classes": 25}
+    rng = np.random.default_rng(7)
+    for seed in range(4):
+        for comp, root in ((RING, tmp_path / "ring"), (grid, tmp_path / "grid")):
+            b = 50 + rng.normal()
+            _write(root, "base", seed, {"eval/hq_pct": b}, comparability=comp)
+            _write(root, "v", seed, {"eval/hq_pct": b + 3 + 0.9 * rng.normal()},
+                   comparability=comp)
+    results = load_results([tmp_path])
+    tables = build_tables(results, "hq_pct")
+    assert len(tables) == 2 and all(t.tests == 2 for t in tables)  # one family of two
+    alone = [build_tables(r, "hq_pct")[0] for r in
+             (load_results([tmp_path / "ring"]), load_results([tmp_path / "grid"]))]
+    assert all(t.tests == 1 for t in alone)
+    for together, single in zip(tables, alone, strict=True):
+        assert together.rows[1].p_holm >= single.rows[1].p_holm  # corrected for both classes
+
+
+def test_other_metrics_are_labelled_exploratory(tmp_path, capsys):
+    _close_pairs(tmp_path, 4)
+    for seed in range(4):  # add a second metric to each record
+        for variant in ("base", "v"):
+            path = tmp_path / variant / f"seed={seed}" / "result.json"
+            record = json.loads(path.read_text())
+            record["metrics"]["eval/reverse_kl"] = 0.1 + 0.01 * seed
+            atomic_write_json(path, record)
+    assert main([str(tmp_path), "--metric", "hq_pct", "--no-wandb"]) == 0
+    doc = json.loads((tmp_path / "report.json").read_text())
+    families = [t["family"] for t in doc["classes"][0]["tables"]]
+    assert families[0] == "primary" and set(families[1:]) == {"exploratory"}
+    assert "(exploratory)" in (tmp_path / "report.md").read_text()
+
+
+# -- exact zeros on log scales ------------------------------------------------------------------
+def test_exact_zeros_are_said_as_such_never_a_floored_ratio(tmp_path, capsys):
+    for seed in range(3):
+        _write(tmp_path, "base", seed, {"eval/coupling": 0.0, "eval/hq_pct": 50.0 + seed})
+        _write(tmp_path, "none_too", seed, {"eval/coupling": 0.0, "eval/hq_pct": 51.0 + seed})
+    (t,) = build_tables(load_results([tmp_path]), "coupling")
+    row = t.rows[1]
+    assert t.all_zero and row.verdict == "both exactly 0 on every seed" and row.decided
+    assert row.delta is None and row.p is None
+    assert main([str(tmp_path), "--metric", "hq_pct", "--no-wandb"]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "Exactly 0 on every seed of every variant: batch coupling." in md
+    assert "e-10" not in md and "e-12" not in md
+
+
+def test_a_zero_on_one_side_compares_differences_not_ratios(tmp_path):
+    for seed, value in enumerate([0.011, 0.02, 0.017]):
+        _write(tmp_path, "base", seed, {"eval/coupling": value})
+        _write(tmp_path, "virtual", seed, {"eval/coupling": 0.0})
+    (t,) = build_tables(load_results([tmp_path]), "coupling")
+    assert t.metric.scale == "linear" and "exactly 0" in t.scale_note
+    row = t.rows[1]
+    assert row.delta == pytest.approx(-np.mean([0.011, 0.02, 0.017]))
+
+
+# -- the detectable effect is conservative ------------------------------------------------------
+@pytest.mark.parametrize("n", [3, 5])
+def test_a_study_run_at_the_stated_detectable_effect_decides_with_the_stated_power(n):
+    # pilot studies state a detectable Δ; a new study of n seeds at that true effect must
+    # decide at least 80 % of the time on average (the sample SD alone gave 57 %)
+    rng = np.random.default_rng(n)
+    alpha, decided, plain = 0.05, [], []
+    for _ in range(600):
+        pilot = rng.standard_normal(n)
+        for sd, out in ((sd_upper(pilot.std(ddof=1), n), decided), (pilot.std(ddof=1), plain)):
+            delta = detectable(sd, n, alpha)
+            study = rng.normal(delta, 1.0, (40, n))
+            t = study.mean(1) / (study.std(1, ddof=1) / math.sqrt(n))
+            out.append(np.mean(2 * stats.t.sf(np.abs(t), n - 1) <= alpha))
+    assert np.mean(decided) >= 0.8 and np.mean(plain) < 0.75
+
+
+# -- the plan -----------------------------------------------------------------------------------
+def _stage1(root, design=None, values=None):
+    design = design or {"min": 3, "step": 2, "max": 7}
+    values = values or {"base": [6, 7, 8], "same": [6, 8, 7], "up": [7, 8, 8]}
+    for variant, vals in values.items():
+        for seed, v in enumerate(vals):
+            _write(root, variant, seed, {"eval/modes_covered": v},
+                   study={"design": design, "metric": "modes_covered"},
+                   overrides=[f"+study.variant={variant}", "fanout.seeds=auto"])
+
+
+def test_the_plan_adds_seeds_only_where_a_verdict_is_open(tmp_path):
+    _stage1(tmp_path)
+    found = plan(load_results([tmp_path]))
+    assert found["decided"] is False and found["design"]["looks"] == [3, 5, 7]
+    adds = {e["variant"]: e["seeds"] for e in found["add_seeds"]}
+    assert adds == {"same": [3, 4], "up": [3, 4], "base": [3, 4]}
+    assert all(not v["decided"] for v in found["variants"] if not v["baseline"])
+    base = next(e for e in found["add_seeds"] if e["variant"] == "base")
+    assert base["baseline"] and base["cell"] == "base"
+    assert "seed=3,4" in "\n".join(found["lines"])
+
+
+def test_a_decided_variant_gets_no_more_seeds(tmp_path):
+    # "far" is far above the baseline on every seed, with a spread: better at stage 2
+    values = {"base": [10, 12, 11, 13, 12], "far": [20, 21, 23, 22, 24],
+              "near": [10, 13, 11, 12, 13]}
+    for variant, vals in values.items():
+        for seed, v in enumerate(vals):
+            _write(tmp_path, variant, seed, {"eval/modes_covered": v},
+                   comparability={**RING, "data.num_classes": 25},
+                   study={"design": {"min": 3, "step": 2, "max": 9}})
+    found = plan(load_results([tmp_path]))
+    verdicts = {v["variant"]: v for v in found["variants"]}
+    assert verdicts["far"]["verdict"] == "better" and verdicts["far"]["stage"] in (1, 2)
+    adds = {e["variant"]: e["seeds"] for e in found["add_seeds"]}
+    assert "far" not in adds and adds["near"] == [5, 6] and adds["base"] == [5, 6]
+
+
+def test_failed_seeds_are_skipped_and_interrupted_ones_named_again(tmp_path):
+    _stage1(tmp_path)
+    _write(tmp_path, "up", 3, {}, status="failed")
+    _write(tmp_path, "same", 3, {}, status="interrupted")
+    found = plan(load_results([tmp_path]))
+    adds = {e["variant"]: e["seeds"] for e in found["add_seeds"]}
+    # seed 3 never pairs for "up" (its run failed): its next look takes seeds 4 and 5
+    assert adds["up"] == [4, 5] and adds["same"] == [3, 4]
+    assert adds["base"] == [3, 4, 5]
+
+
+def test_at_the_maximum_nothing_more_is_planned(tmp_path):
+    _stage1(tmp_path, design={"min": 3, "step": 2, "max": 3})
+    found = plan(load_results([tmp_path]))
+    assert found["decided"] is True and found["add_seeds"] == []
+    assert all(v["at_maximum"] for v in found["variants"] if not v["baseline"])
+
+
+def test_plan_json_on_stdout_reads_no_torch(tmp_path):
+    import subprocess
+
+    _stage1(tmp_path)
+    code = ("import sys, runpy; sys.argv = ['compare', sys.argv[1], '--plan', '--json']\n"
+            "try:\n    runpy.run_module('ganlab.compare', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=True)
+    found = json.loads(out.stdout)
+    assert found["decided"] is False
+    assert {"class", "variant", "seeds"} <= set(found["add_seeds"][0])
+    assert found["add_seeds"][0]["class"] == json.loads(json.dumps(found))["variants"][0][
+        "class"]
