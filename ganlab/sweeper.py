@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -122,6 +123,30 @@ def record_stage(sweep_dir: Path, stage: int, jobs: list[list[str]], found: dict
     atomic_write_json(path, stages)
 
 
+def _refuse_another_design(sweep_dir: Path, fan) -> None:
+    """A sweep's design is fixed before its first look: relaunching it with other
+    seeds_min/step/max would spend alpha over looks the earlier stages were not planned
+    for. Refused before anything launches."""
+    from ganlab.compare.runs import load_results
+    from ganlab.compare.stats import Design
+    from ganlab.compare.tables import CompareError, study_design
+    from ganlab.config import ConfigError
+
+    if not sweep_dir.is_dir():
+        return
+    try:
+        recorded = study_design(load_results([sweep_dir]))
+    except CompareError as e:
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {e}") from None
+    wanted = Design.sequential(fan.seeds_min, fan.seeds_step, fan.seeds_max)
+    if recorded is not None and recorded != wanted:
+        raise ConfigError(
+            f"fanout.seeds_min/seeds_step/seeds_max: the runs in {sweep_dir} were planned "
+            f"with analyses at {', '.join(map(str, recorded.looks))} paired seeds, not "
+            f"{', '.join(map(str, wanted.looks))}; a sequential design cannot change after "
+            "its first look. Relaunch with the recorded values, or start a new sweep dir")
+
+
 class StagedSeeds:
     """`fanout.seeds=auto`: the first stage runs `seeds_min` seeds of every cell; after each
     stage the plan (ganlab.compare.plan, over the records of the sweep dir) names the seeds
@@ -138,12 +163,18 @@ class StagedSeeds:
         from ganlab.config import ConfigError, sweep_cell
 
         s, fan = self.sweeper, self.sweeper.config.fanout
-        if fan.seeds_max < fan.seeds_min:
-            raise ConfigError(f"fanout.seeds_max={fan.seeds_max} is not allowed with "
-                              f"fanout.seeds_min={fan.seeds_min}; it must be >= seeds_min")
+        sweep_dir = Path(s.config.hydra.sweep.dir)
+        try:  # refused before anything launches, in one line (not Hydra's traceback)
+            if fan.seeds_max < fan.seeds_min:
+                raise ConfigError(f"fanout.seeds_max={fan.seeds_max} is not allowed with "
+                                  f"fanout.seeds_min={fan.seeds_min}; it must be >= "
+                                  "fanout.seeds_min")
+            _refuse_another_design(sweep_dir, fan)
+        except ConfigError as err:
+            print(f"ganlab: config error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         if any(_key(a) == "seed" for a in arguments):  # one stage by hand
             return run_batch(arguments)
-        sweep_dir = Path(s.config.hydra.sweep.dir)
         s.params = first_stage_params(dict(s.params or {}), fan.seeds_min)
         log.info("fanout.seeds=auto: stage 1 runs seeds 0-%d of every cell; later stages add "
                  "%d seed(s) to each variant whose verdict is still open, up to %d",

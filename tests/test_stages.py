@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ganlab.compare.__main__ import main as compare_main
 from ganlab.compare.plan import plan
 from ganlab.compare.runs import load_results
@@ -73,6 +75,12 @@ def test_a_staged_sweep_adds_seeds_where_open_and_records_each_stage(tmp_path):
     assert all("seed=" not in " ".join(r["overrides"]) for r in records)
     found = plan(records)
     assert found["decided"] and found["design"]["source"] == "recorded"
+    # relaunched with another design: refused in one line before anything launches
+    changed = [a if a != "fanout.seeds_max=4" else "fanout.seeds_max=6" for a in STAGED]
+    refused = run_cli(*changed, *TINY, f"hydra.sweep.dir={sweep}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "planned with analyses at 3, 4 paired seeds, not 3, 4, 5, 6" in refused.stderr
+    assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
     # the report says at which stage each verdict stands
     assert compare_main([str(sweep), "--no-wandb"]) == 0
     doc = json.loads((sweep / "report.json").read_text())
@@ -86,6 +94,16 @@ def test_a_stage_by_hand_runs_just_the_seeds_given(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert _seeds(sweep) == {"smoothing=none": [5], "smoothing=one_sided": [5]}
     assert not (sweep / "stages.json").exists()
+
+
+@pytest.mark.slow  # submitit polls its jobs: ~35 s; the staging is launcher-generic (joblib below)
+def test_stages_go_through_submitit(tmp_path):
+    # the SLURM launcher's code path (jobs pickled, submitted, collected), run locally
+    sweep = tmp_path / "sweep"
+    out = run_cli(*STAGED, "launcher=submitit_local", *TINY, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
+    assert len(json.loads((sweep / "stages.json").read_text())) == 2
 
 
 def test_stages_go_through_joblib_with_vectorised_seed_groups(tmp_path):

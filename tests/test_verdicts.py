@@ -57,7 +57,7 @@ def test_the_sequential_design_spends_exactly_alpha_over_its_looks():
     design = Design.sequential(3, 2, 15)
     assert design.looks == (3, 5, 7, 9, 11, 13, 15)
     # the first look's boundary is the exact t quantile of the share alpha(t) spends there
-    spent = 0.05 * math.log(1 + (math.e - 1) * 3 / 15)
+    spent = 0.05 * (3 / 15) ** 1.5  # alpha t^1.5 at t = 3 / 15
     assert design.nominal(0, 0.05) == pytest.approx(spent)
     # 100,000 null studies: 5 % cross some look (sd of the estimate 0.07 %); the shortcut of
     # converting the z-test's boundaries look by look would give 5.5-6 %
@@ -131,7 +131,14 @@ def test_table_intervals_stay_in_range_and_say_all_seeds_at_the_maximum(tmp_path
     (hq,) = build_tables(results, "hq_pct")
     assert hq.rows[0].ci[1] <= 100 and hq.rows[1].ci[0] >= 0
     assert main([str(tmp_path), "--metric", "modes_covered", "--no-wandb"]) == 0
-    assert "8 (all at max)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "8 (all at max)" in out and "all 3 seeds at the maximum" in out
+    # the answer comes first: one line per variant, then the class and its budget
+    assert out.index("Answer:") < out.index("  v: ") < out.index("class [") < out.index(
+        "budget: 10 rounds")
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## Answer") < md.index("- v: ") < md.index("## Class:")
+    assert "budget: 10 rounds" in md
 
 
 # -- equivalence, δ ---------------------------------------------------------------------------
@@ -329,3 +336,37 @@ def test_plan_json_on_stdout_reads_no_torch(tmp_path):
     assert {"class", "variant", "seeds"} <= set(found["add_seeds"][0])
     assert found["add_seeds"][0]["class"] == json.loads(json.dumps(found))["variants"][0][
         "class"]
+
+
+def test_a_variant_that_always_fails_stops_at_the_maximum_runs(tmp_path):
+    _stage1(tmp_path, values={"base": [6, 7, 8, 6, 7], "broken": [6, 7, 8]})
+    for seed in range(5):
+        _write(tmp_path, "broken", seed, {}, status="failed",
+               study={"design": {"min": 3, "step": 2, "max": 5}})
+    found = plan(load_results([tmp_path]), design=Design.sequential(3, 2, 5))
+    assert found["decided"] is True and found["add_seeds"] == []
+    broken = next(v for v in found["variants"] if v["variant"] == "broken")
+    assert broken["verdict"].startswith("too thin") and broken["at_maximum"]
+
+
+# -- the rule in the loop (ganlab.compare.simulate; `make simulate` runs 1,000 studies each) --
+def test_the_rule_in_the_loop_keeps_its_error_rate_and_coverage():
+    from ganlab.compare.simulate import run_study, scenarios, summarise
+
+    design = Design.sequential(3, 2, 9)
+    studies = 120  # the rate's sd at 5 % is 2 %: a check for gross failures, in seconds
+    for s in scenarios():
+        if any(t != 0 for t in s.truth.values()) and "grid25" not in s.name:
+            continue  # the effect scenarios' seeds are checked below
+        rng = np.random.default_rng(11)
+        r = summarise(s, [run_study(s, design, rng) for _ in range(studies)])
+        assert r["false_better_worse"] <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / studies), r
+        assert r["coverage"] >= 0.94 - 2.5 * math.sqrt(0.06 * 0.94 / (2 * studies)), r
+        assert r["false_equivalent"] in (None, 0.0), r
+
+
+def test_a_clear_effect_takes_fewer_seeds_than_a_fixed_design_of_the_same_power():
+    from ganlab.compare.simulate import efficiency
+
+    (big,) = efficiency(Design.sequential(3, 2, 15), [1.5], studies=120, seed=5)
+    assert big["v1.power"] >= 0.95 and big["v1.ratio"] <= 0.7, big

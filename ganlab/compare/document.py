@@ -92,7 +92,9 @@ def table_record(t: Table) -> dict:
 def class_budget(runs: list[dict]) -> dict:
     """What one run of the class trained for: [min, max] over its completed runs of the
     rounds, real images shown to D, G and D updates, and training seconds."""
-    last = [r["history"][-1] for r in runs if r["status"] == "completed" and r["history"]]
+    done = [r for r in runs if r["status"] == "completed"]
+    # the final round from the record itself; the rest from its last evaluation
+    last = [{**(r["history"][-1] if r["history"] else {}), "step": r["step"]} for r in done]
     out = {}
     for k in BUDGET_KEYS:
         values = [h[k] for h in last if h.get(k) is not None]
@@ -176,7 +178,7 @@ def table_lines(table: dict) -> list[list[str]]:
             "" if base or r["d_z"] is None else fmt(r["d_z"]),
             "" if r["p_holm"] is None else f"{r['p_holm']:.3g}", r["verdict"],
             "" if base or r["look"] is None else _stage(r, table),
-            "" if base else _detectable(row, m, table["range"])])
+            "" if base or r["decided"] else _detectable(row, m, table["range"])])
     return lines
 
 

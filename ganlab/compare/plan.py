@@ -10,7 +10,7 @@ hand, and tests can drive the rule on synthetic records.
 
 Seeds are taken in order, skipping a seed whose run failed or diverged on either side of a
 pair (it can never pair); a seed whose run was interrupted is named again, since relaunching
-it resumes it.
+it resumes it. A variant stops at `seeds_max` runs, whatever became of them.
 """
 
 from __future__ import annotations
@@ -77,8 +77,10 @@ def plan(results, *, metric: str | None = None, baselines: list[dict] | None = N
 
 
 def _target(row: Row, design: Design) -> int | None:
-    """The paired seeds of an open row's next look; None when decided or at the maximum."""
-    if row.decided:
+    """The paired seeds of an open row's next look; None when decided or at the maximum
+    (in paired seeds, or in runs: seeds that failed or diverged count against the budget,
+    so a variant that always fails is not given seeds forever)."""
+    if row.decided or len(row.runs) >= design.seeds_max:
         return None
     return design.next_look(row.pairs)
 
@@ -157,7 +159,10 @@ def plan_lines(p: dict) -> list[str]:
         else:
             lines.append(f"  {where}{v['answer']}{nxt}")
     if p["decided"]:
-        lines.append("decided: nothing more to run")
+        still = sum(v["at_maximum"] for v in p["variants"])
+        lines.append("decided: nothing more to run" if not still else
+                     f"nothing more to run: {still} verdict(s) stay open at the design's "
+                     f"maximum of {d['max']} seeds")
     else:
         runs = sum(len(e["seeds"]) for e in p["add_seeds"])
         lines.append(f"next stage: {runs} run(s)")

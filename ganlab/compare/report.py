@@ -99,6 +99,7 @@ def _delta_chart(t: Table, path: Path) -> bool:
             ax.plot(band, [i, i], color="tab:blue", alpha=0.25, lw=10, solid_capstyle="butt")
     ax.axvline(centre, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)), [f"{r.label}: {r.verdict}" for r in rows])
+    ax.invert_yaxis()  # the variants top to bottom, as in the table
     if m.scale == "log":
         ax.set_xscale("log")
     ax.set_title(f"{m.label}: change against the baseline ({m.better} is better)")
@@ -287,7 +288,9 @@ def write_report(doc: dict, classes: list[list[Table]], out: Path,
     page.heading(1, f"ganlab report: {study['name']}" if study["name"] else "ganlab report")
     if study["question"]:
         page.para(f"Question: {study['question']}", strong=True)
-    page.heading(2, "Answer" + ("" if doc["decided"] else " (not decided yet)"))
+    still = sum(not r["decided"] for c in doc["classes"] for r in c["tables"][0]["rows"])
+    page.heading(2, "Answer" + (f" ({still} verdict{'s' * (still > 1)} still open)"
+                                if still else ""))
     page.bullets(answers(doc))
     s = doc["settings"]
     design = s["design"]

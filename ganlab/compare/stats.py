@@ -19,10 +19,13 @@ The sequential design (group-sequential, alpha spending)
 - A `Design` fixes in advance the looks: the numbers of paired seeds at which the data are
   analysed (`seeds_min`, then every `seeds_step`, up to `seeds_max`). A fixed sweep is a design
   with one look. At each look the paired t statistic is compared with a boundary c_k; the
-  boundaries spend the error rate alpha across the looks with the Lan-DeMets Pocock-type
-  function alpha(t) = alpha log(1 + (e - 1) t), t = n_k / n_max (Lan & DeMets 1983): the chance
-  that a comparison without an effect crosses any boundary, however many looks it gets, is
-  alpha. The boundaries are those of the paired t statistic itself, not the z-statistic's
+  boundaries spend the error rate alpha across the looks (Lan & DeMets 1983) with the power
+  family alpha(t) = alpha t^1.5, t = n_k / n_max (Kim & DeMets 1987): the chance that a
+  comparison without an effect crosses any boundary, however many looks it gets, is alpha.
+  The exponent 1.5 spends little at the first looks, whose t statistics have 2-4 degrees of
+  freedom and catch only huge effects anyway: against Pocock-type spending, at 3-15 seeds it
+  raised the power at the maximum from 0.75 to 0.82 for a 1-sd effect at the same expected
+  seeds (simulated; README). The boundaries are those of the paired t statistic itself, not the z-statistic's
   converted look by look (that shortcut gave 5.5-6 % instead of 5 % at 3-25 seeds in our
   simulations): under "no effect" the sequence of t statistics has one distribution whatever
   the noise's scale, so the boundaries are computed once per design from 200,000 simulated
@@ -57,7 +60,7 @@ CI_LEVEL = 0.95
 POWER = 0.8
 SD_BOUND_LEVEL = 0.8  # detectable effects and seed counts use the SD's 80 % upper bound
 INTERVAL = "Student t"
-SPENDING = "Lan-DeMets Pocock-type alpha spending"
+SPENDING = "alpha spending t^1.5 (Kim-DeMets power family)"
 NULL_SEQUENCES = 200_000  # simulated null sequences behind a design's boundaries
 _NULL_SEED = 20161231  # fixed: the boundaries are the same on every machine and every call
 
@@ -219,9 +222,12 @@ def holm(pvalues: list[float | None], m: int | None = None) -> list[float | None
 
 
 # -- the sequential design ---------------------------------------------------------------------
+RHO = 1.5  # the power family's exponent
+
+
 def spent(fraction: float) -> float:
-    """The share of alpha spent by information fraction t (Pocock-type, Lan & DeMets 1983)."""
-    return math.log(1 + (math.e - 1) * min(max(fraction, 0.0), 1.0))
+    """The share of alpha spent by information fraction t: t^1.5 (Kim & DeMets 1987)."""
+    return min(max(fraction, 0.0), 1.0) ** RHO
 
 
 @dataclass(frozen=True)
