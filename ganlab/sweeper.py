@@ -103,24 +103,29 @@ def stage_jobs(found: dict, cells: dict[str, list[str]]) -> tuple[list[list[str]
     return jobs, lost
 
 
-def record_stage(sweep_dir: Path, stage: int, jobs: list[list[str]], found: dict | None,
-                 started: float) -> None:
-    """Append a stage to the sweep's `stages.json`: its runs and the plan that followed."""
-    from ganlab.storage import atomic_write_json
-
+def read_stages(sweep_dir: Path) -> list[dict]:
     path = sweep_dir / STAGES_FILE
     try:
-        stages = json.loads(path.read_text()) if path.exists() else []
+        return json.loads(path.read_text()) if path.exists() else []
     except (OSError, json.JSONDecodeError):
-        stages = []  # a damaged file: the records themselves hold every result
+        return []  # a damaged file: the records themselves hold every result
+
+
+def record_stage(sweep_dir: Path, launch: int, stage: int, jobs: list[list[str]],
+                 found: dict | None, started: float) -> None:
+    """Append a stage to the sweep's `stages.json`: the launch of the sweep command it ran
+    in (a relaunch after a kill is the next), its runs and the plan that followed."""
+    from ganlab.storage import atomic_write_json
+
+    stages = read_stages(sweep_dir)
     stages.append({
-        "stage": stage, "started": started, "ended": time.time(),
+        "launch": launch, "stage": stage, "started": started, "ended": time.time(),
         "runs": [{"overrides": _without_seed(j), "seed": _seed(j)} for j in jobs],
         "decided": None if found is None else found["decided"],
         "verdicts": None if found is None else
         {f"[{v['class']}] {v['variant']}": v["verdict"] for v in found["variants"]
          if not v["baseline"]}})
-    atomic_write_json(path, stages)
+    atomic_write_json(sweep_dir / STAGES_FILE, stages)
 
 
 def _refuse_another_design(sweep_dir: Path, fan) -> None:
@@ -179,6 +184,7 @@ class StagedSeeds:
         log.info("fanout.seeds=auto: stage 1 runs seeds 0-%d of every cell; later stages add "
                  "%d seed(s) to each variant whose verdict is still open, up to %d",
                  fan.seeds_min - 1, fan.seeds_step, fan.seeds_max)
+        launch = 1 + max((st.get("launch", 1) for st in read_stages(sweep_dir)), default=0)
         started = time.time()
         returns = run_batch(arguments)
         cells = {sweep_cell(job): _without_seed(job) for batch in s.overrides for job in batch}
@@ -186,7 +192,7 @@ class StagedSeeds:
         stage, asked = 1, set()
         while True:
             found = self._plan(sweep_dir)
-            record_stage(sweep_dir, stage, jobs, found, started)
+            record_stage(sweep_dir, launch, stage, jobs, found, started)
             if found is None:
                 return returns
             for line in found["lines"]:

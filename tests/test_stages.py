@@ -137,4 +137,4 @@ def test_a_killed_staged_sweep_resumes_where_it_stopped(tmp_path):
     assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
     assert {r["status"] for r in load_results([sweep])} == {"completed"}
     stages = json.loads((sweep / "stages.json").read_text())
-    assert stages[-1]["decided"] is True
+    assert stages[-1]["decided"] is True and stages[-1]["launch"] == 2  # the relaunch's

@@ -371,3 +371,12 @@ def test_a_clear_effect_takes_fewer_seeds_than_a_fixed_design_of_the_same_power(
 
     (big,) = efficiency(Design.sequential(3, 2, 15), [1.5], studies=120, seed=5)
     assert big["v1.power"] >= 0.95 and big["v1.ratio"] <= 0.7, big
+
+
+def test_an_interrupted_run_at_the_maximum_is_resumed_not_counted_spent(tmp_path):
+    _stage1(tmp_path, design={"min": 3, "step": 1, "max": 4})
+    _write(tmp_path, "same", 3, {}, status="interrupted",
+           study={"design": {"min": 3, "step": 1, "max": 4}})
+    found = plan(load_results([tmp_path]))
+    adds = {e["variant"]: e["seeds"] for e in found["add_seeds"]}
+    assert adds["same"] == [3] and not found["decided"]

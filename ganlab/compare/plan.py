@@ -30,6 +30,7 @@ from ganlab.metrics import Effect, metric_key
 # the defaults of fanout.seeds_min / seeds_step / seeds_max (ganlab.config.FanoutConfig)
 DEFAULT_DESIGN = (3, 2, 15)
 BAD = ("failed", "diverged")  # a seed with such a run never pairs
+ENDED = ("completed", *BAD)  # runs spent from a variant's budget of seeds_max
 # infrastructure overrides a by-hand command need not repeat (the stage's own launcher)
 _NOT_REPEATED = ("fanout.group_seeds", "hydra.", "launcher")
 
@@ -80,7 +81,8 @@ def _target(row: Row, design: Design) -> int | None:
     """The paired seeds of an open row's next look; None when decided or at the maximum
     (in paired seeds, or in runs: seeds that failed or diverged count against the budget,
     so a variant that always fails is not given seeds forever)."""
-    if row.decided or len(row.runs) >= design.seeds_max:
+    ended = sum(r["status"] in ENDED for r in row.runs)  # an interrupted run will resume
+    if row.decided or ended >= design.seeds_max:
         return None
     return design.next_look(row.pairs)
 
