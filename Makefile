@@ -9,32 +9,43 @@ TORCH_SPEC  ?= torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 DEMO_DIR    ?= outputs/demo
 
-.PHONY: install test test-slow demo bench simulate lint gpu-check clean
+.PHONY: install test test-slow test-cluster demo bench simulate lint gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q "$(TORCH_SPEC)" --index-url $(TORCH_INDEX)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray,slurm]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not cuda"
+	$(PY) -m pytest -m "not slow and not cuda and not cluster"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m "slow and not cuda"
+	$(PY) -m pytest -m "slow and not cuda and not cluster"
 
-# The `quick` preset (ring8, k = 1, 2, 5 D steps per G step, seeds in stages, CPU), then the
-# comparer's report over it; the answer comes first, the report's path last. One torch
-# thread per run: the two runs at a time share the two cores.
+# Real schedulers (root; Debian packages installed where missing): SLURM with accounting and
+# preemption on two local nodes, and a two-node Ray cluster, started and stopped by
+# tests/cluster/daemons.py around the tests of tests/cluster.
+CLUSTER_STATE ?= /tmp/ganlab-cluster
+test-cluster: $(STAMP)
+	$(PY) tests/cluster/daemons.py install
+	rm -rf $(CLUSTER_STATE); status=0; \
+	GANLAB_CLUSTER_STATE=$(CLUSTER_STATE) $(PY) -m pytest -m cluster tests/cluster \
+		-p no:cacheprovider || status=$$?; \
+	$(PY) tests/cluster/daemons.py down $(CLUSTER_STATE); exit $$status
+
+# The `quick` preset (ring8, k = 1, 2, 5 D steps per G step, seeds in stages, CPU, two runs
+# at a time with their share of the cores each), then the comparer's report over it; the
+# answer comes first, the report's path last.
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	OMP_NUM_THREADS=1 $(PY) -m ganlab.train -m experiment=quick hydra.sweep.dir=$(DEMO_DIR)
+	$(PY) -m ganlab.train -m experiment=quick hydra.sweep.dir=$(DEMO_DIR)
 	$(PY) -m ganlab.compare $(DEMO_DIR)
 
 bench: $(STAMP)
-	$(PY) -m ganlab.bench --device cpu --vectorize 1,8,32
+	$(PY) -m ganlab.bench --device cpu --vectorize 1,8,32 --threads 2
 
 # The sequential rule in the loop on synthetic studies: error rates, coverage, seeds saved.
 simulate: $(STAMP)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ganlab.assemble import make_adam
 from ganlab.config import ConfigError
 from ganlab.configure import compose
+from ganlab.cores import available_cores
 from ganlab.graphs import uncapturable
 from ganlab.result import ResultFile
 from ganlab.syncs import SyncCounter
@@ -271,6 +272,25 @@ def bench_packing(case: str, counts: list[int], steps: int, device: str, launche
     return rows
 
 
+def bench_threads(k: int, steps: int, workdir: Path) -> dict:
+    """k ring8 runs at once through joblib, each with its thread budget (ganlab.cores: cores
+    / k) against the same runs with torch's default (a thread per core each): the aggregate
+    training rate, rounds per second summed over the runs from each run's own clock."""
+    cores = available_cores()
+    rates = {}
+    for name, threads in (("budget", 0), ("default", cores)):
+        sweep = workdir / f"threads_{name}_{k}"
+        _cli(["-m", "launcher=joblib", f"fanout.n_jobs={k}", f"train.threads={threads}",
+              f"seed={','.join(str(i) for i in range(k))}", *PACK_RUN["mlp/ring8"],
+              f"train.steps={steps}", "eval.every=0", "eval.num_samples=100",
+              "eval.grid_size=0", "train.checkpoint_every=0", "train.device=cpu",
+              "train.progress=false", "logger=none", f"hydra.sweep.dir={sweep}"])
+        records = [json.loads(p.read_text()) for p in sweep.rglob("result.json")]
+        rates[name] = sum(steps / r["history"][-1]["wall_s"] for r in records)
+        rates[f"{name}_threads"] = sorted({r["host"]["threads"] for r in records})
+    return {"k": k, "cores": cores, **rates, "ratio": rates["budget"] / rates["default"]}
+
+
 def bench_vectorized(case: str, sizes: list[int], steps: int, device: str) -> list[dict]:
     """Seeds trained as one stacked model (ganlab.vectorize), S at a time for each S in
     `sizes`: seed-rounds per second against one run's GAN stepping alone (the same GAN rounds
@@ -326,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma list of seeds stacked in one model, e.g. 1,8,32 (mlp "
                              "family only; empty: skip the vectorised lines)")
     parser.add_argument("--vectorize-steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=0, metavar="K",
+                        help="K ring8 runs at once with the thread budget against torch's "
+                             "default threads (0: skip that line)")
+    parser.add_argument("--threads-steps", type=int, default=300)
     parser.add_argument("--table", help="also write the closing table to this file")
     args = parser.parse_args(argv)
     rows = []
@@ -373,6 +397,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"pack {r['case']:<12} {r['launcher']:<7} {r['k']} at once: "
                           f"{r['rounds_per_s']:.1f} rounds/s summed over {r['runs']} runs, "
                           f"{r['speedup']:.2f}x one at a time", flush=True)
+        threads_row = bench_threads(args.threads, args.threads_steps, Path(tmp)) \
+            if args.threads else None
+        if threads_row:
+            r = threads_row
+            print(f"threads: {r['k']} ring8 runs at once on {r['cores']} cores: "
+                  f"{r['budget']:.1f} rounds/s summed with the budget ({r['budget_threads']} "
+                  f"threads each), {r['default']:.1f} with torch's default "
+                  f"({r['default_threads']} each): {r['ratio']:.2f}x", flush=True)
         vectorized = []
         if args.vectorize:
             sizes = [int(k) for k in args.vectorize.split(",")]
@@ -406,6 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in packing:
         table.append(f"{'pack ' + r['case']:<18} {args.device:<7} {r['speedup']:.2f}x  ({r['k']} "
                      f"runs at once through {r['launcher']}: summed rounds/s over one at a time)")
+    if threads_row:
+        r = threads_row
+        table.append(f"{'threads':<13} {'cpu':<7} {r['ratio']:.2f}x  ({r['k']} runs at once: "
+                     "summed rounds/s with the thread budget over torch's default threads; "
+                     "target >= 1.8)")
     for r in vectorized:
         table.append(f"{'vectorized ' + r['case']:<21} {args.device:<7} {r['speedup']:.2f}x  "
                      f"(S={r['S']} seeds stacked: seed-rounds/s over one run alone)")

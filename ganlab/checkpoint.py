@@ -2,7 +2,9 @@
 
 `save_checkpoint` serialises the state once, writes it atomically with its SHA-256 beside
 it (`last.pt.sha256`), and, with `keep_previous`, first moves the checkpoint it replaces to
-`prev.pt` (hash and all). `load_checkpoint` verifies the hash before loading. `load_latest`
+`prev.pt` (hash and all). `load_checkpoint` verifies the hash before loading (a hash that
+a save stopped half-way left beside the other file's name counts too: the content is what
+it vouches for). `load_latest`
 returns the newest checkpoint of a folder that verifies and loads, warning with the file's
 name when it has to fall back to the previous one, and raises CheckpointError naming the
 files when none does.
@@ -56,8 +58,10 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         raise CheckpointError(f"{path} cannot be read ({e.strerror})") from None
     hash_file = _hash_path(path)
     if hash_file.exists():
-        expected = hash_file.read_text().strip()
-        if hashlib.sha256(data).hexdigest() != expected:
+        digest = hashlib.sha256(data).hexdigest()
+        # a save stopped between moving last.pt to prev.pt and moving its hash leaves the
+        # hash beside the other name: any hash of the folder vouches for the content
+        if digest != hash_file.read_text().strip() and digest not in _folder_hashes(path):
             raise CheckpointError(f"{path} is damaged: its content does not match "
                                   f"{hash_file.name}")
     try:
@@ -65,6 +69,16 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as e:  # truncated or foreign file
         raise CheckpointError(f"{path} is damaged: {str(e).splitlines()[0]}") from None
+
+
+def _folder_hashes(path: Path) -> set[str]:
+    hashes = set()
+    for name in (LAST, PREVIOUS):
+        try:
+            hashes.add(_hash_path(path.with_name(name)).read_text().strip())
+        except OSError:
+            continue
+    return hashes
 
 
 def load_latest(folder: Path, device: torch.device | str = "cpu") -> dict | None:

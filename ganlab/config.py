@@ -33,6 +33,8 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from ganlab.cores import available_cores
+
 
 class ConfigError(ValueError):
     """Invalid user input; the message names the key, the value and what is allowed."""
@@ -160,6 +162,9 @@ class TrainConfig:
     # capture the round in one CUDA graph and replay it (ganlab.graphs: CUDA, fresh 2-D data)
     cuda_graphs: bool = keyed(False, Role.INFRA)
     progress: bool = keyed(True, Role.INFRA)  # progress bar on a terminal
+    # CPU threads of this run: 0 = the launcher's share of the cores (ganlab.cores: cores /
+    # runs at once, SLURM's cpus_per_task, Ray's reservation); N = N
+    threads: int = keyed(0, Role.INFRA, at_least=0)
 
 
 @dataclass
@@ -202,9 +207,15 @@ class FanoutConfig:
     runs_per_gpu: int = 2  # small runs packed on each GPU
     n_jobs: int = 2  # runs at a time on a machine without GPUs
     gpus: int | None = None  # GPUs to schedule on (None: all visible ones)
-    # launcher=ray: the cluster to join, and each run's share of a GPU there
+    # launcher=ray: the cluster to join, and each run's share of a GPU and CPUs there (its
+    # threads: ganlab.cores)
     ray_address: str = "${oc.env:RAY_ADDRESS,auto}"
     gpu_share: float = 1.0
+    # a cluster run's resources (launcher=ray: CPUs; launcher=slurm_cpu: CPUs, memory and
+    # time): cpus_per_run is also the run's thread budget (ganlab.cores)
+    cpus_per_run: int = keyed(1, at_least=1)
+    mem_gb: int = keyed(4, at_least=1)
+    time_min: int = keyed(60, at_least=1)
     # runs of a sweep that differ only by seed train together, up to this many as one
     # stacked model in one job (ganlab.sweeper groups them; ganlab.vectorize trains them)
     vectorize_seeds: int = keyed(1, at_least=1)
@@ -323,9 +334,20 @@ def _ray_gpus(gpus: int | None) -> int | None:
     return None if gpus is None else int(gpus)
 
 
-def _ray_cpus(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
+def _runs_at_once(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
+    """launcher=local: runs_per_gpu on each GPU, else n_jobs on the CPUs."""
     n = _visible_gpus(gpus)
     return n * runs_per_gpu if n else n_jobs
+
+
+def _cpus_per_run(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
+    """launcher=local: each run's share of the cores (Ray reserves them; its threads)."""
+    return max(1, available_cores() // _runs_at_once(n_jobs, gpus, runs_per_gpu))
+
+
+def _ray_cpus(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
+    """launcher=local: the CPUs Ray schedules on: the runs at once times each one's share."""
+    return _runs_at_once(n_jobs, gpus, runs_per_gpu) * _cpus_per_run(n_jobs, gpus, runs_per_gpu)
 
 
 def _gpu_share(gpus: int | None, runs_per_gpu: int) -> float:
@@ -338,6 +360,7 @@ def _scale(width: int, ratio: float) -> int:
 
 for _name, _fn in (("ganlab.cell", sweep_cell), ("ganlab.ray_gpus", _ray_gpus),
                    ("ganlab.ray_cpus", _ray_cpus), ("ganlab.gpu_share", _gpu_share),
+                   ("ganlab.cpus_per_run", _cpus_per_run),
                    ("ganlab.scale", _scale)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)

@@ -76,6 +76,32 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
 
 # -- overrides ---------------------------------------------------------------------------------
+# launchers outside the core install: the extra that brings each, and what it imports
+LAUNCHER_EXTRAS = {
+    "local": ("ray", "hydra_plugins.hydra_ray_launcher"),
+    "ray": ("ray", "hydra_plugins.hydra_ray_launcher"),
+    "slurm": ("slurm", "hydra_plugins.hydra_submitit_launcher"),
+    "slurm_cpu": ("slurm", "hydra_plugins.hydra_submitit_launcher"),
+    "submitit_local": ("slurm", "hydra_plugins.hydra_submitit_launcher"),
+}
+
+
+def check_launcher_installed(option: str) -> None:
+    """launcher=OPTION needs its extra installed: else one line naming it."""
+    import importlib.util
+
+    if option not in LAUNCHER_EXTRAS:
+        return
+    extra, module = LAUNCHER_EXTRAS[option]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise ConfigError(f"launcher={option} needs the {extra} extra: pip install "
+                          f"'ganlab[{extra}]' (or `pip install -e \".[{extra}]\"` in a checkout)")
+
+
 def check_overrides(args: list[str] | tuple[str, ...]) -> None:
     """Raise ConfigError (one line) for an override that names no config group option, no
     schema key (`+key=` included), no Hydra run/sweep/job key, gives a value of the wrong
@@ -112,6 +138,8 @@ def check_overrides(args: list[str] | tuple[str, ...]) -> None:
             for value in values:
                 for option in value if isinstance(value, list) else [value]:
                     _check_option(key, option)
+                    if key == "launcher":
+                        check_launcher_installed(str(option))
             if not (o.is_add() or presets or key in _primary_groups()):
                 raise ConfigError(f"{key} is not in the defaults list; add it with "
                                   f"+{key}={o.input_line.partition('=')[2]}")

@@ -2,7 +2,8 @@
 on to a sweep's worker processes, and progress lines for runs without a terminal.
 
 - `StopSignals`: SIGTERM/SIGINT (and a cluster launcher's SIGUSR2) during the loop wait for
-  the round to end, so the loop can checkpoint; a second signal stops at once.
+  the round to end, so the loop can checkpoint; the same signal again (or any after 2 s)
+  stops at once, but never in the middle of writing a checkpoint.
 - `stop_workers_too`: the SIGTERM handler of a multirun's own process: joblib's workers get
   the signal, checkpoint and record `interrupted`, then the sweep ends.
 - `ProgressLines`: one log line every 30 s when stderr is not a terminal.
@@ -15,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("ganlab.train")
@@ -30,17 +32,28 @@ class Interrupted(BaseException):
         super().__init__(f"interrupted by {signal.Signals(signum).name}{how}")
 
 
+AT_ONCE_AFTER_S = 2.0  # another kind of signal within this of the first is the same request
+
+
 class StopSignals:
     """Stop signals during a run. While the loop runs (`deferred`), a request waits for the
-    round to end, so the loop can checkpoint a consistent state; a second signal, or one
-    outside the loop, interrupts at once. SIGUSR2 is taken only where a Python handler owns
-    it (submitit's "time is up: checkpoint and requeue"): the run checkpoints first, then
-    `pass_on` hands the signal to that handler. Installed only in the main thread (where
+    round to end, so the loop can checkpoint a consistent state; the same signal again, any
+    signal 2 s or more after the first, or one outside the loop, interrupts at once. A
+    scheduler that stops a job sends several signals at once (SLURM's preemption: SIGCONT,
+    SIGTERM and the job's SIGUSR2 within milliseconds): those are one request. Inside
+    `shielded()` (a checkpoint being written) an at-once interruption waits for the end of
+    the block. SIGUSR2 is taken only where a Python handler owns it (submitit's "time is up:
+    checkpoint and requeue"): the run checkpoints first, then `pass_on` hands the signal to
+    that handler, whichever signal came first. Installed only in the main thread (where
     Python delivers signals)."""
 
     def __init__(self):
         self.requested: int | None = None
+        self.received: set[int] = set()
         self.deferred = False
+        self._first_at = 0.0
+        self._shield = 0
+        self._held: int | None = None  # an at-once signal that arrived inside the shield
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -57,20 +70,52 @@ class StopSignals:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
-        if not self.deferred or self.requested is not None:
-            raise Interrupted(signum, at_once=self.requested is not None)
-        self.requested = signum
-        # a round can be long (large train.d_steps): say what happens meanwhile
-        os.write(2, f"ganlab: {signal.Signals(signum).name}: stopping after this round with a "
-                    "checkpoint; send it again to stop at once\n".encode())
+        first = self.requested is None
+        self.received.add(signum)
+        if self.deferred and first:
+            self.requested, self._first_at = signum, time.monotonic()
+            # a round can be long (large train.d_steps): say what happens meanwhile
+            os.write(2, f"ganlab: {signal.Signals(signum).name}: stopping after this round with "
+                        "a checkpoint; send it again to stop at once\n".encode())
+            return
+        if (self.deferred and signum != self.requested
+                and time.monotonic() - self._first_at < AT_ONCE_AFTER_S):
+            return  # another signal of the same stop (a scheduler sends several)
+        if self._shield:
+            self._held = signum
+            return
+        raise Interrupted(signum, at_once=not first)
+
+    @contextmanager
+    def shielded(self):
+        """A block no stop interrupts half-way (a checkpoint being written): an at-once
+        interruption raises when it ends."""
+        self._shield += 1
+        try:
+            yield
+        finally:
+            self._shield -= 1
+        if not self._shield and self._held is not None:
+            signum, self._held = self._held, None
+            raise Interrupted(signum, at_once=True)
 
     def pass_on(self, signum: int) -> None:
-        """Hand a signal the run has answered to the handler that owned it before (SIGUSR2:
-        the cluster launcher requeues the job, which then resumes from the checkpoint)."""
-        previous = self._previous.get(signum)
-        if signum == signal.SIGUSR2 and callable(previous):
-            signal.signal(signum, previous)
-            previous(signum, None)
+        """Hand SIGUSR2, if it came, to the handler that owned it before (the cluster
+        launcher requeues the job, which then resumes from the checkpoint)."""
+        previous = self._previous.get(signal.SIGUSR2)
+        if signal.SIGUSR2 in self.received | {signum} and callable(previous):
+            signal.signal(signal.SIGUSR2, previous)
+            try:
+                previous(signal.SIGUSR2, None)
+            except Exception as e:
+                # SLURM preempting with PreemptMode=REQUEUE has requeued the job itself, and
+                # submitit's own requeue fails. End this attempt without a result (as submitit
+                # would): a result would tell the sweep the run is done while the requeued
+                # job goes on
+                log.warning("the launcher's requeue failed (%s: %s); ending this attempt "
+                            "without a result, for the scheduler's requeue to resume it",
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                raise SystemExit(-1) from None
 
 
 class ProgressLines:

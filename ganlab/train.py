@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ganlab.assemble import build_gan, resolve_device, resolve_optimizer_impl
@@ -47,6 +47,7 @@ from ganlab.config import (
     sweep_cell,
 )
 from ganlab.configure import check, check_overrides, load_config, register_configs
+from ganlab.cores import thread_budget
 from ganlab.evaluate import build_evaluator
 from ganlab.evaluate.score import score
 from ganlab.graphs import GraphedRound, uncapturable
@@ -142,11 +143,12 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self) -> None:
-        save_checkpoint({"gan": self.gan.state_dict(), "counters": asdict(self.counters),
-                         "history": self.history, "last_train": self.last_train,
-                         "config": experiment_config(self.cfg),
-                         "torch_rng": torch.get_rng_state()}, self.ckpt_path,
-                        keep_previous=True)
+        with self.stop.shielded():  # a second stop signal waits for the checkpoint's end
+            save_checkpoint({"gan": self.gan.state_dict(), "counters": asdict(self.counters),
+                             "history": self.history, "last_train": self.last_train,
+                             "config": experiment_config(self.cfg),
+                             "torch_rng": torch.get_rng_state()}, self.ckpt_path,
+                            keep_previous=True)
 
     def restore(self, state: dict) -> None:
         self.gan.load_state_dict(state["gan"])
@@ -378,11 +380,38 @@ def _choices() -> dict:
     return {g: c for g, c in choices.items() if c is not None and not g.startswith("hydra/")}
 
 
+# why this process runs torch with the threads it has (ganlab.cores; set by _hydra_main)
+_THREADS_FROM = "torch's default"
+
+
+def apply_thread_budget(requested: int, launcher: dict | None) -> int:
+    """Give torch this run's share of the cores (ganlab.cores), before its first operation."""
+    global _THREADS_FROM
+    threads, _THREADS_FROM = thread_budget(requested, launcher)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _host_record() -> dict:
-    """Where and when the run ran (a launcher's device assignment shows up here)."""
+    """Where and when the run ran (a launcher's device assignment shows up here), and the
+    CPU threads it had."""
     return {"hostname": socket.gethostname(), "pid": os.getpid(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "threads": torch.get_num_threads(), "threads_from": _THREADS_FROM,
+            # the scheduler's own names for where it ran (a cluster's nodes may share a
+            # hostname; a requeued job keeps its id)
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_node": os.environ.get("SLURMD_NODENAME"), "ray_node": _ray_node(),
             "started": time.time(), "ended": None}
+
+
+def _ray_node() -> str | None:
+    """The Ray node this process runs on, when a Ray launcher started it."""
+    ray = sys.modules.get("ray")
+    try:
+        return ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else None
+    except Exception:  # not a Ray worker after all
+        return None
 
 
 # the run a process that trains several runs at once is working on (None: all of them)
@@ -724,6 +753,7 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    apply_thread_budget(cfg.train.threads, _launcher_config(hc, cfg))
     try:
         if len(cfg.fanout.group_seeds) > 1:  # seeds grouped by ganlab.sweeper
             records = run_group(cfg, run_dir, overrides=list(hc.overrides.task))
@@ -754,6 +784,17 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
         # The run's record already says failed; the sweep goes on to the next run.
         log.exception("run %s failed", run_dir)
     return None
+
+
+def _launcher_config(hc, cfg: DictConfig) -> dict:
+    """The job's `hydra.launcher`, its interpolations (`${fanout.n_jobs}`, ...) resolved
+    against the run's config."""
+    launcher = OmegaConf.to_container(hc.launcher, resolve=False)
+    node = OmegaConf.create({**OmegaConf.to_container(cfg, resolve=False), "launcher": launcher})
+    try:
+        return OmegaConf.to_container(node.launcher, resolve=True)
+    except Exception:  # an interpolation the run's config cannot resolve: read it raw
+        return launcher
 
 
 def _check_writable(args: list[str]) -> None:

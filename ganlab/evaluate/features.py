@@ -210,8 +210,9 @@ def load_or_train_classifier(recipe: ClassifierRecipe, load_split, device: torch
 
 # -- InceptionV3 ---------------------------------------------------------------------------------
 INCEPTION_HELP = (
-    "eval.features=inception needs (1) torch-fidelity, importable beside your torch "
-    "(`pip install torch-fidelity`; it needs a torchvision built for the same torch), and "
+    "eval.features=inception needs (1) the inception extra, torch-fidelity importable "
+    "beside your torch (`pip install 'ganlab[inception]'`; it needs a torchvision built for "
+    "the same torch), and "
     "(2) the FID InceptionV3 weights: downloaded on first use from " + INCEPTION_WEIGHTS_URL
     + ", or, offline, downloaded elsewhere and given as eval.inception_weights=/path/to/"
     "weights-inception-2015-12-05-6726825d.pth. To score offline without them, use "

@@ -1,0 +1,80 @@
+"""The thread budget: how many CPU threads one run may use.
+
+Runs that share a machine must not each start torch's default pool (one thread per core):
+two runs at a time on two cores then run four threads, and a small model pays up to six times
+its time in contention. A run gets `cores it may use / runs at once`, from the launcher that
+started it:
+
+| launcher | threads per run |
+| --- | --- |
+| basic (one run at a time in the sweep's process) | every core the process may use |
+| joblib (`fanout.n_jobs` runs at once) | cores // n_jobs |
+| Ray, local or a cluster (`hydra.launcher.ray.remote.num_cpus`) | the CPUs Ray reserved for the run |
+| submitit, SLURM or local (`hydra.launcher.cpus_per_task`) | cpus_per_task |
+
+A stacked group of seeds (`fanout.vectorize_seeds`) is one job and counts once.
+`train.threads=N` overrides it. "Cores the process may use" are its CPU affinity, capped by
+a cgroup's CPU quota (a container limited to 2 CPUs on a 64-core host gets 2). The budget is
+applied with `torch.set_num_threads` before the run's first operation and recorded in
+result.json's `host` (`threads`, `threads_from`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its affinity, capped by a cgroup v2 CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def thread_budget(requested: int, launcher: dict | None, cores: int | None = None
+                  ) -> tuple[int, str]:
+    """(threads for one run, why): `requested` (train.threads) if > 0, else the launcher's
+    share of the cores (module docstring). `launcher` is the job's `hydra.launcher` config."""
+    if requested > 0:
+        return requested, "train.threads"
+    cores = cores or available_cores()
+    target = str((launcher or {}).get("_target_", ""))
+    if "Joblib" in target:
+        jobs = int(_number(launcher.get("n_jobs")) or 1)
+        jobs = cores if jobs < 1 else jobs  # joblib's -1: one job per core
+        return max(1, cores // jobs), f"{cores} cores / {jobs} joblib jobs"
+    if "Ray" in target:
+        cpus = _number(((launcher.get("ray") or {}).get("remote") or {}).get("num_cpus"))
+        if cpus:
+            return max(1, int(cpus)), f"{cpus:g} CPUs Ray reserved for the run"
+    if "submitit" in target:
+        cpus = _number(launcher.get("cpus_per_task"))
+        if cpus:
+            return max(1, int(cpus)), f"cpus_per_task={cpus:g}"
+    slurm = _number(os.environ.get("SLURM_CPUS_PER_TASK"))
+    if slurm:
+        return max(1, int(slurm)), f"SLURM_CPUS_PER_TASK={slurm:g}"
+    return cores, f"{cores} cores, one run at a time"
+
+
+def runs_at_once(cores: int, threads: int) -> int:
+    """How many runs of `threads` threads fit on `cores` (the launchers' concurrency)."""
+    return max(1, cores // max(1, threads))

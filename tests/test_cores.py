@@ -1,0 +1,67 @@
+"""The thread budget (ganlab.cores): each launcher's runs share the cores instead of each
+starting a thread per core; the budget is applied and recorded. And launchers outside the
+core install name the extra they need."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ganlab.configure as configure
+from ganlab.config import ConfigError
+from ganlab.cores import available_cores, thread_budget
+from tests.helpers import run_cli
+
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+@pytest.mark.parametrize("launcher, cores, expected", [
+    ({"_target_": BASIC}, 8, 8),  # one run at a time: every core
+    ({"_target_": JOBLIB, "n_jobs": 2}, 8, 4),
+    ({"_target_": JOBLIB, "n_jobs": 3}, 8, 2),
+    ({"_target_": JOBLIB, "n_jobs": 16}, 8, 1),  # never below one thread
+    ({"_target_": JOBLIB, "n_jobs": -1}, 8, 1),  # joblib's -1: a job per core
+    ({"_target_": RAY, "ray": {"remote": {"num_cpus": 3}}}, 8, 3),  # Ray's reservation
+    ({"_target_": SLURM, "cpus_per_task": 6}, 64, 6),  # the job's allocation, not the node
+])
+def test_each_launcher_gives_a_run_its_share_of_the_cores(launcher, cores, expected,
+                                                          monkeypatch):
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    threads, why = thread_budget(0, launcher, cores)
+    assert threads == expected and why
+    assert thread_budget(5, launcher, cores) == (5, "train.threads")  # the override
+
+
+def test_a_slurm_job_uses_its_allocation(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert thread_budget(0, {"_target_": BASIC}, 64) == (3, "SLURM_CPUS_PER_TASK=3")
+
+
+def test_available_cores_respects_the_affinity():
+    import os
+
+    assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_a_joblib_sweep_applies_and_records_the_budget(tmp_path):
+    out = run_cli("-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=2",
+                  "eval.every=0", "eval.num_samples=100", "logger=none",
+                  "train.progress=false", f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    hosts = [json.loads(p.read_text())["host"] for p in tmp_path.rglob("result.json")]
+    expected = max(1, available_cores() // 2)
+    assert [h["threads"] for h in hosts] == [expected, expected]
+    assert all(h["threads_from"] == f"{available_cores()} cores / 2 joblib jobs"
+               for h in hosts)
+
+
+def test_a_launcher_without_its_extra_is_named_in_one_line(monkeypatch):
+    monkeypatch.setitem(configure.LAUNCHER_EXTRAS, "ray", ("ray", "no_such_ray_plugin"))
+    with pytest.raises(ConfigError) as err:
+        configure.check_overrides(["-m", "launcher=ray"])
+    assert "launcher=ray needs the ray extra: pip install 'ganlab[ray]'" in str(err.value)
+    configure.check_overrides(["-m", "launcher=joblib"])  # the core install's launcher
