@@ -1,7 +1,7 @@
 """`report.json`: every number of every table of a comparison, the one source the console,
 markdown, HTML and W&B views are rendered from.
 
-The document (schema version 2; README "report.json" lists every key):
+The document (schema version 3; README "report.json" lists every key):
 
     {"schema_version", "generated", "dirs", "study": {"name", "question"},
      "settings": {"match", "alpha", "ci_level", "power", "interval", "min_pairs",
@@ -9,6 +9,8 @@ The document (schema version 2; README "report.json" lists every key):
                   "sd_bound_level"},
      "decided", "unreadable": [message, ...],
      "classes": [{"label", "comparability", "status_counts", "seeds", "thin", "budget",
+                  "unfinished_runs": [{"variant", "seed", "status", "run_dir"}, ...],
+                  "duplicate_seeds": [{"variant", "seed", "run_dirs", "used"}, ...],
                   "tables": [table, ...]}]}      # the primary metric's table first
 
     table: {"metric", "label", "better", "scale", "scale_note", "range", "all_zero", "match",
@@ -21,7 +23,10 @@ The document (schema version 2; README "report.json" lists every key):
             "verdict", "detectable", "more_seeds", "answer"}
 
 On a log scale `mean` is the geometric mean, `delta` the ratio to the baseline (and
-`delta_pct` its change in %), `detectable` and `effect` factors.
+`delta_pct` its change in %), `detectable` and `effect` factors. `status_counts` and the rows
+count one run per seed of a variant: a seed that several runs trained is one sample, the
+first of `run_dirs` (by path, `used`); the others are in `duplicate_seeds` only. Unfinished
+runs (running, interrupted) are counted and named, never scored.
 """
 
 from __future__ import annotations
@@ -29,19 +34,32 @@ from __future__ import annotations
 import math
 import time
 
-from ganlab.compare.rows import ALPHA, MIN_PAIRS, Table, change, change_ci, detectable_words, fmt
+from ganlab.compare.rows import (
+    ALPHA,
+    MIN_PAIRS,
+    Table,
+    change,
+    change_ci,
+    detectable_words,
+    duplicate_lines,
+    duplicate_records,
+    fmt,
+    unfinished_lines,
+    unfinished_records,
+)
 from ganlab.compare.stats import CI_LEVEL, INTERVAL, POWER, SD_BOUND_LEVEL, SPENDING
 from ganlab.compare.tables import aligned
 from ganlab.metrics import metric_info
 from ganlab.result import STATUSES, count_statuses
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: classes name their unfinished runs and duplicated seeds
 TOP_KEYS = ("schema_version", "generated", "dirs", "study", "settings", "decided",
             "unreadable", "classes")
 SETTINGS_KEYS = ("match", "alpha", "ci_level", "power", "interval", "min_pairs",
                  "primary_metric", "scales", "design", "spending", "smallest_effects",
                  "sd_bound_level")
-CLASS_KEYS = ("label", "comparability", "status_counts", "seeds", "thin", "budget", "tables")
+CLASS_KEYS = ("label", "comparability", "status_counts", "seeds", "thin", "budget",
+              "unfinished_runs", "duplicate_seeds", "tables")
 TABLE_KEYS = ("metric", "label", "better", "scale", "scale_note", "range", "all_zero", "match",
               "budget", "baseline", "family", "tests", "alpha", "strictest_alpha", "design",
               "smallest_effect", "interval", "ci_level", "rows")
@@ -131,6 +149,10 @@ def build_document(results, classes: list[list[Table]], *, dirs, match: str,
             "label": main.class_label, "comparability": main.comparability,
             "status_counts": {s: counts[s] for s in STATUSES if counts[s]},
             "seeds": seeds, "thin": seeds < THIN_SEEDS, "budget": class_budget(main.runs),
+            "unfinished_runs": [e for r in main.rows
+                                for e in unfinished_records(r.label, r.runs)],
+            "duplicate_seeds": [e for r in main.rows
+                                for e in duplicate_records(r.label, r.duplicates)],
             "tables": [table_record(t) for t in tables]})
     validate_document(doc)
     return doc
@@ -162,9 +184,11 @@ HEAD = ["variant", "n", "div", "fail", "mean", "95% CI", "Δ vs baseline", "Δ C
 
 
 def table_lines(table: dict) -> list[list[str]]:
-    """A table record's cells (a header row first), for every text view."""
+    """A table record's cells (a header row first), for every text view; `unfin` (runs
+    still running or interrupted) after `fail` where a row has any."""
     m = metric_info(table["metric"], table["scale"])
-    lines = [HEAD]
+    unfin = any(r["unfinished"] for r in table["rows"])
+    lines = [[*HEAD[:4], "unfin", *HEAD[4:]] if unfin else HEAD]
     for r in table["rows"]:
         row = _RowView(r)
         base = r["is_baseline"]
@@ -179,7 +203,14 @@ def table_lines(table: dict) -> list[list[str]]:
             "" if r["p_holm"] is None else f"{r['p_holm']:.3g}", r["verdict"],
             "" if base or r["look"] is None else _stage(r, table),
             "" if base or r["decided"] else _detectable(row, m, table["range"])])
+        if unfin:
+            lines[-1].insert(4, str(r["unfinished"]))
     return lines
+
+
+def class_warnings(c: dict) -> list[str]:
+    """A class record's warnings: its unfinished runs and its duplicated seeds."""
+    return [*unfinished_lines(c["unfinished_runs"]), *duplicate_lines(c["duplicate_seeds"])]
 
 
 def _detectable(row: _RowView, m, bounds: list) -> str:
@@ -279,7 +310,8 @@ def format_text(doc: dict) -> str:
         table = c["tables"][0]
         details = variant_details(table)
         out += [f"class [{c['label']}]", budget_words(c["budget"]), describe(table),
-                *([details] if details else []), *aligned(table_lines(table)), ""]
+                *([details] if details else []), *aligned(table_lines(table)),
+                *class_warnings(c), ""]
         if c["thin"]:
             out.append(f"  ({c['seeds']} seeds per variant: the evidence is thin; only large "
                        "differences can be detected)")

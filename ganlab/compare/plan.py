@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ganlab.compare.rows import duplicate_lines, duplicate_records
 from ganlab.compare.stats import Design
 from ganlab.compare.tables import (
     Row,
@@ -73,7 +74,9 @@ def plan(results, *, metric: str | None = None, baselines: list[dict] | None = N
            "design": {"looks": list(design.looks), "min": design.looks[0],
                       "max": design.seeds_max, "source": source},
            "variants": variants, "add_seeds": add}
-    out["lines"] = plan_lines(out)
+    # a seed two runs of a variant trained pairs once, by its first run: say so
+    out["lines"] = plan_lines(out) + duplicate_lines(
+        [e for t in tables for r in t.rows for e in duplicate_records(r.label, r.duplicates)])
     return out
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from ganlab.compare.document import (
     answers,
     budget_words,
+    class_warnings,
     describe,
     table_lines,
     variant_details,
@@ -312,10 +313,14 @@ def write_report(doc: dict, classes: list[list[Table]], out: Path,
         page.para(f"Skipped {len(doc['unreadable'])} unreadable result.json: "
                   + "; ".join(doc["unreadable"]), strong=True)
     for ci, (record, tables) in enumerate(zip(doc["classes"], classes, strict=True)):
-        counts = ", ".join(f"{v} {k}" for k, v in record["status_counts"].items())
+        left = sum(len(e["run_dirs"]) - 1 for e in record["duplicate_seeds"])
+        counts = ", ".join([*(f"{v} {k}" for k, v in record["status_counts"].items()),
+                            *([f"{left} duplicate{'s' * (left > 1)} of a seed"] if left else [])])
         page.heading(2, f"Class: {record['label']}")
         page.para(f"Runs: {counts}; {record['seeds']} or more seeds per variant; "
                   f"{budget_words(record['budget'])}.")
+        for warning in class_warnings(record):
+            page.para(warning, strong=True)
         if record["thin"]:
             page.para(f"The evidence is thin: with {record['seeds']} seeds only large "
                       "differences can be told apart (see 'detectable Δ').", strong=True)

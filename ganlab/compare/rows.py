@@ -13,6 +13,7 @@ from ganlab.metrics import Effect, Metric
 ALPHA = 0.05  # family-wise: the primary metric across every class, else per table (Holm)
 MIN_PAIRS = 3  # fewer paired seeds than this: no p-value
 FAMILIES = ("primary", "exploratory")
+UNFINISHED = ("running", "interrupted")  # counted in every view, scored in none
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Row:
     diverged: int = 0
     failed: int = 0
     unfinished: int = 0  # runs still running or interrupted: counted, not scored
+    duplicates: list = field(default_factory=list)  # runs.Duplicate: seeds of several runs
     is_baseline: bool = False
     pairs: int = 0
     # the comparison with the baseline, at the look that decided it (else the latest look)
@@ -130,3 +132,42 @@ def effect_words(size: float | None, metric: Metric) -> str:
     if metric.scale == "log":
         return f"×{size:.3g}"
     return f"{size:{metric.fmt}}"
+
+
+def unfinished_records(label: str, runs: list[dict]) -> list[dict]:
+    """A variant's runs that have not ended (running, or interrupted to be resumed), as
+    report.json lists them."""
+    return [{"variant": label, "seed": r["seed"], "status": r["status"],
+             "run_dir": r.get("run_dir")} for r in runs if r["status"] in UNFINISHED]
+
+
+def duplicate_records(label: str, duplicates: list) -> list[dict]:
+    """A variant's seeds that several runs trained (runs.Duplicate), as report.json lists
+    them: every run dir, the one used first."""
+    return [{"variant": label, "seed": d.seed, "run_dirs": d.run_dirs,
+             "used": d.used.get("run_dir")} for d in duplicates]
+
+
+def unfinished_lines(records: list[dict]) -> list[str]:
+    """One warning per variant naming its unfinished runs (records: unfinished_records)."""
+    by_variant: dict[str, list[dict]] = {}
+    for e in records:
+        by_variant.setdefault(e["variant"], []).append(e)
+    return [f"warning: {variant}: {len(runs)} unfinished run{'s' * (len(runs) > 1)} "
+            "(running or interrupted), counted but in no statistic: "
+            + "; ".join(f"seed {e['seed']} {e['status']} ({e['run_dir'] or 'no run dir'})"
+                        for e in runs)
+            for variant, runs in by_variant.items()]
+
+
+def duplicate_lines(records: list[dict]) -> list[str]:
+    """One warning per duplicated seed (records: duplicate_records)."""
+    out = []
+    for e in records:
+        dirs = [d or "no run dir" for d in e["run_dirs"]]
+        others = len(dirs) - 1
+        out.append(f"warning: {e['variant']}: seed {e['seed']} was trained by {len(dirs)} runs "
+                   f"with the same settings ({'; '.join(dirs)}); they are not independent "
+                   f"samples, so only the first by run dir is used ({dirs[0]}) and the "
+                   f"other{'s are' if others > 1 else ' is'} in no statistic")
+    return out

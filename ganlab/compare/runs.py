@@ -5,7 +5,10 @@ are listed (`Runs.unreadable`) and skipped. Runs are grouped into comparison cla
 their `comparability` dict (label use, data, model family, evaluation protocol) and, within
 a class, into variants: runs whose trick toggles and hyper-parameters agree, i.e. that
 differ only by seed. A run that failed before its evaluator existed has no protocol; it is
-counted in the class it would have joined.
+counted in the class it would have joined. A seed that two runs of one variant trained (the
+same sweep launched twice into different dirs, or a seed listed twice) is one sample, not
+two: the first run by run dir path is used, the others are kept aside (`Variant.duplicates`)
+for every view to name.
 """
 
 from __future__ import annotations
@@ -83,17 +86,54 @@ def variant_settings(run: dict) -> dict:
 
 
 @dataclass
+class Duplicate:
+    """A seed that more than one run of a variant trained: the same seed and settings are
+    not independent samples, so `used` (the first by run dir path) stands for the seed and
+    `left_out` is in no statistic."""
+    seed: int
+    used: dict
+    left_out: list[dict]
+
+    @property
+    def run_dirs(self) -> list[str | None]:
+        return [r.get("run_dir") for r in (self.used, *self.left_out)]
+
+
+def one_per_seed(runs: list[dict]) -> tuple[list[dict], list[Duplicate]]:
+    """A variant's runs with one run per seed (in their order), and the seeds that had more.
+    The run used is the first by run dir path, whatever its status or score, so the choice
+    never depends on the outcome nor on the order the dirs were given in."""
+    by_seed: dict[int, list[dict]] = defaultdict(list)
+    for r in runs:
+        if r["seed"] is not None:
+            by_seed[r["seed"]].append(r)
+    duplicates, left = [], set()
+    for seed, same in by_seed.items():
+        if len(same) > 1:
+            first, *rest = sorted(same, key=lambda r: str(r.get("run_dir") or ""))
+            duplicates.append(Duplicate(seed, first, rest))
+            left.update(id(r) for r in rest)
+    return [r for r in runs if id(r) not in left], duplicates
+
+
+@dataclass
 class Variant:
     settings: dict
-    runs: list[dict]
+    runs: list[dict]  # one per seed: a duplicated seed's other runs are in `duplicates`
     label: str = ""  # the preset option's name where one tells the variants apart
     detail: str = ""  # the varying settings, when the label is an option's name
+    duplicates: list[Duplicate] = field(default_factory=list)
+
+    @property
+    def left_out(self) -> int:
+        """Runs in no statistic because another run of the variant has their seed."""
+        return sum(len(d.left_out) for d in self.duplicates)
 
 
 @dataclass
 class ComparisonClass:
     comparability: dict
-    runs: list[dict]
+    runs: list[dict]  # the variants' runs: one per seed of each variant
     varying: list[str]  # the setting keys that differ between the class's variants
     variants: list[Variant] = field(default_factory=list)
     label: str = ""  # class_label, told apart from any class that would read the same
@@ -219,7 +259,11 @@ def group_runs(results: list[dict]) -> list[ComparisonClass]:
         group = ComparisonClass(comparability, runs, varying)
         for idx in groups.values():
             s = settings[idx[0]]
-            group.variants.append(Variant(s, [runs[i] for i in idx], variant_label(s, varying)))
+            used, duplicates = one_per_seed([runs[i] for i in idx])
+            group.variants.append(Variant(s, used, variant_label(s, varying),
+                                          duplicates=duplicates))
+        left = {id(r) for v in group.variants for d in v.duplicates for r in d.left_out}
+        group.runs = [r for r in runs if id(r) not in left]
         # a preset's named rows keep their names; else the group options tell them apart
         named = all(v.settings.get("study.variant") for v in group.variants)
         options = None if named else option_labels(group.variants)

@@ -23,7 +23,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from ganlab.compare.rows import Row, Table, fmt
+from ganlab.compare.rows import (
+    UNFINISHED,
+    Row,
+    Table,
+    duplicate_lines,
+    duplicate_records,
+    fmt,
+    unfinished_lines,
+    unfinished_records,
+)
 from ganlab.compare.runs import ComparisonClass, class_label, group_runs, variant_settings
 from ganlab.compare.stats import CI_LEVEL, Design, bounded_interval
 from ganlab.compare.verdicts import decide
@@ -203,7 +212,8 @@ def study_effects(results: list[dict]) -> dict[str, Effect]:
 
 def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: Metric, match: str,
            baselines: list[dict[str, str]] | None) -> Table:
-    rows = [Row(v.label, v.settings, v.runs, v.detail) for v in group.variants]
+    rows = [Row(v.label, v.settings, v.runs, v.detail, duplicates=v.duplicates)
+            for v in group.variants]
     explicit = baselines is not None
     keys = {k for r in group.runs for k in variant_settings(r)}
     specs = baselines if explicit else [resolve_baseline(parse_baseline([b]), keys)
@@ -322,7 +332,7 @@ def _fill(row: Row, scored: dict[int, float], metric: Metric,
           bounds: tuple[float, float]) -> None:
     counts = count_statuses(row.runs)
     row.diverged, row.failed = counts["diverged"], counts["failed"]
-    row.unfinished = counts["running"] + counts["interrupted"]
+    row.unfinished = sum(counts[s] for s in UNFINISHED)
     row.values = dict(sorted(scored.items()))
     vals = list(row.values.values())
     row.n = len(vals)
@@ -354,22 +364,34 @@ def aligned(lines: list[list[str]]) -> list[str]:
 
 def format_brief(results: list[dict]) -> str:
     """A quick look: per class, mean ± std over seeds of every eval metric per variant
-    (completed runs only), with each variant's status counts. No pairing, no tests."""
+    (completed runs only, one per seed), with each variant's runs by status: completed,
+    diverged, failed, and, where a class has any, unfinished (running or interrupted) and
+    duplicates (runs of a seed another run of the variant stands for), so that the counts
+    add up to the runs. Warnings name the unfinished runs and the duplicated seeds. No
+    pairing, no tests."""
     out = []
     for group in group_runs(results):
         names = sorted({m for r in group.runs for m in r["metrics"] if m.startswith("eval/")})
-        lines = [["variant", "runs", "done/div/fail", *(m.split("/", 1)[1] for m in names)]]
+        unfinished = [e for v in group.variants for e in unfinished_records(v.label, v.runs)]
+        duplicates = [e for v in group.variants
+                      for e in duplicate_records(v.label, v.duplicates)]
+        parts = ["done", "div", "fail", *(["unfin"] if unfinished else []),
+                 *(["dup"] if duplicates else [])]
+        lines = [["variant", "runs", "/".join(parts), *(m.split("/", 1)[1] for m in names)]]
         for v in group.variants:
             counts = count_statuses(v.runs)
-            cells = [v.label, str(len(v.runs)),
-                     f"{counts['completed']}/{counts['diverged']}/{counts['failed']}"]
+            numbers = [counts["completed"], counts["diverged"], counts["failed"],
+                       *([sum(counts[s] for s in UNFINISHED)] if unfinished else []),
+                       *([v.left_out] if duplicates else [])]
+            cells = [v.label, str(len(v.runs) + v.left_out), "/".join(map(str, numbers))]
             for m in names:
                 values = [r["metrics"][m] for r in v.runs if r["status"] == "completed"
                           and r["metrics"].get(m) is not None]
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.fmean(values):.3g} ± {sd:.2g}" if values else "—")
             lines.append(cells)
-        out += [f"class [{group.label}]", *aligned(lines), ""]
+        out += [f"class [{group.label}]", *aligned(lines), *unfinished_lines(unfinished),
+                *duplicate_lines(duplicates), ""]
     return "\n".join(out)
 
 
