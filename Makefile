@@ -38,14 +38,24 @@ test-cluster: $(STAMP)
 
 # The `quick` preset (ring8, k = 1, 2, 5 D steps per G step, seeds in stages, CPU, two runs
 # at a time with their share of the cores each), then the comparer's report over it; the
-# answer comes first, the report's path last.
+# answer comes first, the report's path last. Run again, it resumes (an interrupted demo
+# goes on; a finished one only prints its report): `rm -rf outputs/demo` starts afresh.
 demo: $(STAMP)
-	rm -rf $(DEMO_DIR)
 	$(PY) -m ganlab.train -m experiment=quick hydra.sweep.dir=$(DEMO_DIR)
 	$(PY) -m ganlab.compare $(DEMO_DIR)
 
 bench: $(STAMP)
 	$(PY) -m ganlab.bench --device cpu --vectorize 1,8,32 --threads 2
+
+# The MNIST feature classifier whose weights ship in ganlab/evaluate/weights/ (with their
+# sha256, recipe, training-data hash and test accuracy): trained on one thread, so the same
+# weights at any thread setting. Other weights are another extractor identity, and scores
+# made with it are never compared with scores of the old one. MNIST is read from data.root
+# ($GANLAB_DATA_ROOT, else ~/.cache/ganlab/data, downloaded when missing) or DATA_ROOT=...
+.PHONY: classifier
+classifier: $(STAMP)
+	$(PY) -W "ignore::RuntimeWarning:runpy" -m ganlab.evaluate.features train-classifier \
+		--dataset mnist $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 # The sequential rule in the loop on synthetic studies: error rates, coverage, seeds saved.
 simulate: $(STAMP)

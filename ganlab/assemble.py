@@ -9,8 +9,6 @@ init, data order, reference batches, latents, and one stream per evaluation.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -22,13 +20,10 @@ from ganlab.extras import Extra, build_extras
 from ganlab.gan import GAN, Game, Schedule
 from ganlab.labels import LABEL_MODES, LabelMode
 from ganlab.losses import build_loss
-from ganlab.nets import MODELS, Discriminator, Generator
-from ganlab.nets.norm import ReferenceBatch, RefStatsNorm, needs_reference
+from ganlab.memory import GIB, available_bytes, bare_nets, per_sample_activations, round_bytes
+from ganlab.nets import MODELS
+from ganlab.nets.norm import ReferenceBatch, needs_reference
 from ganlab.optim import Adam
-
-# the memory of a round, as a multiple of the activations of its forward passes: kept for
-# the backward pass, their gradients, and the optimiser's and the allocator's slack
-ROUND_MEMORY_FACTOR = 3
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -76,21 +71,11 @@ def make_adam(params, impl: str, capturable: bool = False, **kwargs) -> Adam:
 
 def build_nets(cfg: DictConfig, data, mode: LabelMode, extras: list[Extra],
                ref_seed: int) -> tuple[nn.Module, nn.Module]:
-    """G = [one-hot y with z] -> family body; D = family trunk -> plug-ins' layers -> head.
-    Either is wrapped in ReferenceBatch when its norm reads a reference batch, drawn from
-    `ref_seed`."""
+    """G and D (ganlab.memory.bare_nets), initialised as the model family says; either is
+    wrapped in ReferenceBatch when its norm reads a reference batch, drawn from `ref_seed`."""
     k = data.num_classes
-    g_classes = k if mode.conditional_g else 0
     spec = MODELS.choose(cfg.model.name)
-    g_body, trunk = spec.bodies(cfg.model, cfg.norm, data.sample_shape,
-                                cfg.model.z_dim + g_classes)
-    layers, features = {}, trunk.out_features
-    for extra in extras:
-        layer = extra.d_layer(features)
-        if layer is not None:
-            layers[extra.name], features = layer, layer.out_features
-    G = Generator(g_body, cfg.model.z_dim, g_classes)
-    D = Discriminator(trunk, layers, mode.head(features, k))
+    G, D = bare_nets(cfg, data.sample_shape, k, mode, extras)
     if spec.init is not None:
         spec.init(G)
         spec.init(D)
@@ -98,7 +83,7 @@ def build_nets(cfg: DictConfig, data, mode: LabelMode, extras: list[Extra],
     n = cfg.norm.ref_batch_size
     if needs_reference(cfg.norm.g):
         z_ref = torch.randn(n, cfg.model.z_dim, generator=gen)
-        y_ref = torch.randint(k, (n,), generator=gen) if g_classes else None
+        y_ref = torch.randint(k, (n,), generator=gen) if G.num_classes else None
         G = ReferenceBatch(G, z_ref, y_ref)
     if needs_reference(cfg.norm.d):
         x_ref, y_ref = data.reference_batch(n, gen)
@@ -136,89 +121,27 @@ def build_gan(cfg: DictConfig, device: torch.device) -> GAN:
 
 
 # -- will it fit? ----------------------------------------------------------------------------
-def _activation_bytes(net: nn.Module, *inputs) -> int:
-    """Bytes of every leaf module's output for `inputs`, in eval mode without gradients;
-    reference/virtual norms take their statistics from the inputs themselves."""
-    total = 0
-
-    def count(module, args, output):
-        nonlocal total
-        for t in output if isinstance(output, tuple) else (output,):
-            if isinstance(t, torch.Tensor):
-                total += t.numel() * t.element_size()
-
-    leaves = [m for m in net.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(count) for m in leaves]
-    norms = [m for m in net.modules() if isinstance(m, RefStatsNorm)]
-    was_training = net.training
-    net.eval()
-    try:
-        for m in norms:
-            m.collecting = True
-        with torch.no_grad():
-            net(*inputs)
-    finally:
-        for m in norms:
-            m.collecting, m.ref_mean, m.ref_var = False, None, None
-        for h in handles:
-            h.remove()
-        net.train(was_training)
-    return total
-
-
 def round_memory_bytes(cfg: DictConfig, G: nn.Module, D: nn.Module, data,
                        device: torch.device) -> int:
-    """A rough estimate of the memory one training round needs: the activations of G on a
-    batch (and its reference batch) and of D on a real and a fake batch (and its reference
-    batch), times ROUND_MEMORY_FACTOR, plus four copies of the weights (weights, gradients,
-    Adam's two moments)."""
+    """The memory one training round of these G and D needs (ganlab.memory), weights
+    included."""
     g = G.net if isinstance(G, ReferenceBatch) else G
     d = D.net if isinstance(D, ReferenceBatch) else D
-    z = torch.zeros(2, cfg.model.z_dim, device=device)
-    y = torch.zeros(2, dtype=torch.long, device=device) if g.num_classes else None
-    per_g = _activation_bytes(g, z, y) / 2
-    x = torch.zeros(2, *data.sample_shape, device=device)
-    y_d = torch.zeros(2, dtype=torch.long, device=device)
-    per_d = _activation_bytes(d, x, y_d) / 2
-    b, n = cfg.train.batch_size, cfg.norm.ref_batch_size
-    ref_g = n if needs_reference(cfg.norm.g) else 0
-    ref_d = n if needs_reference(cfg.norm.d) else 0
+    per_g, per_d = per_sample_activations(g, d, cfg.model.z_dim, data.sample_shape, device)
     weights = sum(p.numel() * p.element_size() for m in (G, D) for p in m.parameters())
-    return int(ROUND_MEMORY_FACTOR * (per_g * (b + ref_g) + per_d * (2 * b + ref_d))
-               + 4 * weights)
-
-
-def available_memory_bytes(device: torch.device,
-                           cgroup: str = "/sys/fs/cgroup") -> int | None:
-    """Memory free for a run on `device` (None where it cannot be told): on the CPU the
-    smaller of the machine's available memory and what the process's cgroup (a container's
-    or a SLURM job's limit) has left."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    free = []
-    try:
-        with open("/proc/meminfo") as f:
-            free += [int(line.split()[1]) * 1024 for line in f
-                     if line.startswith("MemAvailable:")]
-    except OSError:
-        pass
-    try:  # cgroup v2
-        limit = Path(cgroup, "memory.max").read_text().strip()
-        if limit != "max":
-            free.append(int(limit) - int(Path(cgroup, "memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    return max(min(free), 0) if free else None
+    return round_bytes(cfg, per_g, per_d) + 4 * weights
 
 
 def check_memory(cfg: DictConfig, G: nn.Module, D: nn.Module, data, device: torch.device,
                  available: int | None = None) -> None:
+    """The built GAN's round against the device's free memory (a GPU's is only known here,
+    in the process that trains; the CPU's is checked before anything is written, by
+    ganlab.preflight)."""
     need = round_memory_bytes(cfg, G, D, data, device)
-    available = available_memory_bytes(device) if available is None else available
+    available = available_bytes(device) if available is None else available
     if available is not None and need > available:
-        gib = 2 ** 30
         raise ConfigError(
-            f"this config needs about {need / gib:.1f} GiB for one round (train.batch_size="
+            f"this config needs about {need / GIB:.1f} GiB for one round (train.batch_size="
             f"{cfg.train.batch_size}, norm.ref_batch_size={cfg.norm.ref_batch_size} with "
-            f"norm.g={cfg.norm.g}, norm.d={cfg.norm.d}), more than the {available / gib:.1f} "
+            f"norm.g={cfg.norm.g}, norm.d={cfg.norm.d}), more than the {available / GIB:.1f} "
             f"GiB available on {device}; lower norm.ref_batch_size or train.batch_size")

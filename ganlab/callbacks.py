@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from ganlab import stops
 from ganlab.result import RecordError, count_statuses, read_result
+from ganlab.rundir import held_by_another
 
 log = logging.getLogger("ganlab.sweep")
 
@@ -25,7 +27,9 @@ def _status(run_dir: Path) -> str:
 
 
 def sweep_status_counts(sweep_dir: Path):
-    return count_statuses([{"status": _status(p.parent)}
+    """Runs by status; a run dir another process still holds (a worker of an earlier
+    launch that has not ended) counts as `busy`, whatever its record says so far."""
+    return count_statuses([{"status": "busy" if held_by_another(p.parent) else _status(p.parent)}
                            for p in sorted(sweep_dir.rglob("result.json"))])
 
 
@@ -37,10 +41,10 @@ def refused_launches(sweep_dir: Path, since: float) -> list[Path]:
 
 
 def summary_line(sweep_dir: Path, counts, refused: int = 0) -> str:
-    extra = [f"{counts[s]} {name}" for s, name in (("interrupted", "interrupted"),
-                                                   ("running", "unfinished"),
-                                                   ("unreadable", "unreadable"))
-             if counts[s]]
+    extra = [f"{counts[s]} {name}" for s, name in (
+        ("interrupted", "interrupted"), ("running", "unfinished"), ("unreadable", "unreadable"),
+        ("busy", "still held by another process (not counted: relaunch once it has ended)"))
+        if counts[s]]
     if refused:
         extra.append(f"{refused} launch{'es' if refused > 1 else ''} refused (the record "
                      "before it kept; see result.failed-*.json)")
@@ -64,6 +68,9 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
+        if sweep_dir is not None:  # whose runs a stop signal stops
+            stops.SWEEP_DIR = Path(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _shut_down_workers()
@@ -73,5 +80,5 @@ class SweepSummary(Callback):
         for handler in logging.getLogger().handlers:
             handler.flush()
         log.info(summary_line(sweep_dir, counts, len(refused)))
-        if counts["failed"] or counts["unreadable"] or refused:
+        if counts["failed"] or counts["unreadable"] or counts["busy"] or refused:
             sys.exit(1)

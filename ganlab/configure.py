@@ -151,6 +151,17 @@ def check_overrides(args: list[str] | tuple[str, ...]) -> None:
             check_key_value(key, value)
 
 
+def repeated_keys(args: list[str] | tuple[str, ...]) -> list[str]:
+    """A line for each key a command line gives more than once (Hydra keeps the last one,
+    silently)."""
+    seen: dict[str, list[str]] = {}
+    for arg in args:
+        if not arg.startswith("-") and "=" in arg:
+            seen.setdefault(arg.split("=", 1)[0].lstrip("+~"), []).append(arg)
+    return [f"{key} is given {len(given)} times ({', '.join(given)}): the last one, "
+            f"{given[-1]}, is used" for key, given in seen.items() if len(given) > 1]
+
+
 # the Hydra sections whose keys are fixed (launchers, sweepers and loggers have their own)
 _HYDRA_CHECKED = ("run", "sweep", "job", "output_subdir", "mode", "verbose")
 _HYDRA_OPEN = ("job.env_set", "job.env_copy", "job.config")

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError
-from ganlab.configure import load_config
+from ganlab.configure import load_config, repeated_keys
+from ganlab.result import RecordError, launches_of, read_result
 from ganlab.train import USER_ERRORS, Interrupted, run
 
 
@@ -35,9 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--out", type=Path, default=None, help="the new run directory")
+    parser.add_argument("--alone", action="store_true",
+                        help="a seed trained in a stack: train it by itself (faster; equal to "
+                             "float rounding, not bit for bit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     try:
+        for line in repeated_keys(args.overrides):
+            print(f"ganlab.rerun: {line}", file=sys.stderr)
         cfg = load_config(args.run_dir, args.overrides)
         # outside any sweep dir, so that a re-run never joins the sweep's comparison
         name = "_".join(p for p in args.run_dir.resolve().parts[-2:] if p)
@@ -47,8 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists() and any(out.iterdir()) and not (out / ".hydra" / "config.yaml").exists():
             raise ConfigError(f"--out {out} exists, is not empty and holds no run; choose a "
                               "new directory")
-        print(f"re-running {args.run_dir} into {out}", file=sys.stderr)
-        result = run(cfg, out, overrides=args.overrides)
+        record = _record(args.run_dir)
+        _same_threads(record)
+        stack = _stack_of(record)
+        if stack and not args.alone and "seed" not in {o.split("=", 1)[0] for o in
+                                                       args.overrides}:
+            print(f"{args.run_dir} was trained stacked with seeds {stack} "
+                  "(fanout.vectorize_seeds): re-running that stack into "
+                  f"{_stack_dir(out)}, so that seed {cfg.seed} is reproduced bit for bit on CPU "
+                  "(--alone trains it by itself: equal to about 1e-8 after 20 rounds, not bit "
+                  "for bit, and growing with the rounds)", file=sys.stderr)
+            result = rerun_stacked(cfg, stack, out, args.overrides)
+        else:
+            print(f"re-running {args.run_dir} into {out}", file=sys.stderr)
+            result = run(cfg, out, overrides=args.overrides)
     except ConfigError as e:
         print(f"ganlab.rerun: config error: {e}", file=sys.stderr)
         return 2
@@ -61,6 +79,67 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + e.signum
     print(f"{out}: {result['status']}" + (f" ({result['error']})" if result["error"] else ""))
     return 0 if result["status"] != "failed" else 1
+
+
+def _record(run_dir: Path) -> dict:
+    try:
+        return read_result(run_dir) or {}
+    except RecordError:
+        return {}
+
+
+def _same_threads(record: dict) -> None:
+    """Train on the CPU threads the run had (its record says), where this machine has them."""
+    import os
+
+    import torch
+
+    threads = (record.get("host") or {}).get("threads")
+    if isinstance(threads, int) and 0 < threads <= (os.cpu_count() or 1):
+        torch.set_num_threads(threads)
+
+
+def _stack_of(record: dict) -> list[int] | None:
+    """The seeds this run was last trained stacked with (None: it trained alone)."""
+    launches = launches_of(record)
+    stacks = [launch.get("seed_stack") for launch in launches]
+    last = stacks[-1] if stacks else None
+    return list(last) if last and len(last) > 1 else None
+
+
+def _stack_dir(out: Path) -> Path:
+    return out.with_name(f"{out.name}.stack")
+
+
+def rerun_stacked(cfg, stack: list[int], out: Path, overrides: list[str]) -> dict:
+    """Re-run the stack of seeds `stack` as one stacked model into `<out>.stack/seed=*`, then
+    move this seed's run to `out`; the stack dir stays while any of its runs is unfinished,
+    so the same command resumes it."""
+    import shutil
+
+    from omegaconf import open_dict
+
+    from ganlab.train import run_group
+
+    work = _stack_dir(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out} exists and is not empty; choose a new directory")
+    leader = cfg.copy()
+    with open_dict(leader):
+        leader.seed = stack[0]
+        leader.fanout.group_seeds = list(stack)
+    mine = [o for o in overrides if o.split("=", 1)[0] != "seed"]
+    records = run_group(leader, work / f"seed={stack[0]}",
+                        overrides=[*mine, f"seed={stack[0]}"])
+    if any(r["status"] not in ("completed", "diverged") for r in records):
+        ours = next((r for r in records if r["seed"] == cfg.seed), records[0])
+        return ours
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.rmdir()
+    (work / f"seed={cfg.seed}").rename(out)
+    shutil.rmtree(work)
+    return read_result(out)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,11 @@ class ResultFile:
                                      # another seed of this variant (compare --plan)
                                      "overrides": None, **fields}
 
+    # the launches of the run before this one (`host.launches` keeps one entry per launch:
+    # where it ran, its threads, Adam kernel, seed stack, device, and the steps it trained);
+    # None: a record of its own (no launch history)
+    launches_before: list[dict] | None = None
+
     def update(self, **fields: Any) -> None:
         unknown = set(fields) - set(self.data)
         assert not unknown, f"unknown result.json keys {unknown}"
@@ -118,8 +123,27 @@ class ResultFile:
             assert fields["status"] in STATUSES, fields["status"]
         self.data.update(fields)
         if self.live:
-            atomic_write_json(self.path, self.data)
+            self._write()
 
     def go_live(self) -> None:
         self.live = True
+        self._write()
+
+    def _write(self) -> None:
+        if self.launches_before is not None:
+            host = {k: v for k, v in self.data["host"].items() if k != "launches"}
+            this = {**host, "status": self.data["status"], "to_step": self.data["step"]}
+            self.data["host"] = {**host, "launches": [*self.launches_before, this]}
         atomic_write_json(self.path, self.data)
+
+
+def launches_of(record: dict | None) -> list[dict]:
+    """A record's launches (`host.launches`), oldest first; a record written before launches
+    were kept has its one `host`."""
+    if not record:
+        return []
+    host = record.get("host") or {}
+    if "launches" in host:
+        return list(host["launches"])
+    return [{**host, "status": record.get("status"), "to_step": record.get("step")}] if host \
+        else []

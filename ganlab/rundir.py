@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ganlab.result import RecordError, read_result
-from ganlab.storage import StorageError, atomic_write, atomic_write_json, explain
+from ganlab.storage import StorageError, atomic_write, atomic_write_json, explain, lock_holder
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
@@ -69,6 +69,12 @@ class RunDirLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def held_by_another(run_dir: Path) -> str | None:
+    """Who holds `run_dir`'s lock now (another process), or None when it is free."""
+    holder = lock_holder(Path(run_dir) / LOCK_NAME)
+    return None if holder is None else _describe_holder(json.dumps(holder))
 
 
 def _describe_holder(text: str) -> str:

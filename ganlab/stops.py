@@ -19,6 +19,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ganlab.storage import lock_holder
+
 log = logging.getLogger("ganlab.train")
 
 
@@ -28,7 +30,7 @@ class Interrupted(BaseException):
 
     def __init__(self, signum: int, at_once: bool = False):
         self.signum, self.at_once = signum, at_once
-        how = " (a second time: stopped at once, the last checkpoint kept)" if at_once else ""
+        how = " (a second time: stopped at once)" if at_once else ""
         super().__init__(f"interrupted by {signal.Signals(signum).name}{how}")
 
 
@@ -53,7 +55,7 @@ class StopSignals:
         self.deferred = False
         self._first_at = 0.0
         self._shield = 0
-        self._held: int | None = None  # an at-once signal that arrived inside the shield
+        self._held: tuple[int, bool] | None = None  # (signal, at once) held by the shield
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -70,34 +72,35 @@ class StopSignals:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
+        now = time.monotonic()
         first = self.requested is None
         self.received.add(signum)
-        if self.deferred and first:
-            self.requested, self._first_at = signum, time.monotonic()
-            # a round can be long (large train.d_steps): say what happens meanwhile
-            os.write(2, f"ganlab: {signal.Signals(signum).name}: stopping after this round with "
-                        "a checkpoint; send it again to stop at once\n".encode())
-            return
-        if (self.deferred and signum != self.requested
-                and time.monotonic() - self._first_at < AT_ONCE_AFTER_S):
-            return  # another signal of the same stop (a scheduler sends several)
+        if first:
+            self.requested, self._first_at = signum, now
+            if self.deferred:
+                # a round can be long (large train.d_steps): say what happens meanwhile
+                os.write(2, f"ganlab: {signal.Signals(signum).name}: stopping after this round "
+                            "with a checkpoint; send it again to stop at once\n".encode())
+                return
+        elif signum != self.requested and now - self._first_at < AT_ONCE_AFTER_S:
+            return  # another signal of the same stop (a scheduler, a terminal, a sweep)
         if self._shield:
-            self._held = signum
+            self._held = (signum, not first)
             return
         raise Interrupted(signum, at_once=not first)
 
     @contextmanager
     def shielded(self):
-        """A block no stop interrupts half-way (a checkpoint being written): an at-once
-        interruption raises when it ends."""
+        """A block no stop interrupts half-way (a checkpoint or a record being written): an
+        interruption that arrives inside raises when it ends."""
         self._shield += 1
         try:
             yield
         finally:
             self._shield -= 1
         if not self._shield and self._held is not None:
-            signum, self._held = self._held, None
-            raise Interrupted(signum, at_once=True)
+            (signum, at_once), self._held = self._held, None
+            raise Interrupted(signum, at_once=at_once)
 
     def pass_on(self, signum: int) -> None:
         """Hand SIGUSR2, if it came, to the handler that owned it before (the cluster
@@ -146,19 +149,29 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {m:02d} min" if hours else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
-def is_launcher_worker(pid: int | str = "self") -> bool:
+def _cmdline(pid: int | str) -> bytes:
     try:
-        return b"popen_loky" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return False
+        return b""
+
+
+def is_launcher_worker(pid: int | str = "self") -> bool:
+    """A joblib (loky) worker: a process that stays on, idle, after its job."""
+    return b"popen_loky" in _cmdline(pid)
 
 
 def _worker_processes() -> list[int]:
-    """This process's children that are launcher workers (joblib's loky processes)."""
+    """This process's children that run a local launcher's jobs: joblib's workers and
+    submitit's local job processes."""
     children = []
     for task in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
-        children += [int(pid) for pid in task.read_text().split()]
-    return [pid for pid in children if is_launcher_worker(pid)]
+        try:
+            children += [int(pid) for pid in task.read_text().split()]
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return [pid for pid in children
+            if is_launcher_worker(pid) or b"submitit" in _cmdline(pid)]
 
 
 def _running(pid: int) -> bool:
@@ -168,24 +181,109 @@ def _running(pid: int) -> bool:
         return False
 
 
+# the sweep's own process, for its workers to watch (set by `python -m ganlab.train -m`)
+SWEEP_PID_ENV = "GANLAB_SWEEP_PID"
+# how long a worker whose sweep died has to checkpoint its run before it ends anyway
+ORPHAN_GRACE_S = 60.0
+WORKER_WAIT_S = 120.0  # how long a stopped sweep waits for its workers' checkpoints
+_watching = False
+
+
 def stop_workers_too(signum, frame) -> None:
-    """SIGTERM to a sweep that runs its jobs in worker processes: pass it on, so that each
-    running run checkpoints and records `interrupted` instead of going on as an orphan,
-    wait for them, then end (a relaunch resumes the sweep)."""
-    workers = _worker_processes()
-    if not workers:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    os.write(2, f"ganlab: {signal.Signals(signum).name}: stopping {len(workers)} worker "
-                "process(es) with a checkpoint each\n".encode())
+    """SIGTERM or SIGINT (Ctrl-C, whether the terminal sends it to the whole process group
+    or only to this process) to a sweep that runs its jobs in worker processes: each worker
+    gets one SIGTERM (a worker that got the terminal's SIGINT too takes both as one stop),
+    checkpoints and records `interrupted`; the sweep waits for them, then ends with one line
+    (a relaunch resumes the sweep)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C cannot cut the wait short
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    children = _worker_processes()
+    holders = _run_holders()  # runs of this sweep on this host in processes of any launcher
+    workers = sorted(set(children) | set(holders.values()))
+    name = signal.Signals(signum).name
+    if workers:
+        os.write(2, f"ganlab: {name}: stopping {len(workers)} worker process(es) with a "
+                    "checkpoint each\n".encode())
     for pid in workers:
         try:
-            os.kill(pid, signum)
+            os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + 120
-    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+    deadline = time.monotonic() + WORKER_WAIT_S
+    while time.monotonic() < deadline and (
+            any(_running(pid) for pid in children)
+            or any(lock_holder(lock) for lock in holders)):
         time.sleep(0.2)
+    _release_worker_pool()
     os.write(2, b"ganlab: sweep stopped; relaunch the same command to resume it\n")
     os._exit(128 + signum)
+
+
+# the sweep dir of this process's sweep (set when the sweep starts: ganlab.callbacks)
+SWEEP_DIR: Path | None = None
+
+
+def _run_holders() -> dict[Path, int]:
+    """{run dir lock: pid} of the runs of this sweep that processes on this host hold now
+    (a Ray worker is no child of the sweep's process; its run's lock names it)."""
+    import socket
+
+    if SWEEP_DIR is None or not Path(SWEEP_DIR).is_dir():
+        return {}
+    host, me = socket.gethostname(), os.getpid()
+    found = {}
+    for lock in Path(SWEEP_DIR).rglob(".lock"):
+        holder = lock_holder(lock)
+        if holder and holder.get("host") == host and holder.get("pid") not in (None, me):
+            found[lock] = int(holder["pid"])
+    return found
+
+
+def _release_worker_pool() -> None:
+    """Shut the local launchers down once their workers have ended: a Ray instance the sweep
+    started, and joblib's worker pool (whose resource tracker then has nothing left to warn
+    about after the sweep's last line)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    try:
+        if ray is not None and ray.is_initialized():  # a local Ray the sweep started
+            ray.shutdown()
+    except Exception:  # already going down
+        pass
+    loky = sys.modules.get("joblib.externals.loky")
+    if loky is None:
+        return
+    try:
+        loky.get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    except Exception:  # a pool already broken by its workers' exit: nothing to release
+        pass
+    tracker = sys.modules.get("joblib.externals.loky.backend.resource_tracker")
+    try:
+        if tracker is not None and tracker._resource_tracker._pid is not None:
+            os.kill(tracker._resource_tracker._pid, signal.SIGTERM)
+    except (AttributeError, ProcessLookupError):
+        pass
+
+
+def watch_the_sweep() -> None:
+    """In a worker process of a sweep (a direct child of the sweep's process): when that
+    process dies, however it dies (SIGKILL included), stop the run here as SIGTERM would (a
+    checkpoint, the record `interrupted`) and end this process, so that nothing outlives its
+    sweep and no orphan holds a run dir a relaunch wants."""
+    global _watching
+    sweep = os.environ.get(SWEEP_PID_ENV, "")
+    if _watching or not sweep.isdigit() or int(sweep) != os.getppid():
+        return
+    _watching = True
+
+    def watch() -> None:
+        while os.getppid() == int(sweep):
+            time.sleep(0.5)
+        os.write(2, b"ganlab: the sweep's process has ended; stopping this run with a "
+                    b"checkpoint\n")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="ganlab-sweep-watch", daemon=True).start()

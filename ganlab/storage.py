@@ -81,3 +81,25 @@ def save_figure(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     atomic_write(path, buffer.getvalue())
+
+
+def lock_holder(path: Path) -> dict | None:
+    """The holder ({"pid", "host", "since"}, or {} when unreadable) of the flock on `path`
+    (a run dir's `.lock`), or None when no process holds it."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = json.loads(os.read(fd, 4096).decode(errors="replace"))
+        except ValueError:
+            holder = {}
+        return holder if isinstance(holder, dict) else {}
+    finally:
+        os.close(fd)  # closing releases a lock this check took
+    return None

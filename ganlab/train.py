@@ -46,27 +46,37 @@ from ganlab.config import (
     keys_with_role,
     sweep_cell,
 )
-from ganlab.configure import check, check_overrides, load_config, register_configs
+from ganlab.configure import (
+    check_overrides,
+    compose,
+    load_config,
+    register_configs,
+    repeated_keys,
+)
 from ganlab.cores import thread_budget
 from ganlab.evaluate import build_evaluator
-from ganlab.evaluate.score import score
+from ganlab.evaluate.score import EvaluationStopped, score
 from ganlab.graphs import GraphedRound, uncapturable
+from ganlab.preflight import preflight
 from ganlab.result import (
     TERMINAL,
     ResultFile,
     comparability_dict,
     hparams_dict,
+    launches_of,
     seedless,
     study_record,
     trick_dict,
 )
 from ganlab.rundir import RunDirBusy, RunDirLock, read_previous, save_config, write_failure
 from ganlab.stops import (
+    SWEEP_PID_ENV,
     Interrupted,
     ProgressLines,
     StopSignals,
     is_launcher_worker,
     stop_workers_too,
+    watch_the_sweep,
 )
 from ganlab.storage import StorageError, explain, remove_stale_temporaries
 from ganlab.tracking import build_tracker
@@ -139,6 +149,8 @@ class Trainer:
         self.history: list[dict] = []
         self.last_train: dict[str, float] = {}
         self.interrupted: Interrupted | None = None
+        self.eval_pending = False  # an evaluation due at this step that a stop cut short
+        self.repair_to: int | None = None  # the record's step, when retraining a checkpoint
         self.log_prefix = ""  # names the run in console lines where several share a process
 
     # -- checkpoints -------------------------------------------------------------------
@@ -165,7 +177,8 @@ class Trainer:
         metrics, n = score(self.gan, self.evaluator, seed=cfg.seed, step=c.step,
                            final=c.step == cfg.train.steps, eval_cfg=cfg.eval,
                            coupling_batch=cfg.train.batch_size, picture=path,
-                           title=f"{cfg.data.name}  step {c.step}")
+                           title=f"{cfg.data.name}  step {c.step}",
+                           stop=lambda: self.stop.requested is not None)
         entry = {"step": c.step, "images_seen": c.images_seen, "g_updates": c.g_updates,
                  "d_updates": c.d_updates, "wall_s": round(c.wall_s, 3), "num_samples": n,
                  "metrics": {**self.last_train, **metrics}}
@@ -227,18 +240,37 @@ class Trainer:
         state = load_latest(self.ckpt_path.parent)
         if state is not None:
             refuse_drift(self.run_dir, state["config"], experiment_config(cfg), "a checkpoint")
-        if previous and previous["status"] in TERMINAL:
-            reached = state["counters"]["step"] if state is not None else previous["step"]
+        self.repair_to = None
+        reached = state["counters"]["step"] if state is not None else None
+        if (previous and previous["status"] == "completed" and state is not None
+                and reached < previous["step"] and t.steps <= previous["step"]):
+            # the newest good checkpoint is behind the record (a damaged one was set aside):
+            # train it back to the record's step, the record left as it is (bit for bit on
+            # CPU), so that the run can be re-scored again
+            self.repair_to = previous["step"]
+            log.warning("%s is completed at step %d, but its newest good checkpoint is at "
+                        "step %d: retraining rounds %d-%d to restore a checkpoint at the "
+                        "record's step; the record is left as it is", self.run_dir,
+                        previous["step"], reached, reached + 1, previous["step"])
+        elif previous and previous["status"] in TERMINAL:
+            reached = reached if reached is not None else previous["step"]
             done = previous["status"] == "completed" and max(reached, previous["step"]) >= t.steps
             # a diverged run would diverge again at the same step: relaunching leaves it alone
             if previous["status"] == "diverged" or done:
-                log.info("%s is already %s; nothing to do", self.run_dir, previous["status"])
+                longer = max(reached, previous["step"])
+                if done and longer > t.steps:
+                    log.info("%s is already completed, at step %d: longer than the "
+                             "train.steps=%d asked (a run is not shortened; its record is of "
+                             "step %d); nothing to do", self.run_dir, longer, t.steps, longer)
+                else:
+                    log.info("%s is already %s; nothing to do", self.run_dir,
+                             previous["status"])
                 return previous
             if state is None:
                 raise CheckpointError(
                     f"{self.run_dir} is {previous['status']} at step {previous['step']} and "
                     f"has no checkpoint to extend it to train.steps={t.steps}")
-        if state is not None and state["counters"]["step"] > t.steps:
+        if state is not None and state["counters"]["step"] > t.steps and not self.repair_to:
             raise ConfigError(
                 f"{self.run_dir} has trained {state['counters']['step']} rounds, more than "
                 f"train.steps={t.steps}; a run is not shortened: relaunch it with "
@@ -246,8 +278,9 @@ class Trainer:
         if state is not None:
             self.restore(state)
         c = self.counters
-        self.result.update(step=c.step, history=self.history, metrics=self.last_metrics)
-        if accept is not None:
+        self.result.update(step=c.step, history=self.history, metrics=self.last_metrics,
+                           host={**self.result.data["host"], "from_step": c.step})
+        if accept is not None and not self.repair_to:  # a repair writes no record
             accept()
         self.tracker = build_tracker(  # tagged with what ran, as the record says
             cfg.logger, run_dir=self.run_dir, name=self.run_dir.name, group=_wandb_group(),
@@ -267,14 +300,24 @@ class Trainer:
         self.play_round = (GraphedRound(self.gan) if cfg.train.cuda_graphs
                            else self.gan.train_step)
         # the loop reads plain ints: an OmegaConf attribute costs microseconds per read
-        self.steps, self.d_steps, self.g_steps = t.steps, t.d_steps, t.g_steps
+        self.steps, self.d_steps, self.g_steps = self.repair_to or t.steps, t.d_steps, t.g_steps
         self.eval_every, self.ckpt_every = cfg.eval.every, t.checkpoint_every
         self.log_every = t.log_every
+        # an evaluation a stop request cut short (the checkpoint holds its round) runs first
+        if c.step > 0 and self.eval_due(c.step) and (
+                not self.history or self.history[-1]["step"] != c.step):
+            log.info("%sstep %d: running the evaluation the last launch stopped",
+                     self.log_prefix, c.step)
+            self.write(True, False)
         return None
 
     @property
     def finished(self) -> bool:
-        return self.counters.step >= self.steps
+        """All rounds played and evaluated."""
+        return self.counters.step >= self.steps and not self.eval_pending
+
+    def eval_due(self, step: int) -> bool:
+        return step == self.steps or (self.eval_every > 0 and step % self.eval_every == 0)
 
     def resume_clock(self) -> None:
         self._clock = time.perf_counter()
@@ -295,7 +338,7 @@ class Trainer:
         self.bar.update()
         self.progress.update(c.step)
         last = c.step == self.steps
-        eval_due = last or (self.eval_every > 0 and c.step % self.eval_every == 0)
+        eval_due = self.eval_due(c.step)
         ckpt_due = last or (self.ckpt_every > 0 and c.step % self.ckpt_every == 0)
         if not (eval_due or ckpt_due or c.step % self.log_every == 0):
             return None
@@ -309,7 +352,16 @@ class Trainer:
         """A due evaluation (into the record) and checkpoint, from the GAN's current state."""
         c = self.counters
         if eval_due:
-            metrics = self.evaluate()
+            try:
+                metrics = self.evaluate()
+            except EvaluationStopped:
+                # the checkpoint below holds this round's state: a relaunch evaluates it first
+                self.eval_pending = True
+                log.info("%sstep %d: evaluation stopped by the stop request; a relaunch runs "
+                         "it first", self.log_prefix, c.step)
+                eval_due = False
+        if eval_due:
+            self.eval_pending = False
             log.info("%sstep %d/%d  %s", self.log_prefix, c.step, self.steps,
                      _fmt({**self.last_train, **metrics}))
             self.result.update(step=c.step, metrics={**self.last_train, **metrics},
@@ -346,11 +398,21 @@ class Trainer:
         """Record how the run ended; re-raises a stop request once recorded."""
         self.bar.close()
         final = self.last_metrics
-        self.result.update(status=status, error=error, step=self.counters.step, metrics=final,
-                           history=self.history,
-                           host={**self.result.data["host"], "ended": time.time()})
+        with self.stop.shielded():  # a stop signal now waits for the record
+            self.result.update(status=status, error=error, step=self.counters.step,
+                               metrics=final, history=self.history,
+                               host={**self.result.data["host"], "ended": time.time()})
         self.tracker.summary({"status": status, **final})
         self.tracker.finish(exit_code=0 if status == "completed" else 1)
+        if self.repair_to and status == "completed":
+            kept = {k: v for k, v in self.previous["metrics"].items() if k.startswith("eval/")}
+            same = {k: v for k, v in final.items() if k.startswith("eval/")} == kept
+            log.log(logging.INFO if same else logging.WARNING,
+                    "%s: a checkpoint at step %d is restored; %s", self.run_dir,
+                    self.counters.step, "its scores equal the record's" if same else
+                    "its scores differ from the record's (not bit for bit on this device); "
+                    "the record is left as it was")
+            return self.previous
         if status == "interrupted" and self.interrupted is not None:
             raise self.interrupted
         return self.result.data
@@ -460,12 +522,29 @@ def _describe_failure(err: BaseException) -> tuple[str, str]:
         return "interrupted", str(err) or "interrupted by SIGINT"
     if isinstance(err, ConfigError):
         return "failed", f"config error: {err}"
-    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return "failed", (f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                          " (out of memory: lower train.batch_size or norm.ref_batch_size, "
-                          "pack fewer runs per GPU with fanout.runs_per_gpu, or stack fewer "
-                          "seeds with fanout.vectorize_seeds)")
+    if out_of_memory(err):
+        first = str(err).splitlines()[0] if str(err) else ""
+        return "failed", (f"{type(err).__name__}: {first} (out of memory: lower "
+                          "train.batch_size or norm.ref_batch_size, model.g_width or "
+                          "model.d_width, pack fewer runs per GPU with fanout.runs_per_gpu, "
+                          "or stack fewer seeds with fanout.vectorize_seeds)")
     return "failed", f"{type(err).__name__}: {err}"
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """An allocation failure, however torch words it (a CPU allocation that fails is a
+    RuntimeError naming the bytes)."""
+    return isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        isinstance(err, RuntimeError) and any(
+            words in str(err) for words in ("can't allocate memory", "out of memory",
+                                            "not enough memory")))
+
+
+def _what_is_kept(run_dir: Path) -> str:
+    """What an interrupted run leaves to resume from, as it is on disk."""
+    if any((Path(run_dir) / "checkpoints").glob("*.pt")):
+        return "its last checkpoint is kept: relaunch the same command to resume from it"
+    return "no checkpoint had been written yet: a relaunch starts from the first round"
 
 
 class Launch:
@@ -499,6 +578,7 @@ class Launch:
                                  eval_settings=eval_settings(cfg),
                                  study=study_record(cfg), overrides=seedless(self.overrides),
                                  choices=_choices(), host=_host_record())
+        self.result.launches_before = launches_of(self.previous)
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
@@ -510,7 +590,6 @@ class Launch:
     def trainer(self, stop: StopSignals) -> Trainer:
         """The run's Trainer, once its config is checked and agrees with the dir's."""
         cfg, run_dir, previous = self.cfg, self.run_dir, self.previous
-        check(cfg)
         saved = run_dir / ".hydra" / "config.yaml"
         if previous is not None and saved.exists():
             if _nothing_to_keep(run_dir, previous):
@@ -531,12 +610,15 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
     A relaunch into a dir that holds a run resumes it; one that fails before it is accepted
     leaves the previous record, config and checkpoints as they were and writes
     `result.failed-<time>.json` beside them. A fresh run that fails still writes its
-    result.json (status failed). `overrides` are saved with the config."""
+    result.json (status failed). A config that cannot run (ganlab.preflight) is refused
+    before anything is written. `overrides` are saved with the config."""
+    preflight(cfg)
     with Launch(cfg, run_dir, overrides) as launch, StopSignals() as stop:
         try:
             return launch.trainer(stop).fit(launch.accept)
         except BaseException as err:
-            launch.failed(err)
+            with stop.shielded():  # another signal waits until the record says how it ended
+                launch.failed(err)
             if isinstance(err, Interrupted) and not err.at_once:
                 stop.pass_on(err.signum)  # a cluster's requeue, once the checkpoint is saved
             raise
@@ -577,6 +659,7 @@ def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None 
         raise ConfigError(f"fanout.group_seeds={list(cfg.fanout.group_seeds)}: vectorised seeds "
                           f"do not support {'; '.join(problems)}; launch the seeds one per run")
     members = member_runs(cfg, Path(run_dir), list(overrides or []))
+    preflight(cfg, stack=len(members))
     records: dict[int, dict] = {}  # each run's record, once it says how the run ended
     with ExitStack() as stack, StopSignals() as stop:
         launches: dict[int, Launch] = {}
@@ -618,12 +701,13 @@ def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None 
                                    records)
         except BaseException as err:
             # every run that has not recorded its end records this one
-            for i, launch in launches.items():
-                if i in records:
-                    continue
-                if i in trainers:
-                    trainers[i].abandon()
-                launch.failed(err)
+            with stop.shielded():
+                for i, launch in launches.items():
+                    if i in records:
+                        continue
+                    if i in trainers:
+                        trainers[i].abandon()
+                    launch.failed(err)
             if isinstance(err, Interrupted) and not err.at_once:
                 stop.pass_on(err.signum)
             raise
@@ -640,11 +724,11 @@ def _train_stacked(group: list[tuple[int, Launch, Trainer]], stop: StopSignals,
 
     seeds = [trainer.cfg.seed for _, _, trainer in group]
     stack = SeedStack([trainer.gan for _, _, trainer in group])
-    for _, launch, trainer in group:
+    for _, launch, _trainer in group:
         launch.result.update(host={**launch.result.data["host"], "seed_stack": seeds})
-        with speaking_for(launch.run_dir):  # said in each run's own log
-            log.info("training seeds %s as one stacked model from step %d", seeds,
-                     trainer.counters.step)
+    # said once on the console, and in each run's own log
+    log.info("training seeds %s as one stacked model from step %d", seeds,
+             group[0][2].counters.step)
     active = dict(enumerate(group))
 
     def end(slot: int, status: str, error: str | None = None) -> None:
@@ -728,6 +812,8 @@ def _record_failure(run_dir: Path, result: ResultFile, previous: dict | None,
             result.live and result.data["status"] != "running"):
         return  # the dir is not ours, or the loop has recorded how it ended
     status, error = _describe_failure(err)
+    if status == "interrupted":
+        error = f"{error}; {_what_is_kept(run_dir)}"
     ended = {**result.data["host"], "ended": time.time()}
     try:
         if result.live:  # a failure during training: the run's record says so
@@ -753,6 +839,7 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    watch_the_sweep()  # a worker of a sweep ends with it
     apply_thread_budget(cfg.train.threads, _launcher_config(hc, cfg))
     try:
         if len(cfg.fanout.group_seeds) > 1:  # seeds grouped by ganlab.sweeper
@@ -771,14 +858,14 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
             print(f"ganlab: {prefix}{err}", file=sys.stderr)
             sys.exit(2)
         log.error("%s%s", prefix, err)
-    except (MemoryError, torch.cuda.OutOfMemoryError) as err:
-        # recorded in result.json with what to lower; the console gets that line
-        line = _describe_failure(err)[1]
-        if not multirun:
-            print(f"ganlab: {line}", file=sys.stderr)
-            sys.exit(1)
-        log.error("run %s failed: %s", run_dir, line)
-    except Exception:
+    except Exception as err:
+        if out_of_memory(err):  # recorded in result.json with what to lower; one line here
+            line = _describe_failure(err)[1]
+            if not multirun:
+                print(f"ganlab: {line}", file=sys.stderr)
+                sys.exit(1)
+            log.error("run %s failed: %s", run_dir, line)
+            return None
         if not multirun:
             raise
         # The run's record already says failed; the sweep goes on to the next run.
@@ -816,10 +903,24 @@ def main() -> None:
     args = sys.argv[1:]
     multirun = bool({"-m", "--multirun"} & set(args))
     if multirun and threading.current_thread() is threading.main_thread():
+        # Ctrl-C and SIGTERM stop the sweep's workers with a checkpoint each; the workers
+        # watch this process, and stop the same way if it dies without a word (SIGKILL)
         signal.signal(signal.SIGTERM, stop_workers_too)
+        signal.signal(signal.SIGINT, stop_workers_too)
+        os.environ[SWEEP_PID_ENV] = str(os.getpid())
+        # joblib's resource trackers (started later, with this environment) clean up after
+        # workers that a stop ended, without a warning printed after the sweep's last line
+        os.environ["PYTHONWARNINGS"] = ",".join(
+            w for w in (os.environ.get("PYTHONWARNINGS"), "ignore:resource_tracker:UserWarning")
+            if w)
     try:
+        for line in repeated_keys(args):
+            print(f"ganlab: {line}", file=sys.stderr)
         check_overrides(args)
         _check_writable(args)
+        if not multirun and all(not a.startswith("-") for a in args):
+            # refused here, before Hydra makes the run dir (a sweep's sweeper checks its cells)
+            preflight(compose(args))
     except (ConfigError, StorageError) as err:
         prefix = "config error: " if isinstance(err, ConfigError) else ""
         print(f"ganlab: {prefix}{err}", file=sys.stderr)

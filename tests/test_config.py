@@ -134,8 +134,8 @@ def test_cli_invalid_value_exits_nonzero_with_one_line_and_no_traceback(tmp_path
     assert lines == ["ganlab: config error: smoothing.real_target=1.5 is not allowed; "
                      "it is 1 - alpha and must be in (0, 1]"]
     assert "Traceback" not in out.stdout + out.stderr
-    # nothing is lost: the refused run still says why in its result.json
-    assert '"status": "failed"' in (tmp_path / "r" / "result.json").read_text()
+    # refused before anything was written: no run dir, no record for the comparer to find
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_unknown_group_option_lists_the_allowed_ones(tmp_path):

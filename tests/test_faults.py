@@ -208,19 +208,19 @@ def test_out_of_memory_is_recorded_with_what_to_lower(make_cfg, tmp_path, monkey
 def test_impossible_reference_batches_are_refused_before_training(make_cfg, mnist_root,
                                                                   tmp_path, monkeypatch):
     # a machine with 1 GiB free, whatever this one has
-    monkeypatch.setattr("ganlab.assemble.available_memory_bytes", lambda device: 2 ** 30)
+    monkeypatch.setattr("ganlab.memory.available_bytes", lambda device: 2 ** 30)
     base = ["data=mnist", f"data.root={mnist_root}", "eval.features=none"]
     with pytest.raises(ConfigError, match=r"norm.ref_batch_size=100000 is not allowed with "
                                           r"norm.d=virtual: .* 60000 samples; it must be <= "
                                           "60000"):
         run(make_cfg(*base, "norm.d=virtual", "norm.ref_batch_size=100000"), tmp_path / "d")
     # G's reference batch is drawn z: any size fits the data, not this machine's memory
-    with pytest.raises(ConfigError, match=r"needs about \d+\.\d GiB for one round .* more "
-                                          r"than the 1\.0 GiB available on cpu; lower "
-                                          "norm.ref_batch_size"):
+    with pytest.raises(ConfigError, match=r"needs about \d+\.\d GiB, more than the 1\.0 GiB "
+                                          r"free on cpu; most of it .* is the round: lower "
+                                          r"norm.ref_batch_size \(now 100000\)"):
         run(make_cfg(*base, "norm.g=virtual", "norm.ref_batch_size=100000"), tmp_path / "g")
-    assert _result(tmp_path / "g")["status"] == "failed"  # the refusal is recorded
-    assert not (tmp_path / "g" / "checkpoints").exists()
+    # refused before anything is written: no run dir, no record for the comparer to find
+    assert not (tmp_path / "d").exists() and not (tmp_path / "g").exists()
 
 
 def test_a_lopsided_round_is_announced_with_its_numbers(make_cfg, caplog):
@@ -440,7 +440,10 @@ def test_a_second_stop_signal_stops_a_long_round_at_once(tmp_path):
             "stop at once") in err
     record = _result(tmp_path)
     assert record["status"] == "interrupted" and record["step"] == 0
-    assert "a second time: stopped at once, the last checkpoint kept" in record["error"]
+    # the record says what is on disk: no checkpoint had been written, and it says so
+    assert record["error"].endswith("a second time: stopped at once); no checkpoint had been "
+                                    "written yet: a relaunch starts from the first round")
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))
 
 
 REQUEUE_SCRIPT = """
@@ -628,16 +631,16 @@ def test_sigterm_to_a_joblib_sweep_stops_its_workers_with_checkpoints(tmp_path):
 
 
 def test_free_memory_counts_a_container_or_job_limit(tmp_path):
-    from ganlab.assemble import available_memory_bytes
+    from ganlab.memory import available_bytes
 
-    machine = available_memory_bytes(torch.device("cpu"), cgroup=str(tmp_path / "none"))
+    machine = available_bytes(torch.device("cpu"), cgroup=str(tmp_path / "none"))
     assert machine is not None and machine > 0
     (tmp_path / "memory.max").write_text("1000000000\n")
     (tmp_path / "memory.current").write_text("400000000\n")
-    assert available_memory_bytes(torch.device("cpu"), cgroup=str(tmp_path)) == min(
+    assert available_bytes(torch.device("cpu"), cgroup=str(tmp_path)) == min(
         machine, 600_000_000)
     (tmp_path / "memory.max").write_text("max\n")
-    free = available_memory_bytes(torch.device("cpu"), cgroup=str(tmp_path))
+    free = available_bytes(torch.device("cpu"), cgroup=str(tmp_path))
     assert abs(free - machine) < 2 ** 28  # the machine's figure (give or take its drift)
 
 

@@ -22,8 +22,10 @@ for _name in MIXTURES:
     DATASETS.register(_name)(DatasetSpec("toy2d"))
 for _name in IDX_DATASETS:
     DATASETS.register(_name)(DatasetSpec("image", partial(load_idx_dataset, _name),
-                                         features="classifier"))
-DATASETS.register("cifar10")(DatasetSpec("image", load_cifar10, features="inception"))
+                                         features="classifier",
+                                         split_sizes={"train": 60000, "test": 10000}))
+DATASETS.register("cifar10")(DatasetSpec("image", load_cifar10, features="inception",
+                                         split_sizes={"train": 50000, "test": 10000}))
 
 
 def load_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:

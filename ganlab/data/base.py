@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -48,3 +48,6 @@ class DatasetSpec:
     # images: the feature space `eval.features=auto` scores them in (a classifier trained on
     # the dataset for MNIST-like data; the FID-standard InceptionV3 for natural images)
     features: str | None = None
+    # images: the number of samples in each split, so that a config can be checked against
+    # them before anything is loaded (a reference batch cannot be larger than its split)
+    split_sizes: dict = field(default_factory=dict)

@@ -25,8 +25,9 @@ from ganlab.evaluate.features import (
     load_inception,
     load_or_train_classifier,
 )
-from ganlab.evaluate.modes import CHANCE, mode_metrics
+from ganlab.evaluate.modes import CHANCE, add_counts, metrics_from_counts, mode_counts
 from ganlab.evaluate.reference import RealReference
+from ganlab.memory import EVAL_CHUNK_SAMPLES
 from ganlab.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ FEATURES.register("none")(lambda cfg, device: None)
 
 
 protocol_settings = eval_settings  # the `eval.*` keys of a protocol (ganlab.config)
+IMAGE_CHUNK_SAMPLES = 2048  # images generated and featurised at a time
 
 
 class ModeEvaluator:
@@ -58,9 +60,34 @@ class ModeEvaluator:
     def num_samples(self, final: bool) -> int:
         return self.cfg.num_samples
 
+    # samples scored at a time (ganlab.evaluate.score): memory stays bounded at any
+    # eval.num_samples, and a stop request is seen between chunks
+    chunk_samples = EVAL_CHUNK_SAMPLES
+
+    def tally(self) -> ModeTally:
+        return ModeTally(self)
+
     def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        m = mode_metrics(samples, self.data.modes, self.data.std, self.cfg.hq_std,
-                         self.cfg.mode_min_count)
+        tally = self.tally()
+        tally.add(samples, labels)
+        return tally.result()
+
+
+class ModeTally:
+    """Mode counts over chunks of samples; `result()` is mode_metrics of all of them."""
+
+    def __init__(self, evaluator: ModeEvaluator):
+        self.e, self.counts = evaluator, None
+
+    def add(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        e = self.e
+        self.counts = add_counts(self.counts, mode_counts(samples, e.data.modes, e.data.std,
+                                                          e.cfg.hq_std))
+
+    def result(self) -> dict:
+        e = self.e
+        m = metrics_from_counts(self.counts, e.data.modes, e.data.std, e.cfg.hq_std,
+                                e.cfg.mode_min_count)
         return {f"eval/{k}": v for k, v in m.items()}
 
 
@@ -70,7 +97,15 @@ class NoImageMetrics(ModeEvaluator):
     def protocol(self) -> dict:
         return {**self.settings, "metrics": "none", "g_mode": "eval", "ema": False}
 
-    def __call__(self, samples, labels=None) -> dict:
+    def tally(self) -> NoTally:
+        return NoTally()
+
+
+class NoTally:
+    def add(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        pass
+
+    def result(self) -> dict:
         return {}
 
 
@@ -90,12 +125,23 @@ class ImageEvaluator:
     def num_samples(self, final: bool) -> int:
         return self.cfg.final_num_samples if final else self.cfg.num_samples
 
+    chunk_samples = IMAGE_CHUNK_SAMPLES  # images generated at a time; their features stay
+    align = 500  # chunks are whole batches of the extractor's (Extractor.__call__'s default)
+
+    def tally(self) -> ImageTally:
+        return ImageTally(self)
+
     def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        tally = self.tally()
+        tally.add(samples, labels)
+        return tally.result()
+
+    def metrics(self, feats: torch.Tensor, logits: torch.Tensor,
+                labels: torch.Tensor | None) -> dict:
         # imported here: torchmetrics costs a second of start-up that 2-D runs never need
         from ganlab.evaluate.image_metrics import fid, inception_score, kid, precision_recall
 
         e, ref = self.cfg, self.reference
-        feats, logits = self.extractor(samples)
         is_mean, is_std = inception_score(logits, e.is_splits)
         kid_mean, kid_std = kid(ref.features, feats, e.kid_subsets, e.kid_subset_size)
         precision, recall = precision_recall(ref.features, feats, e.pr_k)
@@ -108,6 +154,25 @@ class ImageEvaluator:
                 if len(mine) >= 2 and len(theirs) >= 2:
                     metrics[f"eval/fid_class/{c}"] = fid(theirs, mine)
         return metrics
+
+
+class ImageTally:
+    """The features and logits of chunks of images (the images themselves are not kept);
+    `result()` is the evaluator's metrics of all of them."""
+
+    def __init__(self, evaluator: ImageEvaluator):
+        self.e, self.feats, self.logits, self.labels = evaluator, [], [], []
+
+    def add(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        f, lg = self.e.extractor(samples)
+        self.feats.append(f)
+        self.logits.append(lg)
+        if labels is not None:
+            self.labels.append(labels)
+
+    def result(self) -> dict:
+        labels = torch.cat(self.labels) if self.labels else None
+        return self.e.metrics(torch.cat(self.feats), torch.cat(self.logits), labels)
 
 
 def resolve_features(name: str, dataset: str) -> str:

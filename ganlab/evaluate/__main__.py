@@ -41,8 +41,9 @@ def _rescore(run_dir: Path, overrides: list[str]) -> dict:
     if step != previous["step"]:  # e.g. last.pt damaged and prev.pt older than the record
         raise CheckpointError(
             f"{run_dir}'s record is at step {previous['step']} but its newest good checkpoint "
-            f"is at step {step}; scores of that G would not be the run's. Relaunch the run to "
-            "train it back to its record, then re-score")
+            f"is at step {step}; scores of that G would not be the run's. `python -m "
+            f"ganlab.rerun {run_dir} --out {run_dir}` trains it back to its record's step "
+            "(bit for bit on CPU; the record is left as it is), then re-score")
     evaluator = build_evaluator(cfg, gan.data, gan.device)
     metrics, n = score(gan, evaluator, seed=cfg.seed, step=step, final=True, eval_cfg=cfg.eval,
                        coupling_batch=cfg.train.batch_size,

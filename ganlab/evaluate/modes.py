@@ -61,25 +61,44 @@ def chance_count(n: int, modes: torch.Tensor, std: float, hq_std: float = 3.0,
     return _threshold(n, p, len(modes), chance)
 
 
-def mode_metrics(samples: torch.Tensor, modes: torch.Tensor, std: float,
-                 hq_std: float = 3.0, min_count: int = 1,
-                 chance: float = CHANCE) -> dict[str, float | int | None]:
+def mode_counts(samples: torch.Tensor, modes: torch.Tensor, std: float,
+                hq_std: float = 3.0) -> dict[str, torch.Tensor | int]:
+    """What mode coverage is computed from, for one chunk of samples; the counts of several
+    chunks add up (`add_counts`) to those of all of them at once."""
     assert samples.ndim == 2 and samples.shape[1] == modes.shape[1], samples.shape
-    n, m = len(samples), len(modes)
+    m = len(modes)
     finite = torch.isfinite(samples).all(dim=1)
     idx, dist = nearest_modes(samples[finite], modes)
     hq = dist <= hq_std * std
-    hq_counts = torch.bincount(idx[hq], minlength=m)
-    counts = torch.bincount(idx, minlength=m).double()
+    return {"n": len(samples), "hq_counts": torch.bincount(idx[hq], minlength=m),
+            "counts": torch.bincount(idx, minlength=m)}
+
+
+def add_counts(a: dict | None, b: dict) -> dict:
+    return b if a is None else {k: a[k] + b[k] for k in b}
+
+
+def metrics_from_counts(counts: dict, modes: torch.Tensor, std: float, hq_std: float = 3.0,
+                        min_count: int = 1, chance: float = CHANCE
+                        ) -> dict[str, float | int | None]:
+    n, m = counts["n"], len(modes)
+    hq_counts, nearest = counts["hq_counts"], counts["counts"].double()
     reverse_kl = None  # undefined when no sample is finite
-    if counts.sum() > 0:
-        q = counts / counts.sum()
+    if nearest.sum() > 0:
+        q = nearest / nearest.sum()
         nz = q > 0
         reverse_kl = float((q[nz] * (q[nz] * m).log()).sum())
     above = max(chance_count(n, modes, std, hq_std, chance), min_count - 1)
     return {
         "modes_covered": int((hq_counts > above).sum()),
         "modes_pacgan": int((hq_counts >= min_count).sum()),
-        "hq_pct": 100.0 * float(hq.sum()) / max(n, 1),
+        "hq_pct": 100.0 * float(hq_counts.sum()) / max(n, 1),
         "reverse_kl": reverse_kl,
     }
+
+
+def mode_metrics(samples: torch.Tensor, modes: torch.Tensor, std: float,
+                 hq_std: float = 3.0, min_count: int = 1,
+                 chance: float = CHANCE) -> dict[str, float | int | None]:
+    return metrics_from_counts(mode_counts(samples, modes, std, hq_std), modes, std, hq_std,
+                               min_count, chance)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ganlab.assemble import build_gan, resolve_device
-from ganlab.checkpoint import load_latest
+from ganlab.checkpoint import CheckpointError, load_latest
 from ganlab.config import RESCORE_ROLES, ConfigError, role_of
 from ganlab.configure import check, load_config
 
@@ -29,9 +29,17 @@ def load_run_config(run_dir: Path, overrides: list[str]):
 def load_trained(run_dir: Path, overrides: list[str]):
     """(config, GAN with the checkpoint's weights, the checkpoint's step)."""
     cfg = load_run_config(run_dir, overrides)
-    state = load_latest(Path(run_dir) / "checkpoints")
+    try:
+        state = load_latest(Path(run_dir) / "checkpoints")
+    except CheckpointError as e:  # every checkpoint damaged
+        state, why = None, f" ({e})"
+    else:
+        why = ""
     if state is None:
-        raise ConfigError(f"{run_dir} has no checkpoint to score")
+        raise ConfigError(f"{run_dir} has no good checkpoint left to score (none was written, "
+                          f"or all are damaged or deleted{why}); its record stands as it is. "
+                          "To score this config again, train it anew: python -m ganlab.rerun "
+                          f"{run_dir}")
     gan = build_gan(cfg, resolve_device(cfg.train.device))
     gan.load_state_dict(state["gan"])
     return cfg, gan, state["counters"]["step"]

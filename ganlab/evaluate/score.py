@@ -8,6 +8,7 @@ the same z as the uninterrupted run.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -17,18 +18,35 @@ from ganlab.evaluate.coupling import batch_coupling
 from ganlab.plots import save_samples
 
 
+class EvaluationStopped(Exception):
+    """A stop request arrived during an evaluation, which is left undone (the run's
+    checkpoint is taken after the same round: a relaunch evaluates it first)."""
+
+
 def score(gan, evaluator, *, seed: int, step: int, final: bool, eval_cfg, coupling_batch: int,
-          picture: Path, title: str) -> tuple[dict, int]:
+          picture: Path, title: str, stop=None) -> tuple[dict, int]:
     """(metrics, number of generated samples) of G now; saves its samples to `picture`.
 
     `eval_cfg` gives the generation batch size and the grid size; `coupling_batch` is the
-    minibatch size batch coupling is measured at (the training batch size)."""
+    minibatch size batch coupling is measured at (the training batch size). Samples are
+    drawn and scored in chunks of whole generation batches (the same latents as one pass),
+    so memory stays bounded; `stop()` is asked between chunks (EvaluationStopped)."""
     gen = torch.Generator().manual_seed(derive_seed(seed, f"eval{step}"))
     n = evaluator.num_samples(final)
     # a conditional G is asked for every class in turn (per-class scores, tidy grids)
     labels = torch.arange(n) % gan.num_classes if gan.labels.conditional_g else None
-    samples = gan.generate(n, gen, eval_cfg.batch_size, labels)
-    metrics = evaluator(samples, labels)
+    unit = math.lcm(eval_cfg.batch_size, getattr(evaluator, "align", 1))
+    chunk = unit * max(1, evaluator.chunk_samples // unit)
+    tally, shown = evaluator.tally(), None
+    for start in range(0, n, chunk):
+        if stop is not None and stop():
+            raise EvaluationStopped(f"the evaluation at step {step} was stopped")
+        part_labels = None if labels is None else labels[start:start + chunk]
+        part = gan.generate(min(chunk, n - start), gen, eval_cfg.batch_size, part_labels)
+        tally.add(part, part_labels)
+        if shown is None:  # the picture shows the first chunk
+            shown = part
+    metrics = tally.result()
     metrics["eval/coupling"] = batch_coupling(gan, coupling_batch, gen)
-    save_samples(samples, gan.data, picture, title, eval_cfg.grid_size)
+    save_samples(shown, gan.data, picture, title, eval_cfg.grid_size)
     return metrics, n

@@ -14,11 +14,52 @@ class SeedGroupingSweeper(BasicSweeper):
     _next_job_idx = 0
 
     def sweep(self, arguments: list[str]):
+        self._preflight(arguments)
         if self.config.fanout.seeds != "auto":
             return super().sweep(arguments)
         from ganlab.sweeper import StagedSeeds
 
         return StagedSeeds(self).sweep(list(arguments), self._first_stage)
+
+    def _preflight(self, arguments: list[str]) -> None:
+        """Every cell of the sweep is checked (ganlab.preflight) before the first job
+        launches: a refusal is one line, exit 2, and nothing written."""
+        import sys
+        import time
+
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        from ganlab.config import ConfigError
+        from ganlab.preflight import preflight, runs_at_once
+        from ganlab.sweeper import log
+
+        params = self._parse_config() + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        (jobs,) = self.split_arguments(parser.parse_overrides(params), None)
+        try:
+            launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
+        except Exception:  # an interpolation only a job resolves
+            launcher = None
+        at_once = runs_at_once(launcher)
+        stack = max(1, int(self.config.fanout.vectorize_seeds))
+        # one check per cell: runs that differ only by seed need the same
+        cells = {tuple(o for o in job if o.split("=", 1)[0].lstrip("+~") != "seed"): job
+                 for job in jobs}
+        started = time.perf_counter()
+        for job in cells.values():
+            try:
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+                preflight(cfg, at_once=min(at_once, len(jobs)), stack=stack)
+            except ConfigError as err:  # the cell named by what the sweep varies
+                varying = {o for other in cells.values() for o in other} - set.intersection(
+                    *(set(other) for other in cells.values()))
+                where = ",".join(o for o in job if o in varying)
+                where = f"{where}: " if where else ""
+                print(f"ganlab: config error: {where}{err}", file=sys.stderr)
+                raise SystemExit(2) from None
+        log.debug("checked the %d cells of the sweep in %.2f s", len(cells),
+                  time.perf_counter() - started)
 
     def _first_stage(self, arguments: list[str]) -> list:
         returns = super().sweep(arguments)

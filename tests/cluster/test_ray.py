@@ -56,3 +56,29 @@ def test_a_killed_worker_node_loses_nothing(cluster, tmp_path):
     for seed, (run_dir, _) in records.items():
         assert_same_tensors(load_weights(run_dir),
                             load_weights(_local(tmp_path, seed, "train.steps=6000")))
+
+
+def test_ctrl_c_stops_a_ray_sweep_with_a_checkpoint_per_run(cluster, tmp_path):
+    # Ray's workers are no children of the sweep's process: the runs' locks name them
+    import signal
+
+    sweep = tmp_path / "sweep"
+    args = [*_ray(cluster), *RUN, "train.steps=100000", "train.checkpoint_every=100",
+            "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", "-m", *args], cwd=REPO,
+                            env={**os.environ, **daemons.ENV, "WANDB_MODE": "offline"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for("both runs' checkpoints",
+                  lambda: len(list(sweep.rglob("checkpoints/last.pt"))) == 2)
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C
+        _, err = proc.communicate(timeout=200)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("ganlab: sweep stopped; relaunch the same command "
+                                            "to resume it")
+    records = _records(sweep)
+    assert {r["status"] for _, r in records.values()} == {"interrupted"}
+    assert all("checkpoint saved" in r["error"] for _, r in records.values())

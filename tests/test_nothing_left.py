@@ -1,0 +1,306 @@
+"""Nothing left behind, nothing mis-recorded: a sweep's workers end with it however it is
+stopped (Ctrl-C to the terminal's process group or to the sweep alone, SIGKILL), configs
+that cannot run are refused before anything is written, evaluations are drawn in bounded
+chunks and stop when asked, a damaged checkpoint has a way back, a stacked seed reruns bit
+for bit, and a record keeps every launch that trained it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import ganlab.evaluate as evaluate_pkg
+from ganlab.callbacks import summary_line, sweep_status_counts
+from ganlab.config import ConfigError
+from ganlab.evaluate.__main__ import main as evaluate_main
+from ganlab.evaluate.score import EvaluationStopped, score
+from ganlab.memory import check_fits, needs
+from ganlab.rerun import main as rerun_main
+from ganlab.rundir import RunDirLock, held_by_another
+from ganlab.stops import Interrupted, StopSignals
+from ganlab.train import Trainer, _describe_failure, run
+from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
+from tests.test_faults import FAST, _evaluated, _result, _wait_for
+
+SWEEP = ["-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=100000",
+         "eval.every=200", "train.checkpoint_every=200", *FAST]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] not in "ZX"
+    except OSError:
+        return False
+
+
+def _start_sweep(tmp_path: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", *SWEEP,
+                             f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
+                            env={**os.environ, "WANDB_MODE": "offline"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a terminal's
+    _wait_for(lambda: len([p for p in tmp_path.glob("*/seed=*") if _evaluated(p)]) == 2,
+              timeout=120)
+    return proc
+
+
+def _records(tmp_path: Path) -> list[dict]:
+    return [_result(p) for p in sorted(tmp_path.glob("*/seed=*"))]
+
+
+# -- no worker outlives its sweep; Ctrl-C however delivered ---------------------------------
+
+@pytest.mark.parametrize("how", ["terminal", "sweep alone"])
+def test_ctrl_c_leaves_every_run_interrupted_with_one_closing_line(tmp_path, how):
+    proc = _start_sweep(tmp_path)
+    if how == "terminal":  # a terminal sends SIGINT to the whole process group
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=150)
+    assert proc.returncode == 130
+    lines = err.strip().splitlines()
+    # the last line is the sweep's own: no traceback, no library warning after it
+    assert lines[-1] == "ganlab: sweep stopped; relaunch the same command to resume it"
+    assert "Traceback" not in err and "leaked" not in err
+    records = _records(tmp_path)
+    assert [r["status"] for r in records] == ["interrupted", "interrupted"]
+    for r in records:
+        assert "checkpoint saved" in r["error"]
+        assert not _alive(r["host"]["pid"])
+
+
+def test_workers_of_a_killed_sweep_stop_with_a_checkpoint_and_a_relaunch_finds_them(tmp_path):
+    proc = _start_sweep(tmp_path)
+    proc.kill()  # SIGKILL: the sweep says nothing to its workers
+    proc.communicate(timeout=30)
+    pids = [r["host"]["pid"] for r in _records(tmp_path)]
+    _wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=60)
+    records = _records(tmp_path)
+    assert [r["status"] for r in records] == ["interrupted", "interrupted"]
+    assert all(list((p / "checkpoints").glob("*.pt")) for p in tmp_path.glob("*/seed=*"))
+    assert not any(held_by_another(p) for p in tmp_path.glob("*/seed=*"))
+
+
+def test_a_run_dir_another_process_holds_is_not_counted_completed(tmp_path):
+    run_dir = tmp_path / "cell" / "seed=0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps(
+        {"status": "completed", "seed": 0, "trick": {}, "comparability": {}, "metrics": {},
+         "history": []}))
+    with RunDirLock(run_dir):  # held, as a worker of an earlier launch would
+        assert held_by_another(run_dir) is not None
+        counts = sweep_status_counts(tmp_path)
+        assert counts["busy"] == 1 and counts["completed"] == 0
+        assert "1 still held by another process" in summary_line(tmp_path, counts)
+    assert held_by_another(run_dir) is None
+    assert sweep_status_counts(tmp_path)["completed"] == 1
+
+
+# -- refused before anything is written ---------------------------------------------------
+
+@pytest.mark.parametrize("overrides, key", [
+    (["norm=reference", "norm.ref_batch_size=100000000"], "lower norm.ref_batch_size"),
+    (["model.g_width=100000"], "lower model.g_width"),
+    (["data=mnist", "eval.final_num_samples=1000000000"], "lower eval.final_num_samples"),
+    (["data.train_size=1000", "norm.d=reference", "norm.ref_batch_size=5000"],
+     "drawn from data.train_size=1000; it must be <= 1000"),
+    (["smoothing.real_target=0.9", "smoothing.fake_target=0.95"], "smoothing.fake_target"),
+    (["train.betas_g=[0.5]"], "train.betas_g"),
+    (["labels=conditional", "labels.fraction=0.5"], "labels.fraction"),
+    (["model=dcgan"], "model='dcgan' does not fit"),
+    (["train.device=cuda"], "train.device"),
+])
+def test_a_refused_launch_writes_nothing(tmp_path, overrides, key):
+    if "train.device=cuda" in overrides and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    keys = {o.split("=", 1)[0] for o in overrides}
+    fast = [a for a in FAST if a.split("=", 1)[0] not in keys]
+    out = run_cli(*overrides, *fast, f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("ganlab: config error: ") and key in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_key_given_twice_is_said_with_the_value_used(tmp_path):
+    out = run_cli("train.lr_g=1e-3", "train.lr_g=2e-3", "train.steps=2", *FAST,
+                  f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines()[0] == ("ganlab: train.lr_g is given 2 times (train.lr_g=1e-3, "
+                                          "train.lr_g=2e-3): the last one, train.lr_g=2e-3, "
+                                          "is used")
+    assert _result(tmp_path)["hparams"]["train.lr_g"] == 2e-3
+
+
+def test_a_sweep_is_refused_before_its_first_job_when_any_cell_is(tmp_path):
+    out = run_cli("-m", "smoothing.real_target=0.9", "smoothing.fake_target=0.0,0.95", *FAST,
+                  "train.steps=2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "ganlab: config error: smoothing.fake_target=0.95: "
+        "smoothing.fake_target=0.95 is not allowed")
+    assert not (tmp_path / "sweep").exists()  # the valid first cell did not train either
+
+
+def test_run_refuses_before_it_opens_the_dir(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="beta must be < 1 - alpha"):
+        run(make_cfg("smoothing.real_target=0.9", "smoothing.fake_target=0.95"), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_memory_estimate_names_the_part_and_the_key(make_cfg):
+    cfg = make_cfg("norm=reference", "norm.ref_batch_size=100000")
+    parts = needs(cfg)
+    assert parts["reference batches"][1] == "norm.ref_batch_size"
+    # the reference batch's activations dominate a round at 100000 vs a batch of 64
+    assert parts["round"][0] > 100 * needs(make_cfg())["round"][0]
+    with pytest.raises(ConfigError, match=r"needs about \d+\.\d GiB for 2 runs at once, more "
+                                          r"than the 0\.0 GiB free on cpu; .* the round: "
+                                          r"lower norm.ref_batch_size \(now 100000\)"):
+        check_fits(cfg, "cpu", at_once=2, available=1000)
+    check_fits(make_cfg(), "cpu", available=2 ** 34)  # the default fits 16 GiB
+
+
+def test_an_allocation_failure_is_one_line_naming_keys():
+    status, error = _describe_failure(RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 40000000000 bytes. Error code 12"))
+    assert status == "failed" and "\n" not in error
+    assert "out of memory: lower train.batch_size or norm.ref_batch_size, model.g_width" in error
+
+
+# -- evaluation in chunks, and a stop during it -----------------------------------------------
+
+def _gan_and_evaluator(cfg):
+    from ganlab.assemble import build_gan
+
+    gan = build_gan(cfg, torch.device("cpu"))
+    return gan, evaluate_pkg.build_evaluator(cfg, gan.data, torch.device("cpu"))
+
+
+def test_an_evaluation_in_chunks_equals_one_pass(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("eval.num_samples=1000", "eval.batch_size=100")
+    gan, evaluator = _gan_and_evaluator(cfg)
+    kwargs = dict(seed=0, step=5, final=False, eval_cfg=cfg.eval, coupling_batch=64,
+                  picture=tmp_path / "a.png", title="t")
+    whole, n = score(gan, evaluator, **kwargs)
+    monkeypatch.setattr(type(evaluator), "chunk_samples", 250)  # 4 chunks of 2.5 batches
+    chunked, _ = score(gan, evaluator, **{**kwargs, "picture": tmp_path / "b.png"})
+    assert n == 1000 and chunked == whole
+    calls = []
+    with pytest.raises(EvaluationStopped):
+        score(gan, evaluator, **kwargs, stop=lambda: calls.append(1) or len(calls) > 2)
+    assert len(calls) == 3  # asked before each chunk, stopped before the third
+
+
+def test_a_stop_during_an_evaluation_is_honoured_and_the_relaunch_evaluates_first(make_cfg,
+                                                                                  tmp_path):
+    args = ("train.steps=30", "eval.every=10", "train.checkpoint_every=10")
+    straight = run(make_cfg(*args), tmp_path / "straight")
+    original = Trainer.evaluate
+
+    def stop_inside(self):  # a SIGTERM arriving while step 20 is evaluated
+        if self.counters.step == 20:
+            self.stop.requested = signal.SIGTERM
+        return original(self)
+
+    Trainer.evaluate = stop_inside
+    try:
+        with pytest.raises(Interrupted):
+            run(make_cfg(*args), tmp_path / "cut")
+    finally:
+        Trainer.evaluate = original
+    cut = _result(tmp_path / "cut")
+    assert cut["status"] == "interrupted" and cut["step"] == 20
+    assert [h["step"] for h in cut["history"]] == [10]  # step 20's evaluation never ran
+    resumed = run(make_cfg(*args), tmp_path / "cut")
+    def untimed(history):
+        return [{k: v for k, v in h.items() if k != "wall_s"} for h in history]
+
+    # step 20 evaluated on relaunch, as the straight run did
+    assert untimed(resumed["history"]) == untimed(straight["history"])
+    assert_same_tensors(load_weights(tmp_path / "cut"), load_weights(tmp_path / "straight"))
+
+
+def test_a_second_signal_while_the_record_is_written_waits_for_it():
+    stop = StopSignals()
+    with stop:
+        stop.deferred = False
+        with pytest.raises(Interrupted) as first:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        assert not first.value.at_once
+        # the sweep's SIGTERM right after the terminal's SIGINT: the same stop
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        with pytest.raises(Interrupted) as held:
+            with stop.shielded():
+                os.kill(os.getpid(), signal.SIGINT)  # the same again: at once, after the block
+                time.sleep(0.1)
+                finished = True
+        assert finished and held.value.at_once
+
+
+# -- a way back from a damaged checkpoint ---------------------------------------------------
+
+def test_evaluate_on_a_damaged_checkpoint_leads_back_to_a_scorable_run(make_cfg, tmp_path,
+                                                                        capsys):
+    run(make_cfg("train.steps=30", "eval.every=10", "train.checkpoint_every=10"), tmp_path)
+    before = _result(tmp_path)
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"garbage")
+    assert evaluate_main([str(tmp_path)]) == 2
+    advice = capsys.readouterr().err
+    assert f"python -m ganlab.rerun {tmp_path} --out {tmp_path}" in advice
+    assert rerun_main([str(tmp_path), "--out", str(tmp_path)]) == 0
+    after = _result(tmp_path)
+    assert after["metrics"] == before["metrics"] and after["host"] == before["host"]
+    assert evaluate_main([str(tmp_path)]) == 0
+
+
+def test_evaluate_says_plainly_when_no_checkpoint_is_left(make_cfg, tmp_path, capsys):
+    run(make_cfg("train.steps=10"), tmp_path)
+    for p in (tmp_path / "checkpoints").glob("*.pt"):
+        p.write_bytes(b"garbage")
+    assert evaluate_main([str(tmp_path)]) == 2
+    assert "no good checkpoint left to score" in capsys.readouterr().err
+    assert _result(tmp_path)["status"] == "completed"  # the record stands
+
+
+# -- a stacked seed reruns bit for bit; a record keeps every launch --------------------------
+
+def test_a_seed_trained_in_a_stack_reruns_bit_for_bit(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    out = run_cli("-m", "seed=0,1", "fanout.vectorize_seeds=2", "train.steps=30",
+                  "eval.every=15", *FAST, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("as one stacked model") == 1  # said once, not once per seed
+    (run_dir,) = sweep.glob("*/seed=1")
+    assert _result(run_dir)["host"]["launches"][-1]["seed_stack"] == [0, 1]
+    assert rerun_main([str(run_dir), "--out", str(tmp_path / "again")]) == 0
+    said = capsys.readouterr().err
+    assert "trained stacked with seeds [0, 1]" in said and "bit for bit" in said
+    assert_same_tensors(load_weights(tmp_path / "again"), load_weights(run_dir))
+    assert _result(tmp_path / "again")["metrics"] == _result(run_dir)["metrics"]
+    assert not (tmp_path / "again.stack").exists()
+
+
+def test_the_record_keeps_one_entry_per_launch(make_cfg, tmp_path, caplog):
+    run(make_cfg("train.steps=20", "train.checkpoint_every=10"), tmp_path)
+    run(make_cfg("train.steps=40", "train.checkpoint_every=10"), tmp_path)
+    launches = _result(tmp_path)["host"]["launches"]
+    assert [(x["from_step"], x["to_step"], x["status"]) for x in launches] == [
+        (0, 20, "completed"), (20, 40, "completed")]
+    assert all("threads" in x and "optimizer_impl" in x for x in launches)
+    with caplog.at_level(logging.INFO, logger="ganlab.train"):
+        run(make_cfg("train.steps=30", "train.checkpoint_every=10"), tmp_path)
+    assert "already completed, at step 40: longer than the train.steps=30 asked" in caplog.text
