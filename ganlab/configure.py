@@ -68,9 +68,12 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """The config `python -m ganlab.train OVERRIDES` would run (for tests, benches, tools)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     check_overrides(overrides)
     register_configs()
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (a launched job)
+        return hydra_compose(config_name="config", overrides=list(overrides))
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides))
 
@@ -259,7 +262,14 @@ def check(cfg: DictConfig) -> None:
     if batch_norms and cfg.train.batch_size < 2:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not allowed with "
                           f"{', '.join(batch_norms)}; it must be >= 2")
-    LOSSES.choose(cfg.loss.name)
+    loss = LOSSES.choose(cfg.loss.name)
+    smoothed = (cfg.smoothing.real_target, cfg.smoothing.fake_target) != (1.0, 0.0)
+    if smoothed and not loss.uses_targets:
+        taking = [name for name, kind in LOSSES.items() if kind.uses_targets]
+        raise ConfigError(f"smoothing.real_target={cfg.smoothing.real_target}, "
+                          f"smoothing.fake_target={cfg.smoothing.fake_target} is not allowed "
+                          f"with loss={cfg.loss.name}: its D cost takes no targets, and would "
+                          f"ignore them; use smoothing=none, or loss={' or '.join(taking)}")
     mode = LABEL_MODES.choose(cfg.labels.name)
     labels, fraction = cfg.labels.name, cfg.labels.fraction
     if mode.uses_labels and cfg.data.num_classes < 2:

@@ -29,24 +29,13 @@ from torch import nn
 
 from ganlab.config import ConfigError, validate
 from ganlab.configure import compose
+from ganlab.eq15 import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
 from ganlab.losses import GANLoss
 from ganlab.optim import Adam
 from ganlab.plots import save_figure
 from ganlab.storage import StorageError, atomic_write, atomic_write_json
 
-P_DATA = (0.0, 1.0)  # mean, std
-P_MODEL = (2.0, 1.0)
-GRID = (-2.5, 4.5)  # where the densities have mass; outside it D is unconstrained
 BUMP_RATIO = 0.01  # the bump region: p_data / (p_data + p_model) < BUMP_RATIO
-
-
-def normal_pdf(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    return torch.exp(-0.5 * ((x - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
-
-
-def analytic_dstar(x: torch.Tensor, real_target: float, fake_target: float) -> torch.Tensor:
-    pd, pm = normal_pdf(x, *P_DATA), normal_pdf(x, *P_MODEL)
-    return (real_target * pd + fake_target * pm) / (pd + pm)
 
 
 @dataclass

@@ -28,13 +28,14 @@ WARMUP_ROUNDS = 3  # eager rounds before the capture (as torch's whole-network e
 
 def uncapturable(cfg: DictConfig, device: torch.device) -> list[str]:
     """The settings of `cfg` that keep its round out of a CUDA graph (empty: it can be)."""
+    from ganlab.data import DATASETS
     from ganlab.extras import EXTRAS, resolve_options, stateful
 
     problems = []
     if device.type != "cuda":
         problems.append(f"train.device={cfg.train.device} (runs on {device.type}; CUDA graphs "
                         "need a CUDA device)")
-    if cfg.data.name not in ("ring8", "grid25"):
+    if DATASETS.choose(cfg.data.name).kind != "toy2d":
         problems.append(f"data={cfg.data.name} (image data are visited in epochs counted on "
                         "the host)")
     elif cfg.data.train_size > 0:

@@ -1,13 +1,21 @@
-"""The GAN game's costs, all in logits and all with one interface.
+"""The GAN game's costs, all in logits and all with one interface (`GANLoss`): a loss declares
+whether D's cost takes the smoothing targets (`uses_targets`), and gives D's cost
+(`d_loss(real_logits, fake_logits)`) and G's (`g_loss(fake_logits)`). The config check
+refuses `smoothing=` with a loss whose D cost would ignore it.
 
-D's cost is the tutorial's cross-entropy with targets (Eq. 8 with one-sided/two-sided
+D's cost here is the tutorial's cross-entropy with targets (Eq. 8 with one-sided/two-sided
 smoothing, §4.2):
 
     J(D) = -1/2 E_x[t_r log D(x) + (1 - t_r) log(1 - D(x))]
            -1/2 E_z[t_f log D(G(z)) + (1 - t_f) log(1 - D(G(z)))]
 
 with t_r = `real_target` (1 - alpha) and t_f = `fake_target` (beta). G's cost is the loss's
-own (`loss=minimax|non_saturating`); smoothing shapes D's targets only.
+own (§3.2.3), with l = σ⁻¹(D(G(z))) the logit of D on a sample:
+
+- `minimax`: J(G) = -J(D) in G's terms = 1/2 E log(1 - D(G(z))) = -1/2 E softplus(l)
+- `non_saturating`: J(G) = -1/2 E log D(G(z)) = 1/2 E softplus(-l)
+- `maximum_likelihood`: J(G) = -1/2 E exp(σ⁻¹(D(G(z)))) = -1/2 E exp(l) (with D optimal,
+  minimising it minimises KL(data || G): the maximum-likelihood game)
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ class LossTerms:
 
 class GANLoss:
     """Base: D's cost with targets; subclasses define G's cost."""
+
+    # whether D's cost takes the smoothing targets (smoothing.real_target / fake_target)
+    uses_targets = True
 
     def __init__(self, real_target: float = 1.0, fake_target: float = 0.0):
         self.real_target = real_target
@@ -72,6 +83,16 @@ class NonSaturating(GANLoss):
 
     def g_loss(self, fake_logits: torch.Tensor) -> LossTerms:
         return LossTerms(0.5 * F.softplus(-fake_logits).mean())
+
+
+@LOSSES.register("maximum_likelihood")
+class MaximumLikelihood(GANLoss):
+    """G minimises -1/2 E exp(σ⁻¹(D(G(z)))) = -1/2 E exp(l): the maximum-likelihood game
+    (§3.2.3). Its gradient is large where D is sure a sample is real and vanishes where D
+    rejects it, the opposite of the non-saturating cost."""
+
+    def g_loss(self, fake_logits: torch.Tensor) -> LossTerms:
+        return LossTerms(-0.5 * torch.exp(fake_logits).mean())
 
 
 def build_loss(name: str, real_target: float, fake_target: float) -> GANLoss:

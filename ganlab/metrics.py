@@ -2,8 +2,8 @@
 scale (compare differences, or ratios on a log scale), its feasible range, whether it only
 takes whole numbers, the smallest effect a study should care about, and how to print it.
 
-The comparer, the report and the W&B summaries read it; the evaluator's metrics all have an
-entry (a test checks). `eval/fid_class/<k>` is FID; `*_std` entries are spreads and are never
+The comparer, the report and the W&B summaries read it; every evaluator declares the keys it
+returns (`keys`), and each has an entry here (tests/test_metrics_declared.py checks). `eval/fid_class/<k>` is FID; `*_std` entries are spreads and are never
 compared.
 
 - Range: `lower` and `upper` bound the metric's true value. `upper="classes"` is the number of
@@ -111,6 +111,14 @@ for _m in (
            smallest_effect="100%"),
 ):
     METRICS.register(_m.name)(_m)
+
+
+def registered(name: str) -> bool:
+    """Whether a metric key has its entry: its own, FID's for `fid_class/<k>`, or a spread
+    (`*_std`, never compared)."""
+    name = metric_key(name)
+    return (name in METRICS or name.endswith("_std")
+            or ("/fid_class/" in name and name.split("/fid_class/")[0] + "/fid" in METRICS))
 
 
 def metric_key(name: str) -> str:

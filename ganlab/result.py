@@ -7,6 +7,7 @@ its status. A file that is not such a record raises RecordError naming it.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -55,6 +56,20 @@ def study_record(cfg: DictConfig) -> dict[str, Any]:
     if fan.seeds == "auto":
         study["design"] = {"min": fan.seeds_min, "step": fan.seeds_step, "max": fan.seeds_max}
     return study
+
+
+def defaults_record(data: str) -> dict[str, Any]:
+    """result.json's `defaults`: the trick and hparam values of the default config of
+    `data` (what "the trick off" means for a sweep over it)."""
+    return dict(_defaults(data))
+
+
+@functools.cache
+def _defaults(data: str) -> tuple:
+    from ganlab.configure import compose  # training time only: Hydra composes conf/
+
+    cfg = compose([f"data={data}"])
+    return tuple({**trick_dict(cfg), **hparams_dict(cfg)}.items())
 
 
 def seedless(overrides: list[str] | None) -> list[str] | None:
@@ -109,7 +124,11 @@ class ResultFile:
                                      "eval_settings": None,
                                      # the launch's overrides without the seed: what runs
                                      # another seed of this variant (compare --plan)
-                                     "overrides": None, **fields}
+                                     "overrides": None,
+                                     # the trick and hparam values a run of this data gets
+                                     # by default: the comparer's "off" variant, without
+                                     # composing today's conf/
+                                     "defaults": None, **fields}
 
     # the launches of the run before this one (`host.launches` keeps one entry per launch:
     # where it ran, its threads, Adam kernel, seed stack, device, and the steps it trained);

@@ -266,6 +266,22 @@ def _release_worker_pool() -> None:
         pass
 
 
+def stop_the_sweep_with_its_workers() -> None:
+    """In a sweep's own process (`python -m ganlab.train -m`): Ctrl-C and SIGTERM stop its
+    workers with a checkpoint each (`stop_workers_too`), and its workers watch it
+    (`watch_the_sweep`) to stop the same way if it dies without a word (SIGKILL)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, stop_workers_too)
+    signal.signal(signal.SIGINT, stop_workers_too)
+    os.environ[SWEEP_PID_ENV] = str(os.getpid())
+    # joblib's resource trackers (started later, with this environment) clean up after
+    # workers that a stop ended, without a warning printed after the sweep's last line
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        w for w in (os.environ.get("PYTHONWARNINGS"), "ignore:resource_tracker:UserWarning")
+        if w)
+
+
 def watch_the_sweep() -> None:
     """In a worker process of a sweep (a direct child of the sweep's process): when that
     process dies, however it dies (SIGKILL included), stop the run here as SIGTERM would (a

@@ -103,3 +103,15 @@ def lock_holder(path: Path) -> dict | None:
     finally:
         os.close(fd)  # closing releases a lock this check took
     return None
+
+
+def check_writable(target: Path) -> None:
+    """`target` (a run or sweep dir, made or not) must take a folder: a read-only or full disk
+    ends in one line (StorageError) before anything starts, not in a traceback later."""
+    import tempfile
+
+    existing = next(p for p in [target, *target.absolute().parents] if p.exists())
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".ganlab-probe-").cleanup()
+    except OSError as e:
+        raise StorageError(explain(e, target)) from None

@@ -27,17 +27,16 @@ from torch.func import functional_call, stack_module_state, vmap
 from ganlab.gan import GAN, logged_values, play_round
 from ganlab.optim import Adam
 
-# model families whose nets run under vmap with equal results (tests/test_vectorize.py)
-FAMILIES = ("mlp", "pacgan_mlp")
-
 
 def unsupported(cfg: DictConfig) -> list[str]:
     """The settings of `cfg` that vectorised seeds do not support (empty: it can stack)."""
     from ganlab.extras import EXTRAS, resolve_options, stateful
+    from ganlab.nets import MODELS
 
     problems = []
-    if cfg.model.name not in FAMILIES:
-        problems.append(f"model={cfg.model.name} (supported: {', '.join(FAMILIES)})")
+    if not MODELS.choose(cfg.model.name).vectorizable:
+        families = [name for name, spec in MODELS.items() if spec.vectorizable]
+        problems.append(f"model={cfg.model.name} (supported: {', '.join(families)})")
     problems += [f"extras.{name}" for name, options in resolve_options(cfg.extras).items()
                  if EXTRAS[name].active(options) and stateful(EXTRAS[name])]
     return problems

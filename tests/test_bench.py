@@ -39,7 +39,13 @@ def test_packing_runs_k_at_once_and_sums_their_training_rates(tmp_path):
     rows = bench_packing("mlp/ring8", [1, 2], steps=20, device="cpu", launcher="joblib",
                          workdir=tmp_path)
     assert [(r["k"], r["runs"]) for r in rows] == [(1, 1), (2, 2)]
-    assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] > 0
     # each sweep's runs trained the steps asked for
     records = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
     assert len(records) == 3 and {r["step"] for r in records} == {20}
+    # each row's rate is its runs' rounds per second of training clock, summed, as their
+    # records say; the speedup is k = 2's rate over k = 1's
+    rates = {k: sum(20 / json.loads(p.read_text())["history"][-1]["wall_s"]
+                    for p in (tmp_path / f"pack_mlp_ring8_joblib_{k}").rglob("result.json"))
+             for k in (1, 2)}
+    assert [r["rounds_per_s"] for r in rows] == pytest.approx([rates[1], rates[2]])
+    assert rows[1]["speedup"] == pytest.approx(rates[2] / rates[1])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-import ganlab.train as train_module
+import ganlab.loop as train_module
 from ganlab.assemble import build_gan, build_nets
 from ganlab.config import ConfigError
 from ganlab.configure import check

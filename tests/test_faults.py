@@ -24,8 +24,9 @@ from ganlab.compare.__main__ import main as compare_main
 from ganlab.compare.runs import group_runs, load_results
 from ganlab.compare.tables import CompareError, build_tables
 from ganlab.config import ConfigError
+from ganlab.launch import _warn_about_work
 from ganlab.storage import StorageError, atomic_write_json
-from ganlab.train import _warn_about_work, run
+from ganlab.train import run
 from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
 
 FAST = ["logger=none", "train.progress=false", "train.device=cpu", "eval.num_samples=100"]

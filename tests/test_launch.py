@@ -170,7 +170,7 @@ def test_relaunching_a_killed_sweep_resumes_it_and_skips_finished_runs(tmp_path)
     args = ["-m", "seed=0,1", "train.steps=40", "train.checkpoint_every=10", "eval.every=20",
             "eval.num_samples=100", "logger=none", "train.progress=false",
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    killed = run_cli(*args, env={"GANLAB_KILL_AFTER_STEP": "20"})
+    killed = run_cli("20", *args, module="tests.kill_after")
     assert killed.returncode == -9  # the whole sweep process died during seed=0
     statuses = [r["status"] for r in _results(tmp_path / "sweep")]
     assert statuses == ["running"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ganlab.config import ConfigError
-from ganlab.losses import LOSSES, GANLoss, Minimax, NonSaturating, build_loss
+from ganlab.losses import LOSSES, GANLoss, MaximumLikelihood, Minimax, NonSaturating, build_loss
 
 LN3 = math.log(3.0)
 
@@ -31,11 +31,11 @@ FAKE_PROBS = (0.5, 0.25)
 
 def test_build_loss_refuses_an_unknown_game_naming_the_choices():
     with pytest.raises(ConfigError, match="loss='wasserstein' is not allowed; choose one of: "
-                                          "minimax, non_saturating"):
+                                          + ", ".join(LOSSES)):
         build_loss("wasserstein", 1.0, 0.0)
 
 
-@pytest.mark.parametrize("name", ["minimax", "non_saturating"])
+@pytest.mark.parametrize("name", sorted(LOSSES))
 def test_build_loss_passes_the_targets(name):
     loss = build_loss(name, 0.9, 0.1)
     assert isinstance(loss, LOSSES[name])
@@ -51,7 +51,7 @@ def test_unsmoothed_d_loss_closed_form():
 
 
 @pytest.mark.parametrize("real_target, fake_target", [(1.0, 0.0), (0.9, 0.0), (0.9, 0.1)])
-@pytest.mark.parametrize("name", ["minimax", "non_saturating"])
+@pytest.mark.parametrize("name", sorted(n for n, kind in LOSSES.items() if kind.uses_targets))
 def test_d_loss_with_targets(name, real_target, fake_target):
     loss = build_loss(name, real_target, fake_target)
     terms = loss.d_loss(torch.tensor(REAL_LOGITS), torch.tensor(FAKE_LOGITS))
@@ -88,7 +88,7 @@ def test_non_saturating_g_loss():
     assert g == pytest.approx(0.25 * math.log(8 / 3), rel=1e-6)
 
 
-@pytest.mark.parametrize("name", ["minimax", "non_saturating"])
+@pytest.mark.parametrize("name", sorted(LOSSES))
 def test_g_loss_ignores_smoothing(name):
     # Smoothing shapes D's targets only (tutorial §4.2); G's cost must not move with it.
     logits = torch.tensor([0.0, LN3, -2.0])
@@ -143,3 +143,44 @@ def test_extreme_logits_stay_finite_and_correct():
 def test_confident_correct_d_has_near_zero_loss():
     terms = GANLoss().d_loss(torch.tensor([100.0]), torch.tensor([-100.0]))
     assert 0.0 <= terms.total.item() < 1e-30
+
+
+def test_maximum_likelihood_g_loss_is_the_tutorials_formula():
+    # J(G) = -1/2 E exp(σ⁻¹(D(G(z)))): with D = (1/2, 3/4), exp(σ⁻¹(D)) = D / (1 - D) = (1, 3),
+    # so J = -1/2 (1 + 3) / 2 = -1
+    g = MaximumLikelihood().g_loss(torch.tensor([0.0, LN3])).total.item()
+    assert g == pytest.approx(-1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("logit", [-20.0, -LN3, 0.0, LN3, 5.0])
+def test_maximum_likelihood_gradient_matches_the_formula_in_d(logit):
+    # the tutorial writes the cost in D; autograd through D = σ(l) must give the same
+    # gradient as the loss in logits: dJ/dl = -1/2 exp(l)
+    x = torch.tensor([logit], dtype=torch.float64, requires_grad=True)
+    d = torch.sigmoid(x)
+    (-0.5 * (d / (1 - d)).mean()).backward()
+    from_d = x.grad.item()
+    ml = _g_grad(MaximumLikelihood(), logit)
+    assert ml == pytest.approx(-0.5 * math.exp(logit), rel=1e-5)
+    assert ml == pytest.approx(from_d, rel=1e-5)
+
+
+def test_maximum_likelihood_pushes_hardest_where_d_accepts():
+    # §3.2.3: its gradient vanishes where D rejects a sample (unlike the non-saturating cost)
+    assert abs(_g_grad(MaximumLikelihood(), -20.0)) < 1e-8
+    assert _g_grad(MaximumLikelihood(), 5.0) < _g_grad(NonSaturating(), 5.0) < 0
+
+
+def test_smoothing_is_refused_with_a_loss_whose_d_cost_takes_no_targets(make_cfg,
+                                                                       monkeypatch):
+    from ganlab.configure import check
+
+    class NoTargets(Minimax):
+        uses_targets = False
+
+    monkeypatch.setitem(LOSSES, "minimax", NoTargets)
+    with pytest.raises(ConfigError, match=r"smoothing.real_target=0.9, smoothing.fake_target=0.0 "
+                                          r"is not allowed with loss=minimax: its D cost takes "
+                                          r"no targets"):
+        check(make_cfg("loss=minimax", "smoothing=one_sided"))
+    check(make_cfg("loss=minimax"))  # unsmoothed: fine

@@ -102,3 +102,11 @@ def test_a_resumed_optimiser_keeps_the_kernel_it_was_built_with(saved, now):
     net(torch.randn(4, 5)).square().mean().backward()
     resumed.step()  # the chosen kernel runs on the restored state
     assert all(float(s["step"]) == 7 for s in resumed.state.values())
+
+
+def test_an_unchecked_torch_release_keeps_torchs_guards():
+    from ganlab.optim import UNGUARDED, unguarded_ok
+
+    assert UNGUARDED  # this torch is one the unguarded calls were checked against
+    assert not unguarded_ok("3.0.0") and not unguarded_ok("2.1.0") and not unguarded_ok("x")
+    assert unguarded_ok("2.13.0+cpu")

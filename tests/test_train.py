@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ganlab.config import ConfigError
-from ganlab.train import KILL_AFTER_STEP_ENV, run
+from ganlab.train import run
 from tests.helpers import assert_same_tensors, load_weights, run_cli, write_fake_fashion
 
 TINY = ["train.steps=2", "train.batch_size=8", "eval.num_samples=64", "eval.grid_size=16",
@@ -126,7 +126,7 @@ def test_killed_run_resumes_bit_exactly(tmp_path, case, request):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0
 
-    killed = run_cli(*args, f"hydra.run.dir={cut}", env={KILL_AFTER_STEP_ENV: str(kill_at)})
+    killed = run_cli(str(kill_at), *args, f"hydra.run.dir={cut}", module="tests.kill_after")
     assert killed.returncode == -9  # SIGKILL: no chance to clean up
     mid = json.loads((cut / "result.json").read_text())
     assert mid["status"] == "running" and mid["step"] == kill_at

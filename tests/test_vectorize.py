@@ -20,7 +20,7 @@ from ganlab.assemble import build_gan
 from ganlab.data.base import stream_state
 from ganlab.result import read_result
 from ganlab.sweeper import group_seed_jobs
-from ganlab.train import KILL_AFTER_STEP_ENV, run, run_group
+from ganlab.train import run, run_group
 from ganlab.vectorize import SeedStack, unsupported
 
 from .conftest import REPO
@@ -192,7 +192,7 @@ def test_a_group_writes_each_seed_as_its_own_run(make_cfg, tmp_path):
 def test_a_diverged_seed_is_masked_and_the_others_go_on(make_cfg, tmp_path, monkeypatch):
     clean = run_group(_group_cfg(make_cfg), tmp_path / "clean" / "seed=0", [])
     assert all(r["status"] == "completed" for r in clean)
-    import ganlab.train as train
+    import ganlab.loop as train
 
     def poisoned(cfg, device):
         gan = build_gan(cfg, device)
@@ -224,8 +224,8 @@ def test_a_seed_resumed_alone_continues_its_group_checkpoint(make_cfg, tmp_path)
     assert records[0]["host"]["seed_stack"] == [0, 2]
 
 
-def _cli(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ganlab.train", *args], cwd=cwd,
+def _cli(*args, env=None, cwd=None, module="ganlab.train"):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "WANDB_MODE": "offline", **(env or {})})
 
@@ -237,8 +237,8 @@ SWEEP = ["-m", "logger=none", "train.progress=false", "train.device=cpu", "seed=
 def test_a_killed_group_resumes_every_seed_from_its_own_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
     # SIGKILL right after the first seed's checkpoint at step 10: the others have none
-    killed = _cli(*SWEEP, f"hydra.sweep.dir={sweep}", env={KILL_AFTER_STEP_ENV: "10"},
-                  cwd=REPO)
+    killed = _cli("10", *SWEEP, f"hydra.sweep.dir={sweep}", cwd=REPO,
+                  module="tests.kill_after")
     assert killed.returncode != 0
     (cell,) = {p.parent for p in sweep.glob("*/seed=*")}
     dirs = [cell / f"seed={s}" for s in SEEDS]

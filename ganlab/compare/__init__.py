@@ -10,7 +10,18 @@
 - report.py: report.md / report.html (tables, charts, curves, samples) and the W&B table.
 """
 
-from ganlab.compare.runs import group_runs, load_results
-from ganlab.compare.tables import CompareError, build_tables
-
 __all__ = ["CompareError", "build_tables", "group_runs", "load_results"]
+
+
+def __getattr__(name: str):
+    """The package's names, imported on first use (`python -m ganlab.compare --help` needs
+    none of them)."""
+    if name in ("group_runs", "load_results"):
+        from ganlab.compare import runs
+
+        return getattr(runs, name)
+    if name in ("CompareError", "build_tables"):
+        from ganlab.compare import tables
+
+        return getattr(tables, name)
+    raise AttributeError(f"module 'ganlab.compare' has no attribute {name!r}")

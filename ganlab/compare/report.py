@@ -179,15 +179,13 @@ def _samples(t: Table, path: Path) -> bool:
 def _dstar(t: Table, path: Path) -> bool:
     if not any(k.startswith("smoothing.") for k in t.varying):
         return False
-    import torch  # the analytic D* is ganlab.dstar's, in torch
-
-    from ganlab.dstar import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
+    from ganlab.eq15 import GRID, P_DATA, P_MODEL, analytic_dstar, normal_pdf
 
     plt = _plt()
-    x = torch.linspace(*GRID, 281)
+    x = np.linspace(*GRID, 281)
     fig, ax = plt.subplots(figsize=(8, 3.8), dpi=100)
     pd, pm = normal_pdf(x, *P_DATA), normal_pdf(x, *P_MODEL)
-    scale = 1 / float(torch.maximum(pd, pm).max())
+    scale = 1 / float(np.maximum(pd, pm).max())
     ax.fill_between(x, 0, pd * scale, color="tab:green", alpha=0.12, label="p_data (scaled)")
     ax.fill_between(x, 0, pm * scale, color="tab:orange", alpha=0.12, label="p_model (scaled)")
     for r in t.rows:

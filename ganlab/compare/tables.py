@@ -252,10 +252,12 @@ def _table(group: ComparisonClass, classes: list[ComparisonClass], metric: Metri
 def _off_variant(rows: list[Row], group: ComparisonClass) -> Row:
     """The variant with the swept axis "off": the one whose varying settings agree most
     with the defaults a run of this data gets (no smoothing, k = 1, ratio 1, ...)."""
-    from ganlab.configure import compose  # today's conf/, composed: torch and Hydra
+    defaults = next((r["defaults"] for r in group.runs if r.get("defaults")), None)
+    if defaults is None:  # records older than `defaults`: today's conf/, composed
+        from ganlab.configure import compose
 
-    data = group.comparability.get("data.name")
-    defaults = flatten(compose([f"data={data}"] if data else []))
+        data = group.comparability.get("data.name")
+        defaults = flatten(compose([f"data={data}"] if data else []))
     def agreement(row: Row) -> int:
         return sum(_same(row.settings.get(k), str(defaults[k])) for k in group.varying
                    if k in defaults)

@@ -63,6 +63,8 @@ class ModeEvaluator:
     # samples scored at a time (ganlab.evaluate.score): memory stays bounded at any
     # eval.num_samples, and a stop request is seen between chunks
     chunk_samples = EVAL_CHUNK_SAMPLES
+    # the keys it returns; each has its entry in ganlab.metrics (a test checks)
+    keys = ("eval/modes_covered", "eval/modes_pacgan", "eval/hq_pct", "eval/reverse_kl")
 
     def tally(self) -> ModeTally:
         return ModeTally(self)
@@ -97,6 +99,8 @@ class NoImageMetrics(ModeEvaluator):
     def protocol(self) -> dict:
         return {**self.settings, "metrics": "none", "g_mode": "eval", "ema": False}
 
+    keys = ()
+
     def tally(self) -> NoTally:
         return NoTally()
 
@@ -126,6 +130,9 @@ class ImageEvaluator:
         return self.cfg.final_num_samples if final else self.cfg.num_samples
 
     chunk_samples = IMAGE_CHUNK_SAMPLES  # images generated at a time; their features stay
+    # the keys it returns (`fid_class/<k>` per class of a conditional G: FID's entry)
+    keys = ("eval/fid", "eval/is", "eval/is_std", "eval/kid", "eval/kid_std",
+            "eval/precision", "eval/recall", "eval/fid_class/<k>")
     align = 500  # chunks are whole batches of the extractor's (Extractor.__call__'s default)
 
     def tally(self) -> ImageTally:
@@ -173,6 +180,9 @@ class ImageTally:
     def result(self) -> dict:
         labels = torch.cat(self.labels) if self.labels else None
         return self.e.metrics(torch.cat(self.feats), torch.cat(self.logits), labels)
+
+
+EVALUATORS = (ModeEvaluator, NoImageMetrics, ImageEvaluator)
 
 
 def resolve_features(name: str, dataset: str) -> str:

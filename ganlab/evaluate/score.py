@@ -17,6 +17,9 @@ from ganlab.assemble import derive_seed
 from ganlab.evaluate.coupling import batch_coupling
 from ganlab.plots import save_samples
 
+# the keys `score` adds to every evaluator's (ganlab.metrics has their entries)
+SCORE_KEYS = ("eval/coupling",)
+
 
 class EvaluationStopped(Exception):
     """A stop request arrived during an evaluation, which is left undone (the run's
@@ -47,6 +50,6 @@ def score(gan, evaluator, *, seed: int, step: int, final: bool, eval_cfg, coupli
         if shown is None:  # the picture shows the first chunk
             shown = part
     metrics = tally.result()
-    metrics["eval/coupling"] = batch_coupling(gan, coupling_batch, gen)
+    metrics["eval/coupling"] = batch_coupling(gan, coupling_batch, gen)  # SCORE_KEYS
     save_samples(shown, gan.data, picture, title, eval_cfg.grid_size)
     return metrics, n

@@ -63,6 +63,9 @@ class ModelSpec:
     image_sizes: tuple[int, ...] = ()  # the image sizes it supports (images only)
     # applied to the whole G and D once built (head and plug-in layers included)
     init: Callable[[nn.Module], None] | None = None
+    # its nets run under torch.func.vmap with the results of a run alone, so seeds can be
+    # stacked (ganlab.vectorize; tests/test_vectorize.py checks each family that says so)
+    vectorizable: bool = False
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -87,7 +90,8 @@ def _pacgan_bodies(model, norm, sample_shape, g_in: int) -> tuple[nn.Module, nn.
                            model.maxout_pieces, norm.d))
 
 
-MODELS.register("mlp")(ModelSpec(_mlp_bodies, "toy2d"))
+MODELS.register("mlp")(ModelSpec(_mlp_bodies, "toy2d", vectorizable=True))
 # PacGAN's 2-D architecture: ReLU MLP G, maxout D, every weight N(0, 0.02^2)
-MODELS.register("pacgan_mlp")(ModelSpec(_pacgan_bodies, "toy2d", init=normal_init))
+MODELS.register("pacgan_mlp")(ModelSpec(_pacgan_bodies, "toy2d", init=normal_init,
+                                        vectorizable=True))
 MODELS.register("dcgan")(ModelSpec(_dcgan_bodies, "image", image_sizes=(28, 32)))
