@@ -28,6 +28,7 @@ from ganlab.rerun import main as rerun_main
 from ganlab.rundir import RunDirLock, held_by_another
 from ganlab.stops import Interrupted, StopSignals
 from ganlab.train import Trainer, _describe_failure, run
+from ganlab.train import main as train_main
 from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
 from tests.test_faults import FAST, _evaluated, _result, _wait_for
 
@@ -108,7 +109,7 @@ def test_a_run_dir_another_process_holds_is_not_counted_completed(tmp_path):
 
 # -- refused before anything is written ---------------------------------------------------
 
-@pytest.mark.parametrize("overrides, key", [
+REFUSED = [
     (["norm=reference", "norm.ref_batch_size=100000000"], "lower norm.ref_batch_size"),
     (["model.g_width=100000"], "lower model.g_width"),
     (["data=mnist", "eval.final_num_samples=1000000000"], "lower eval.final_num_samples"),
@@ -119,17 +120,29 @@ def test_a_run_dir_another_process_holds_is_not_counted_completed(tmp_path):
     (["labels=conditional", "labels.fraction=0.5"], "labels.fraction"),
     (["model=dcgan"], "model='dcgan' does not fit"),
     (["train.device=cuda"], "train.device"),
-])
-def test_a_refused_launch_writes_nothing(tmp_path, overrides, key):
+]
+
+
+@pytest.mark.parametrize("overrides, key", REFUSED)
+def test_a_refused_launch_writes_nothing(tmp_path, overrides, key, monkeypatch, capsys):
+    # the command line's own main, in this process (the refusal comes before Hydra starts;
+    # the cross-key case also runs as a real process below)
     if "train.device=cuda" in overrides and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     keys = {o.split("=", 1)[0] for o in overrides}
     fast = [a for a in FAST if a.split("=", 1)[0] not in keys]
-    out = run_cli(*overrides, *fast, f"hydra.run.dir={tmp_path / 'run'}")
-    assert out.returncode == 2, out.stderr
-    (line,) = out.stderr.splitlines()
+    args = [*overrides, *fast, f"hydra.run.dir={tmp_path / 'run'}"]
+    monkeypatch.setattr(sys, "argv", ["ganlab.train", *args])
+    with pytest.raises(SystemExit) as exit_:
+        train_main()
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("ganlab: config error: ") and key in line
     assert not (tmp_path / "run").exists()
+    if key == "smoothing.fake_target":
+        out = run_cli(*args)
+        assert out.returncode == 2 and out.stderr.splitlines() == [line]
+        assert not (tmp_path / "run").exists()
 
 
 def test_a_key_given_twice_is_said_with_the_value_used(tmp_path):
