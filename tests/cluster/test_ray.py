@@ -21,6 +21,17 @@ def _ray(cluster) -> list[str]:
     return ["launcher=ray", f"fanout.ray_address={cluster['env']['RAY_ADDRESS']}", "fanout.gpu_share=0"]
 
 
+def _start_ray_sweep(cluster, sweep, steps: str, stderr=subprocess.STDOUT,
+                     start_new_session: bool = False) -> subprocess.Popen:
+    """Seeds 0 and 1 through launcher=ray, checkpointing every 100 rounds, in the background."""
+    args = [*_ray(cluster), *RUN, steps, "train.checkpoint_every=100", "seed=0,1",
+            f"hydra.sweep.dir={sweep}"]
+    return subprocess.Popen([sys.executable, "-m", "ganlab.train", "-m", *args], cwd=REPO,
+                            env={**os.environ, **daemons.ENV, "WANDB_MODE": "offline"},
+                            stdout=subprocess.PIPE, stderr=stderr, text=True,
+                            start_new_session=start_new_session)
+
+
 def test_a_ray_sweep_runs_on_both_nodes(cluster, tmp_path):
     sweep = tmp_path / "sweep"
     out = run_cli("-m", *_ray(cluster), *RUN, "train.steps=300", "seed=0,1,2,3",
@@ -35,11 +46,7 @@ def test_a_ray_sweep_runs_on_both_nodes(cluster, tmp_path):
 
 def test_a_killed_worker_node_loses_nothing(cluster, tmp_path):
     sweep = tmp_path / "sweep"
-    args = [*_ray(cluster), *RUN, "train.steps=6000", "train.checkpoint_every=100",
-            "seed=0,1", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", "-m", *args], cwd=REPO,
-                            env={**os.environ, **daemons.ENV, "WANDB_MODE": "offline"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start_ray_sweep(cluster, sweep, "train.steps=6000")
     try:
         _wait_for("both runs' checkpoints",
                   lambda: len(list(sweep.rglob("checkpoints/last.pt"))) == 2)
@@ -63,11 +70,8 @@ def test_ctrl_c_stops_a_ray_sweep_with_a_checkpoint_per_run(cluster, tmp_path):
     import signal
 
     sweep = tmp_path / "sweep"
-    args = [*_ray(cluster), *RUN, "train.steps=100000", "train.checkpoint_every=100",
-            "seed=0,1", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", "-m", *args], cwd=REPO,
-                            env={**os.environ, **daemons.ENV, "WANDB_MODE": "offline"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # its own process group, as a terminal's; stderr apart, for its last line
+    proc = _start_ray_sweep(cluster, sweep, "train.steps=100000", stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
         _wait_for("both runs' checkpoints",
