@@ -52,14 +52,6 @@ def summary_line(sweep_dir: Path, counts, refused: int = 0) -> str:
             f"diverged, {counts['failed']} failed" + "".join(f", {e}" for e in extra))
 
 
-def _shut_down_workers() -> None:
-    """Stop a Ray launcher's workers now, so that their teardown output comes before the
-    summary line, not after it."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
-
-
 class SweepSummary(Callback):
     """Count the sweep's runs by status at the end; a sweep with failed runs exits 1."""
 
@@ -73,7 +65,7 @@ class SweepSummary(Callback):
             stops.SWEEP_DIR = Path(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        _shut_down_workers()
+        stops.shut_down_ray()  # its workers' teardown output before the summary line
         sweep_dir = Path(config.hydra.sweep.dir)
         counts = sweep_status_counts(sweep_dir)
         refused = refused_launches(sweep_dir, self.started)

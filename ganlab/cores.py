@@ -58,8 +58,7 @@ def thread_budget(requested: int, launcher: dict | None, cores: int | None = Non
     cores = cores or available_cores()
     target = str((launcher or {}).get("_target_", ""))
     if "Joblib" in target:
-        jobs = int(_number(launcher.get("n_jobs")) or 1)
-        jobs = cores if jobs < 1 else jobs  # joblib's -1: one job per core
+        jobs = runs_at_once(launcher, cores)
         return max(1, cores // jobs), f"{cores} cores / {jobs} joblib jobs"
     if "Ray" in target:
         cpus = _number(((launcher.get("ray") or {}).get("remote") or {}).get("num_cpus"))
@@ -75,6 +74,12 @@ def thread_budget(requested: int, launcher: dict | None, cores: int | None = Non
     return cores, f"{cores} cores, one run at a time"
 
 
-def runs_at_once(cores: int, threads: int) -> int:
-    """How many runs of `threads` threads fit on `cores` (the launchers' concurrency)."""
-    return max(1, cores // max(1, threads))
+def runs_at_once(launcher: dict | None, cores: int | None = None) -> int:
+    """How many runs of a sweep share this machine at once: joblib's `n_jobs` (-1: one per
+    core); one for every other launcher (a cluster's jobs run elsewhere, the basic launcher
+    runs one after another)."""
+    launcher = launcher or {}
+    if "Joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    jobs = int(_number(launcher.get("n_jobs")) or 1)
+    return (cores or available_cores()) if jobs < 1 else jobs

@@ -21,9 +21,19 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from ganlab.config import ConfigError
 from ganlab.gan import GAN
 
 WARMUP_ROUNDS = 3  # eager rounds before the capture (as torch's whole-network example)
+
+
+def refuse_uncapturable(cfg: DictConfig, device: torch.device) -> None:
+    """ConfigError (one line) when `train.cuda_graphs=true` asks for a round this config
+    cannot capture."""
+    problems = uncapturable(cfg, device) if cfg.train.cuda_graphs else []
+    if problems:
+        raise ConfigError("train.cuda_graphs=true cannot capture this config's round: "
+                          f"{'; '.join(problems)}")
 
 
 def uncapturable(cfg: DictConfig, device: torch.device) -> list[str]:

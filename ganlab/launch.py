@@ -61,6 +61,8 @@ from ganlab.storage import StorageError, remove_stale_temporaries
 log = logging.getLogger("ganlab.train")
 # k or g_steps above this gets a warning with the numbers (the tutorial's k is 1 to 5)
 UNUSUAL_STEPS_PER_ROUND = 100
+# errors a user can act on: one line on the console, no traceback
+USER_ERRORS = (ConfigError, StorageError, RunDirBusy, CheckpointError)
 
 
 def resume_plan(cfg: DictConfig, run_dir: Path, previous: dict | None) -> Resume:

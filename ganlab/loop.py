@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ganlab.assemble import build_gan, resolve_device, resolve_optimizer_impl
-from ganlab.checkpoint import LAST, CheckpointError, load_latest, save_checkpoint
+from ganlab.checkpoint import LAST, load_latest, save_checkpoint
 from ganlab.config import (
     RESUME_FIXED_ROLES,
     ConfigError,
@@ -29,24 +29,20 @@ from ganlab.config import (
 )
 from ganlab.evaluate import build_evaluator
 from ganlab.evaluate.score import EvaluationStopped, score
-from ganlab.graphs import GraphedRound, uncapturable
+from ganlab.graphs import GraphedRound, refuse_uncapturable
 from ganlab.result import (
     ResultFile,
     comparability_dict,
     trick_dict,
 )
-from ganlab.rundir import RunDirBusy
 from ganlab.stops import (
     Interrupted,
     ProgressLines,
     StopSignals,
 )
-from ganlab.storage import StorageError
 from ganlab.tracking import build_tracker
 
 log = logging.getLogger("ganlab.train")
-# errors a user can act on: one line on the console, no traceback
-USER_ERRORS = (ConfigError, StorageError, RunDirBusy, CheckpointError)
 
 
 class Diverged(RuntimeError):
@@ -96,11 +92,7 @@ class Trainer:
         self.cfg, self.run_dir, self.result = cfg, run_dir, result
         self.previous, self.stop, self.plan, self.group = previous, stop or StopSignals(), plan, group
         self.device = resolve_device(cfg.train.device)
-        if cfg.train.cuda_graphs:
-            problems = uncapturable(cfg, self.device)
-            if problems:
-                raise ConfigError("train.cuda_graphs=true cannot capture this config's round: "
-                                  f"{'; '.join(problems)}")
+        refuse_uncapturable(cfg, self.device)
         self.ckpt_path = run_dir / "checkpoints" / LAST
         self.gan = build_gan(cfg, self.device)
         self.data = self.gan.data

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from ganlab.config import ConfigError
+from ganlab.config import ConfigError, select
 from ganlab.data import DATASETS
 from ganlab.extras import Extra, build_extras
 from ganlab.labels import LABEL_MODES, LabelMode
@@ -196,20 +196,13 @@ def check_fits(cfg: DictConfig, device: torch.device | str = "cpu", stack: int =
     if available is None or need <= available:
         return
     part, (biggest, key) = max(parts.items(), key=lambda item: item[1][0])
-    value = _select(cfg, key)
+    value = select(cfg, key)
     runs = f" for {at_once} runs at once" if at_once > 1 else ""
     stacked = f" ({stack} seeds stacked: fanout.vectorize_seeds)" if stack > 1 else ""
     raise ConfigError(
         f"this config needs about {need / GIB:.1f} GiB{runs}{stacked}, more than the "
         f"{available / GIB:.1f} GiB free on {torch.device(device).type}; most of it "
         f"({at_once * biggest / GIB:.1f} GiB) is the {part}: lower {key} (now {value})")
-
-
-def _select(cfg: DictConfig, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def refuse_oversized_reference(cfg: DictConfig) -> None:

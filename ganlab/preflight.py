@@ -14,9 +14,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from ganlab.assemble import resolve_device, resolve_optimizer_impl
-from ganlab.config import ConfigError
 from ganlab.configure import check
-from ganlab.graphs import uncapturable
+from ganlab.graphs import refuse_uncapturable
 from ganlab.memory import check_fits, refuse_oversized_reference
 
 
@@ -27,28 +26,9 @@ def preflight(cfg: DictConfig, at_once: int = 1, stack: int | None = None) -> No
     check(cfg)
     device = resolve_device(cfg.train.device)
     resolve_optimizer_impl(cfg.train.optimizer_impl, device)
-    if cfg.train.cuda_graphs:
-        problems = uncapturable(cfg, device)
-        if problems:
-            raise ConfigError("train.cuda_graphs=true cannot capture this config's round: "
-                              f"{'; '.join(problems)}")
+    refuse_uncapturable(cfg, device)
     refuse_oversized_reference(cfg)
     if stack is None:
         stack = max(1, len(cfg.fanout.group_seeds))
     if device.type == "cpu":
         check_fits(cfg, device, stack=stack, at_once=at_once)
-
-
-def runs_at_once(launcher: dict | None) -> int:
-    """How many runs of a sweep share this machine's memory at once: joblib's `n_jobs`
-    (a cluster's jobs run elsewhere, one launcher job at a time is the rest)."""
-    import os
-
-    launcher = launcher or {}
-    if "Joblib" in str(launcher.get("_target_", "")):
-        try:
-            jobs = int(launcher.get("n_jobs") or 1)
-        except (TypeError, ValueError):
-            return 1
-        return os.cpu_count() or 1 if jobs < 1 else jobs
-    return 1

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ganlab.config import ConfigError
 from ganlab.configure import load_config, repeated_keys
-from ganlab.result import RecordError, launches_of, read_result
+from ganlab.result import TERMINAL, RecordError, launches_of, read_result, seedless
 from ganlab.train import USER_ERRORS, Interrupted, run
 
 
@@ -90,21 +90,20 @@ def _record(run_dir: Path) -> dict:
 
 def _same_threads(record: dict) -> None:
     """Train on the CPU threads the run had (its record says), where this machine has them."""
-    import os
-
     import torch
 
+    from ganlab.cores import available_cores
+
     threads = (record.get("host") or {}).get("threads")
-    if isinstance(threads, int) and 0 < threads <= (os.cpu_count() or 1):
+    if isinstance(threads, int) and 0 < threads <= available_cores():
         torch.set_num_threads(threads)
 
 
 def _stack_of(record: dict) -> list[int] | None:
     """The seeds this run was last trained stacked with (None: it trained alone)."""
     launches = launches_of(record)
-    stacks = [launch.get("seed_stack") for launch in launches]
-    last = stacks[-1] if stacks else None
-    return list(last) if last and len(last) > 1 else None
+    stack = launches[-1].get("seed_stack") if launches else None
+    return list(stack) if stack and len(stack) > 1 else None
 
 
 def _stack_dir(out: Path) -> Path:
@@ -128,10 +127,9 @@ def rerun_stacked(cfg, stack: list[int], out: Path, overrides: list[str]) -> dic
     with open_dict(leader):
         leader.seed = stack[0]
         leader.fanout.group_seeds = list(stack)
-    mine = [o for o in overrides if o.split("=", 1)[0] != "seed"]
     records = run_group(leader, work / f"seed={stack[0]}",
-                        overrides=[*mine, f"seed={stack[0]}"])
-    if any(r["status"] not in ("completed", "diverged") for r in records):
+                        overrides=[*seedless(overrides), f"seed={stack[0]}"])
+    if any(r["status"] not in TERMINAL for r in records):
         ours = next((r for r in records if r["seed"] == cfg.seed), records[0])
         return ours
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -151,8 +151,8 @@ class ResultFile:
     def _write(self) -> None:
         if self.launches_before is not None:
             host = {k: v for k, v in self.data["host"].items() if k != "launches"}
-            this = {**host, "status": self.data["status"], "to_step": self.data["step"]}
-            self.data["host"] = {**host, "launches": [*self.launches_before, this]}
+            self.data["host"] = {**host, "launches": [*self.launches_before,
+                                                      _launch(host, self.data)]}
         atomic_write_json(self.path, self.data)
 
 
@@ -164,5 +164,9 @@ def launches_of(record: dict | None) -> list[dict]:
     host = record.get("host") or {}
     if "launches" in host:
         return list(host["launches"])
-    return [{**host, "status": record.get("status"), "to_step": record.get("step")}] if host \
-        else []
+    return [_launch(host, record)] if host else []
+
+
+def _launch(host: dict, record: dict) -> dict:
+    """One entry of `host.launches`: where and how a launch ran, and how far it got."""
+    return {**host, "status": record.get("status"), "to_step": record.get("step")}

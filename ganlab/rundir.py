@@ -24,7 +24,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ganlab.result import RecordError, read_result
-from ganlab.storage import StorageError, atomic_write, atomic_write_json, explain, lock_holder
+from ganlab.storage import (
+    StorageError,
+    atomic_write,
+    atomic_write_json,
+    explain,
+    lock_holder,
+    read_holder,
+)
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
@@ -54,7 +61,7 @@ class RunDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 4096).decode(errors="replace")
+            holder = read_holder(fd)
             os.close(fd)
             raise RunDirBusy(f"{self.run_dir} is in use by {_describe_holder(holder)}; wait "
                              "for it to end, or launch into another hydra.run.dir") from None
@@ -74,14 +81,13 @@ class RunDirLock:
 def held_by_another(run_dir: Path) -> str | None:
     """Who holds `run_dir`'s lock now (another process), or None when it is free."""
     holder = lock_holder(Path(run_dir) / LOCK_NAME)
-    return None if holder is None else _describe_holder(json.dumps(holder))
+    return None if holder is None else _describe_holder(holder)
 
 
-def _describe_holder(text: str) -> str:
+def _describe_holder(holder: dict) -> str:
     try:
-        h = json.loads(text)
-        return f"pid {h['pid']} on {h['host']} (since {h['since']})"
-    except (ValueError, KeyError, TypeError):
+        return f"pid {holder['pid']} on {holder['host']} (since {holder['since']})"
+    except KeyError:
         return "another process"
 
 

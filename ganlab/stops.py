@@ -4,8 +4,9 @@ on to a sweep's worker processes, and progress lines for runs without a terminal
 - `StopSignals`: SIGTERM/SIGINT (and a cluster launcher's SIGUSR2) during the loop wait for
   the round to end, so the loop can checkpoint; the same signal again (or any after 2 s)
   stops at once, but never in the middle of writing a checkpoint.
-- `stop_workers_too`: the SIGTERM handler of a multirun's own process: joblib's workers get
-  the signal, checkpoint and record `interrupted`, then the sweep ends.
+- `stop_workers_too`: the SIGTERM and SIGINT handler of a multirun's own process: its
+  workers get one SIGTERM, checkpoint and record `interrupted`, then the sweep ends;
+  `watch_the_sweep` stops them the same way when that process dies without a word.
 - `ProgressLines`: one log line every 30 s when stderr is not a terminal.
 """
 
@@ -245,10 +246,8 @@ def _release_worker_pool() -> None:
     about after the sweep's last line)."""
     import sys
 
-    ray = sys.modules.get("ray")
     try:
-        if ray is not None and ray.is_initialized():  # a local Ray the sweep started
-            ray.shutdown()
+        shut_down_ray()
     except Exception:  # already going down
         pass
     loky = sys.modules.get("joblib.externals.loky")
@@ -258,12 +257,16 @@ def _release_worker_pool() -> None:
         loky.get_reusable_executor().shutdown(wait=True, kill_workers=True)
     except Exception:  # a pool already broken by its workers' exit: nothing to release
         pass
-    tracker = sys.modules.get("joblib.externals.loky.backend.resource_tracker")
-    try:
-        if tracker is not None and tracker._resource_tracker._pid is not None:
-            os.kill(tracker._resource_tracker._pid, signal.SIGTERM)
-    except (AttributeError, ProcessLookupError):
-        pass
+
+
+def shut_down_ray() -> None:
+    """Stop the Ray instance (or connection) this process started, if any: its workers'
+    teardown output then comes now, not after the sweep's last line."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def stop_the_sweep_with_its_workers() -> None:

@@ -95,14 +95,19 @@ def lock_holder(path: Path) -> dict | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        try:
-            holder = json.loads(os.read(fd, 4096).decode(errors="replace"))
-        except ValueError:
-            holder = {}
-        return holder if isinstance(holder, dict) else {}
+        return read_holder(fd)
     finally:
         os.close(fd)  # closing releases a lock this check took
     return None
+
+
+def read_holder(fd: int) -> dict:
+    """What a lock file open at `fd` says of its holder ({} when unreadable)."""
+    try:
+        holder = json.loads(os.read(fd, 4096).decode(errors="replace"))
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def check_writable(target: Path) -> None:

@@ -31,13 +31,14 @@ from ganlab.configure import (
     repeated_keys,
 )
 from ganlab.launch import (  # noqa: F401 (the public names of a run, importable from here)
+    USER_ERRORS,
     _describe_failure,
     apply_thread_budget,
     launcher_config,
     out_of_memory,
     run,
 )
-from ganlab.loop import USER_ERRORS, Trainer  # noqa: F401
+from ganlab.loop import Trainer  # noqa: F401
 from ganlab.preflight import preflight
 from ganlab.stacked import member_runs, run_group  # noqa: F401
 from ganlab.stops import (

@@ -20,6 +20,7 @@ import torch
 from ganlab.config import eval_settings
 from ganlab.data import DATASETS, load_split
 from ganlab.evaluate.features import (
+    EXTRACTOR_BATCH,
     ClassifierRecipe,
     Extractor,
     load_inception,
@@ -133,7 +134,7 @@ class ImageEvaluator:
     # the keys it returns (`fid_class/<k>` per class of a conditional G: FID's entry)
     keys = ("eval/fid", "eval/is", "eval/is_std", "eval/kid", "eval/kid_std",
             "eval/precision", "eval/recall", "eval/fid_class/<k>")
-    align = 500  # chunks are whole batches of the extractor's (Extractor.__call__'s default)
+    align = EXTRACTOR_BATCH  # chunks are whole batches of the extractor's
 
     def tally(self) -> ImageTally:
         return ImageTally(self)

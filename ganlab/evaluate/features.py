@@ -64,6 +64,9 @@ TRAIN_COMMAND = "python -m ganlab.evaluate.features train-classifier --dataset {
 # intra-op threads of classifier training and CPU feature extraction: CPU kernels split their
 # reductions by thread count, so the bits of weights and features would depend on it
 THREADS = 1
+# images an extractor takes at a time (its features of an image do not depend on it; the
+# evaluator's chunks are whole batches all the same)
+EXTRACTOR_BATCH = 500
 
 
 @contextmanager
@@ -123,7 +126,7 @@ class Extractor:
     one_thread: bool = False
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, batch_size: int = 500
+    def __call__(self, images: torch.Tensor, batch_size: int = EXTRACTOR_BATCH
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.net.parameters()).device
         feats, logits = [], []

@@ -31,8 +31,9 @@ class SeedGroupingSweeper(BasicSweeper):
         from omegaconf import OmegaConf
 
         from ganlab.config import ConfigError
-        from ganlab.preflight import preflight, runs_at_once
-        from ganlab.sweeper import log
+        from ganlab.cores import runs_at_once
+        from ganlab.preflight import preflight
+        from ganlab.sweeper import _without_seed, log
 
         params = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -44,8 +45,7 @@ class SeedGroupingSweeper(BasicSweeper):
         at_once = runs_at_once(launcher)
         stack = max(1, int(self.config.fanout.vectorize_seeds))
         # one check per cell: runs that differ only by seed need the same
-        cells = {tuple(o for o in job if o.split("=", 1)[0].lstrip("+~") != "seed"): job
-                 for job in jobs}
+        cells = {tuple(_without_seed(job)): job for job in jobs}
         started = time.perf_counter()
         for job in cells.values():
             try:
