@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# One pytest worker per core this process may use (affinity and cgroup quota, as a run's
+# thread budget counts them; pytest-xdist), at most 8; each worker and the processes it starts
+# keep to their own core (tests/conftest.py). TEST_WORKERS=1: one process, no workers.
+TEST_WORKERS ?= $(shell $(PY) -c "from ganlab.cores import available_cores as c; print(min(c(), 8))" 2>/dev/null || echo 1)
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not cuda and not cluster"
+	$(PY) -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal) \
+		-m "not slow and not cuda and not cluster"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow and not cuda and not cluster"

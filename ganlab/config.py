@@ -33,7 +33,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from ganlab.cores import available_cores
+from ganlab.cores import cpus_per_run, gpu_share, ray_cpus, ray_gpus
 
 
 class ConfigError(ValueError):
@@ -321,47 +321,13 @@ def sweep_cell(overrides: list[str] | ListConfig) -> str:
 
 
 # -- resolvers used by conf/ -------------------------------------------------------------------
-def _visible_gpus(gpus: int | None) -> int:
-    if gpus is not None:
-        return int(gpus)
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def _ray_gpus(gpus: int | None) -> int | None:
-    # None lets Ray detect the GPUs itself; a number declares them (logical GPUs in tests)
-    return None if gpus is None else int(gpus)
-
-
-def _runs_at_once(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
-    """launcher=local: runs_per_gpu on each GPU, else n_jobs on the CPUs."""
-    n = _visible_gpus(gpus)
-    return n * runs_per_gpu if n else n_jobs
-
-
-def _cpus_per_run(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
-    """launcher=local: each run's share of the cores (Ray reserves them; its threads)."""
-    return max(1, available_cores() // _runs_at_once(n_jobs, gpus, runs_per_gpu))
-
-
-def _ray_cpus(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
-    """launcher=local: the CPUs Ray schedules on: the runs at once times each one's share."""
-    return _runs_at_once(n_jobs, gpus, runs_per_gpu) * _cpus_per_run(n_jobs, gpus, runs_per_gpu)
-
-
-def _gpu_share(gpus: int | None, runs_per_gpu: int) -> float:
-    return 1.0 / runs_per_gpu if _visible_gpus(gpus) else 0.0
-
-
 def _scale(width: int, ratio: float) -> int:
     return max(1, round(width * ratio))
 
 
-for _name, _fn in (("ganlab.cell", sweep_cell), ("ganlab.ray_gpus", _ray_gpus),
-                   ("ganlab.ray_cpus", _ray_cpus), ("ganlab.gpu_share", _gpu_share),
-                   ("ganlab.cpus_per_run", _cpus_per_run),
-                   ("ganlab.scale", _scale)):
+for _name, _fn in (("ganlab.cell", sweep_cell), ("ganlab.ray_gpus", ray_gpus),
+                   ("ganlab.ray_cpus", ray_cpus), ("ganlab.gpu_share", gpu_share),
+                   ("ganlab.cpus_per_run", cpus_per_run), ("ganlab.scale", _scale)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

@@ -18,7 +18,7 @@ import difflib
 import functools
 import re
 import typing
-from dataclasses import field, make_dataclass
+from dataclasses import field, fields, make_dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -49,11 +49,29 @@ from ganlab.tracking import TRACKERS
 
 @functools.cache
 def schema() -> type:
-    """The run config's schema: ganlab.config.Config with every plug-in's typed options."""
+    """The run config's schema: ganlab.config.Config with every plug-in's typed options.
+
+    One class per set of plug-ins, importable as `ganlab.configure.RunConfig`, so that a
+    composed config pickled to a launcher's worker and back refers to it by name: a class
+    pickled by value comes back (cloudpickle 2) with dataclass fields the next schema built
+    in that process no longer recognises."""
     extras = options_schema()
-    return make_dataclass("Config", [("extras", extras, field(default_factory=extras,
-                                                               metadata={"role": Role.TRICK}))],
-                          bases=(Config,))
+    key = tuple(f.name for f in fields(extras))
+    if key not in _SCHEMAS:
+        cls = make_dataclass("RunConfig", [("extras", extras, field(
+            default_factory=extras, metadata={"role": Role.TRICK}))], bases=(Config,))
+        cls.__module__ = __name__
+        _SCHEMAS[key] = cls
+    return _SCHEMAS[key]
+
+
+_SCHEMAS: dict[tuple[str, ...], type] = {}
+
+
+def __getattr__(name: str):
+    if name == "RunConfig":  # the schema, by name (see `schema`)
+        return schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_configs() -> None:

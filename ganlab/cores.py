@@ -83,3 +83,37 @@ def runs_at_once(launcher: dict | None, cores: int | None = None) -> int:
         return 1
     jobs = int(_number(launcher.get("n_jobs")) or 1)
     return (cores or available_cores()) if jobs < 1 else jobs
+
+
+# -- the local launcher's slots (resolvers of conf/launcher/) ------------------------------------
+def visible_gpus(gpus: int | None) -> int:
+    if gpus is not None:
+        return int(gpus)
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def ray_gpus(gpus: int | None) -> int | None:
+    # None lets Ray detect the GPUs itself; a number declares them (logical GPUs in tests)
+    return None if gpus is None else int(gpus)
+
+
+def local_runs_at_once(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
+    """launcher=local: runs_per_gpu on each GPU, else n_jobs on the CPUs."""
+    n = visible_gpus(gpus)
+    return n * runs_per_gpu if n else n_jobs
+
+
+def cpus_per_run(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
+    """launcher=local: each run's share of the cores (Ray reserves them; its threads)."""
+    return max(1, available_cores() // local_runs_at_once(n_jobs, gpus, runs_per_gpu))
+
+
+def ray_cpus(n_jobs: int, gpus: int | None, runs_per_gpu: int) -> int:
+    """launcher=local: the CPUs Ray schedules on: the runs at once times each one's share."""
+    return local_runs_at_once(n_jobs, gpus, runs_per_gpu) * cpus_per_run(n_jobs, gpus, runs_per_gpu)
+
+
+def gpu_share(gpus: int | None, runs_per_gpu: int) -> float:
+    return 1.0 / runs_per_gpu if visible_gpus(gpus) else 0.0

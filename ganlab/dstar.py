@@ -71,7 +71,7 @@ def fit_dstar(real_target: float, fake_target: float, steps: int = 3000, batch: 
         opt.step()
         sched.step()
         if progress is not None and step % max(1, steps // 10) == 0:
-            progress(step, float(terms.total))
+            progress(step, float(terms.total.detach()))
     x = torch.linspace(*GRID, points)
     with torch.no_grad():
         measured = torch.sigmoid(D(x.unsqueeze(1)).squeeze(1))

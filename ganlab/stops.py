@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -306,3 +307,15 @@ def watch_the_sweep() -> None:
         os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=watch, name="ganlab-sweep-watch", daemon=True).start()
+
+
+def exit_now(code: int) -> None:
+    """End a command-line process without the interpreter's teardown of torch (about a
+    second), once the run's record, checkpoint and logs are written: W&B is torn down and the
+    logs flushed. Only the command line calls it: `run()` and `Trainer` end normally."""
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -10,7 +10,6 @@ ganlab.launch (a run into its dir: `run`), ganlab.loop (`Trainer`) and ganlab.st
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -20,16 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ganlab.config import (
-    CONF_DIR,
-    ConfigError,
-)
-from ganlab.configure import (
-    check_overrides,
-    compose,
-    register_configs,
-    repeated_keys,
-)
+from ganlab.config import CONF_DIR, ConfigError
+from ganlab.configure import check_overrides, compose, register_configs, repeated_keys
 from ganlab.launch import (  # noqa: F401 (the public names of a run, importable from here)
     USER_ERRORS,
     _describe_failure,
@@ -40,9 +31,10 @@ from ganlab.launch import (  # noqa: F401 (the public names of a run, importable
 )
 from ganlab.loop import Trainer  # noqa: F401
 from ganlab.preflight import preflight
-from ganlab.stacked import member_runs, run_group  # noqa: F401
+from ganlab.stacked import run_group  # noqa: F401
 from ganlab.stops import (
     Interrupted,
+    exit_now,
     is_launcher_worker,
     stop_the_sweep_with_its_workers,
     watch_the_sweep,
@@ -71,7 +63,7 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
         # a stop request stops the whole sweep too; the run resumes when relaunched
         print(f"ganlab: {err}; relaunch the same command to resume", file=sys.stderr)
         if is_launcher_worker():  # a worker would stay on, idle: end it with the run
-            _exit_now(128 + err.signum)
+            exit_now(128 + err.signum)
         sys.exit(128 + err.signum)
     except USER_ERRORS as err:
         prefix = "config error: " if isinstance(err, ConfigError) else ""
@@ -117,18 +109,7 @@ def main() -> None:
         sys.exit(2)
     _hydra_main()
     if not multirun:
-        _exit_now(0)
-
-
-def _exit_now(code: int) -> None:
-    """End the process without the interpreter's teardown of torch (about a second), once
-    the run's record, checkpoint and logs are written: W&B is torn down, logs flushed."""
-    if "wandb" in sys.modules:
-        sys.modules["wandb"].teardown()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+        exit_now(0)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,26 @@ from pathlib import Path
 
 import pytest
 
-from ganlab.configure import compose
+
+def _keep_to_own_cores() -> None:
+    """`pytest -n N` (pytest-xdist): each worker, and every process it starts, keeps to a
+    core of its own, so N workers never run more threads than the machine has cores (a run's
+    thread budget reads the same affinity). Before torch is imported: its thread pool is
+    sized from the affinity then."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not (worker.startswith("gw") and hasattr(os, "sched_setaffinity")):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= len(cores):
+        share = len(cores) // workers
+        index = int(worker[2:])
+        os.sched_setaffinity(0, cores[index * share:(index + 1) * share])
+
+
+_keep_to_own_cores()
+
+from ganlab.configure import compose  # noqa: E402 (after the worker keeps to its cores)
 
 REPO = Path(__file__).resolve().parents[1]
 # CI and offline machines keep the MNIST files in a shared folder beside the checkout.

@@ -71,3 +71,67 @@ def run_cli(*args: str, env: dict | None = None, module: str = "ganlab.train",
     full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_here(*args: str, module: str = "ganlab.train") -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` as run_cli does, in this process: no cold start of torch, for
+    tests whose subject is not the process boundary (signals, SIGKILL, exit without teardown
+    stay with run_cli). The command's exit code, stdout and stderr come back the same way;
+    what it changes in the process (Hydra's global state, logging, signal handlers, the
+    environment, torch's threads) is put back."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+    import os
+    import signal
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    out, err = io.StringIO(), io.StringIO()
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    saved_loggers = [(lg, lg.level, lg.handlers[:], lg.propagate, lg.disabled) for lg in loggers]
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+    saved_signals = {s: signal.getsignal(s) for s in handled}
+    saved_env, saved_threads, saved_argv = dict(os.environ), torch.get_num_threads(), sys.argv
+    found = importlib.import_module(module)
+    main = getattr(found, "main", None) or importlib.import_module(f"{module}.__main__").main
+    train = importlib.import_module("ganlab.train")
+    exit_now = train.exit_now
+
+    def raise_exit(code: int) -> None:
+        raise SystemExit(code)
+
+    train.exit_now = raise_exit
+    sys.argv = [module, *args]
+    code: int | str | None = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main() if module == "ganlab.train" else main(list(args))
+            except SystemExit as e:
+                code = e.code
+    finally:
+        train.exit_now, sys.argv = exit_now, saved_argv
+        GlobalHydra.instance().clear()
+        for lg, level, handlers, propagate, disabled in saved_loggers:
+            for h in lg.handlers:
+                if h not in handlers:
+                    h.close()
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+            lg.propagate, lg.disabled = propagate, disabled
+        for s, h in saved_signals.items():
+            signal.signal(s, h)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
+        reusable = sys.modules.get("joblib.externals.loky.reusable_executor")
+        if getattr(reusable, "_executor", None) is not None:  # a joblib sweep's idle workers
+            reusable._executor.shutdown(wait=True, kill_workers=True)
+    if isinstance(code, str):  # sys.exit("message")
+        err.write(code + "\n")
+        code = 1
+    return subprocess.CompletedProcess([module, *args], int(code or 0), out.getvalue(),
+                                       err.getvalue())

@@ -11,7 +11,7 @@ import pytest
 import ganlab.configure as configure
 from ganlab.config import ConfigError
 from ganlab.cores import available_cores, thread_budget
-from tests.helpers import run_cli
+from tests.helpers import run_here
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
@@ -48,7 +48,7 @@ def test_available_cores_respects_the_affinity():
 
 
 def test_a_joblib_sweep_applies_and_records_the_budget(tmp_path):
-    out = run_cli("-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=2",
+    out = run_here("-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=2",
                   "eval.every=0", "eval.num_samples=100", "logger=none",
                   "train.progress=false", f"hydra.sweep.dir={tmp_path}")
     assert out.returncode == 0, out.stderr[-2000:]

@@ -24,7 +24,7 @@ from ganlab.evaluate.__main__ import main as evaluate_main
 from ganlab.evaluate.image_metrics import fid
 from ganlab.evaluate.reference import RealReference
 from ganlab.train import run
-from tests.helpers import run_cli, write_fake_fashion
+from tests.helpers import run_here, write_fake_fashion
 from tests.test_metrics import brute_force_pr, numpy_kid
 
 CPU = torch.device("cpu")
@@ -322,7 +322,7 @@ def _snapshot(run_dir: Path) -> tuple[dict, bytes, int]:
 
 def test_rescore_cli_updates_eval_metrics_without_retraining(finished_run):
     before, ckpt, mtime = _snapshot(finished_run)
-    out = run_cli(str(finished_run), "eval.num_samples=200", module="ganlab.evaluate")
+    out = run_here(str(finished_run), "eval.num_samples=200", module="ganlab.evaluate")
     assert out.returncode == 0, out.stderr
     after, ckpt_after, mtime_after = _snapshot(finished_run)
     assert (ckpt_after, mtime_after) == (ckpt, mtime)  # nothing trained, nothing saved
@@ -353,7 +353,7 @@ def test_rescore_under_the_run_protocol_reproduces_its_final_scores(finished_run
 
 def test_rescore_refuses_other_keys_and_non_runs(finished_run, tmp_path, capsys):
     before = (finished_run / "result.json").read_bytes()
-    out = run_cli(str(finished_run), "eval.num_samples=200", "train.lr_d=1",
+    out = run_here(str(finished_run), "eval.num_samples=200", "train.lr_d=1",
                   module="ganlab.evaluate")
     assert out.returncode == 2
     assert "ganlab.evaluate: train.lr_d=1: only evaluation, schedule and infrastructure" in out.stderr

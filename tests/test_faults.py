@@ -23,11 +23,11 @@ import ganlab.storage as storage
 from ganlab.compare.__main__ import main as compare_main
 from ganlab.compare.runs import group_runs, load_results
 from ganlab.compare.tables import CompareError, build_tables
-from ganlab.config import ConfigError
+from ganlab.config import ConfigError, group_options
 from ganlab.launch import _warn_about_work
 from ganlab.storage import StorageError, atomic_write_json
 from ganlab.train import run
-from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
+from tests.helpers import REPO, assert_same_tensors, load_weights, run_here
 
 FAST = ["logger=none", "train.progress=false", "train.device=cpu", "eval.num_samples=100"]
 
@@ -67,9 +67,9 @@ def _evaluated(run_dir: Path) -> bool:
 
 def test_a_relaunch_with_a_changed_key_is_refused_and_the_record_kept(tmp_path):
     args = ["train.steps=20", "eval.every=10", *FAST, f"hydra.run.dir={tmp_path}"]
-    assert run_cli(*args).returncode == 0
+    assert run_here(*args).returncode == 0
     before = _snapshot(tmp_path)
-    out = run_cli(*args, "train.lr_d=1e-3")
+    out = run_here(*args, "train.lr_d=1e-3")
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
         f"ganlab: config error: {tmp_path} holds a run of another experiment (train.lr_d: "
@@ -85,14 +85,14 @@ def test_a_relaunch_with_a_changed_key_is_refused_and_the_record_kept(tmp_path):
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     args = ["train.checkpoint_every=20", "eval.every=20", *FAST]
     run_dir, reference = tmp_path / "run", tmp_path / "reference"
-    assert run_cli("train.steps=40", *args, f"hydra.run.dir={run_dir}").returncode == 0
+    assert run_here("train.steps=40", *args, f"hydra.run.dir={run_dir}").returncode == 0
     ckpts = run_dir / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.pt", "last.pt.sha256", "prev.pt",
                                                       "prev.pt.sha256"]
     data = (ckpts / "last.pt").read_bytes()
     (ckpts / "last.pt").write_bytes(data[: len(data) // 2])  # an interrupted copy
     (ckpts / "last.pt.tmp").write_bytes(b"half")  # and a writer that never finished
-    longer = run_cli("train.steps=60", *args, f"hydra.run.dir={run_dir}")
+    longer = run_here("train.steps=60", *args, f"hydra.run.dir={run_dir}")
     assert longer.returncode == 0, longer.stderr
     log = longer.stdout + longer.stderr
     assert f"{ckpts / 'last.pt'} is damaged" in log
@@ -101,17 +101,17 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     assert not (ckpts / "last.pt.tmp").exists()
     assert _result(run_dir)["status"] == "completed" and _result(run_dir)["step"] == 60
     # resumed from step 20, the run equals one that never stopped
-    assert run_cli("train.steps=60", *args, f"hydra.run.dir={reference}").returncode == 0
+    assert run_here("train.steps=60", *args, f"hydra.run.dir={reference}").returncode == 0
     assert_same_tensors(load_weights(run_dir), load_weights(reference))
 
 
 def test_when_no_checkpoint_is_good_the_run_stops_naming_them(tmp_path):
     args = ["train.checkpoint_every=10", "eval.every=10", *FAST, f"hydra.run.dir={tmp_path}"]
-    assert run_cli("train.steps=20", *args).returncode == 0
+    assert run_here("train.steps=20", *args).returncode == 0
     for name in ("last.pt", "prev.pt"):
         (tmp_path / "checkpoints" / name).write_bytes(b"not a checkpoint")
     before = _snapshot(tmp_path)
-    out = run_cli("train.steps=30", *args)
+    out = run_here("train.steps=30", *args)
     assert out.returncode == 2
     (line,) = out.stderr.splitlines()
     assert line.startswith(f"ganlab: no usable checkpoint in {tmp_path / 'checkpoints'}")
@@ -123,7 +123,7 @@ def test_an_unreadable_record_is_moved_aside_and_the_sweep_goes_on(tmp_path, cap
     sweep = tmp_path / "sweep"
     args = ["-m", "seed=0,1", "train.steps=10", "eval.every=0", *FAST,
             f"hydra.sweep.dir={sweep}"]
-    assert run_cli(*args).returncode == 0
+    assert run_here(*args).returncode == 0
     (damaged,) = sweep.glob("*/seed=1/result.json")
     damaged.write_text('{"status": "compl')  # a record cut off mid-write
     # the comparer lists it by path and goes on, or refuses with --strict
@@ -132,7 +132,7 @@ def test_an_unreadable_record_is_moved_aside_and_the_sweep_goes_on(tmp_path, cap
     assert compare_main([str(sweep), "--brief", "--strict"]) == 2
     assert "1 unreadable result.json (--strict)" in capsys.readouterr().err
     # a relaunch keeps the damaged file aside and rebuilds the record from the checkpoint
-    again = run_cli(*args)
+    again = run_here(*args)
     assert again.returncode == 0, again.stderr
     assert "2 completed, 0 diverged, 0 failed" in again.stdout + again.stderr
     (aside,) = damaged.parent.glob("result.damaged-*.json")
@@ -147,7 +147,7 @@ def test_a_second_launch_into_a_busy_dir_stops_at_once_naming_the_holder(tmp_pat
     try:
         _wait_for(lambda: _evaluated(tmp_path))
         started = time.monotonic()
-        second = run_cli("train.steps=100000", "eval.every=200", *FAST,
+        second = run_here("train.steps=100000", "eval.every=200", *FAST,
                          f"hydra.run.dir={tmp_path}")
         assert time.monotonic() - started < 30
         assert second.returncode == 2
@@ -184,9 +184,9 @@ def test_a_stop_signal_checkpoints_then_records_interrupted(tmp_path, sig, code)
     if sig == signal.SIGINT:
         return  # resuming is the same for both signals: checked once
     # relaunched (here with a nearer end), it resumes where it stopped, exactly
-    resumed = run_cli(f"train.steps={step + 30}", *args, f"hydra.run.dir={run_dir}")
+    resumed = run_here(f"train.steps={step + 30}", *args, f"hydra.run.dir={run_dir}")
     assert resumed.returncode == 0 and f"at step {step}" in resumed.stdout + resumed.stderr
-    assert run_cli(f"train.steps={step + 30}", *args, f"hydra.run.dir={reference}"
+    assert run_here(f"train.steps={step + 30}", *args, f"hydra.run.dir={reference}"
                    ).returncode == 0
     assert_same_tensors(load_weights(run_dir), load_weights(reference))
 
@@ -254,7 +254,7 @@ def _tmpfs(path: Path, size: str, read_only: bool = False):
 
 def test_a_read_only_disk_gets_one_line(tmp_path):
     with _tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
-        out = run_cli("train.steps=5", *FAST, f"hydra.run.dir={ro / 'run'}")
+        out = run_here("train.steps=5", *FAST, f"hydra.run.dir={ro / 'run'}")
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
         f"ganlab: {ro / 'run'} cannot be written (Read-only file system): write elsewhere: "
@@ -263,7 +263,7 @@ def test_a_read_only_disk_gets_one_line(tmp_path):
 
 def test_a_full_disk_gets_one_line_and_leaves_no_half_file(tmp_path):
     with _tmpfs(tmp_path / "full", "400k") as full:
-        out = run_cli("train.steps=30", "eval.every=10", "train.checkpoint_every=10", *FAST,
+        out = run_here("train.steps=30", "eval.every=10", "train.checkpoint_every=10", *FAST,
                       f"hydra.run.dir={full / 'run'}")
         assert out.returncode == 2
         assert out.stderr.splitlines() == [
@@ -333,11 +333,11 @@ def test_wandb_online_without_a_network_falls_back_offline_within_seconds(tmp_pa
     ("smoothing.real_taget=0.9", "smoothing.real_taget is not a config key (did you mean "
                                  "smoothing.real_target?)"),
     ("train.steps=abc", "train.steps='abc' is not allowed; train.steps takes an integer"),
-    ("norm=virtul", "norm='virtul' is not allowed; choose one of: batch, none, reference, "
-                    "virtual, virtual_g (did you mean virtual?)"),
+    ("norm=virtul", "norm='virtul' is not allowed; choose one of: "
+                    + ", ".join(sorted(group_options("norm"))) + " (did you mean virtual?)"),
 ])
 def test_config_typos_end_in_one_line(tmp_path, override, line):
-    out = run_cli(override, "logger=none", f"hydra.run.dir={tmp_path / 'r'}")
+    out = run_here(override, "logger=none", f"hydra.run.dir={tmp_path / 'r'}")
     assert out.returncode == 2
     (printed,) = out.stderr.splitlines()
     assert printed.startswith(f"ganlab: config error: {line}")
@@ -535,7 +535,7 @@ def test_rescoring_refuses_a_checkpoint_older_than_the_record(tmp_path):
     from ganlab.evaluate.__main__ import rescore
 
     args = ["train.steps=40", "train.checkpoint_every=20", "eval.every=20", *FAST]
-    assert run_cli(*args, f"hydra.run.dir={tmp_path}").returncode == 0
+    assert run_here(*args, f"hydra.run.dir={tmp_path}").returncode == 0
     last = tmp_path / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:100])
     before = _result(tmp_path)
@@ -570,8 +570,8 @@ def test_progress_lines_for_runs_without_a_terminal(caplog):
     (["ablation=minus_ls"], "ablation is not in the defaults list; add it with "
                             "+ablation=minus_ls"),
     (["hydra.run.dri=x"], "hydra.run.dri is not a Hydra setting (did you mean hydra.run.dir?)"),
-    (["-m", "norm=glob(xx*)"], "norm=glob(xx*) picks no option; choose from: batch, none, "
-                               "reference, virtual, virtual_g"),
+    (["-m", "norm=glob(xx*)"], "norm=glob(xx*) picks no option; choose from: "
+                               + ", ".join(group_options("norm"))),
 ])
 def test_override_mistakes_are_caught_before_hydra_starts(args, line):
     from ganlab.configure import check_overrides

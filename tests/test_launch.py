@@ -4,8 +4,6 @@ that lose no run, and exact re-runs."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from ganlab.compare.__main__ import main as compare_main
 from ganlab.config import VARIANT_ROLES, ConfigError, Role, role_of
 from ganlab.configure import check, compose, load_config
 from ganlab.rerun import main as rerun_main
-from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
+from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli, run_here
 
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")
                  if p.stem != "eq15")  # eq15 is not a sweep: ganlab.dstar runs its cases
@@ -84,7 +82,7 @@ def _results(sweep: Path) -> list[dict]:
 
 
 def test_salimans2016_rows_are_each_trick_removed(tmp_path):
-    out = run_cli("-m", "experiment=salimans2016", "hydra.sweeper.params.seed=0", *TINY,
+    out = run_here("-m", "experiment=salimans2016", "hydra.sweeper.params.seed=0", *TINY,
                   f"hydra.sweep.dir={tmp_path}")
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {r["hparams"]["study.variant"]: r["trick"] for r in _results(tmp_path)}
@@ -116,20 +114,20 @@ def _overlaps(intervals: list[tuple[float, float]]) -> int:
 
 
 def test_local_launcher_packs_runs_per_gpu_with_one_device_each(tmp_path):
-    # Ray started with 2 logical GPUs on this CPU machine; 6 runs, 2 per GPU
+    # Ray started with 2 logical GPUs on this CPU machine; 5 runs, 2 per GPU: one waits
     out = run_cli("-m", "launcher=local", "fanout.gpus=2", "fanout.runs_per_gpu=2",
-                  "seed=0,1,2,3,4,5", *TINY, f"hydra.sweep.dir={tmp_path}",
+                  "seed=0,1,2,3,4", *TINY, f"hydra.sweep.dir={tmp_path}",
                   env={"RAY_AUTH_MODE": "disabled"})
     assert out.returncode == 0, out.stderr[-3000:]
     results = _results(tmp_path)
-    assert len(results) == 6 and all(r["status"] == "completed" for r in results)
+    assert len(results) == 5 and all(r["status"] == "completed" for r in results)
     devices = [r["host"]["cuda_visible_devices"] for r in results]
     assert set(devices) <= {"0", "1"}  # exactly one device each
     for device in set(devices):
         spans = [(r["host"]["started"], r["host"]["ended"]) for r in results
                  if r["host"]["cuda_visible_devices"] == device]
         assert _overlaps(spans) <= 2
-    assert len({r["host"]["pid"] for r in results}) == 6  # a fresh process per run
+    assert len({r["host"]["pid"] for r in results}) == 5  # a fresh process per run
 
 
 def test_submitit_launcher_runs_the_sweep_as_jobs(tmp_path):
@@ -147,25 +145,6 @@ def test_submitit_launcher_runs_the_sweep_as_jobs(tmp_path):
         assert state["counters"]["step"] == results[0]["step"] > 0
 
 
-def test_ray_launcher_joins_an_existing_cluster_by_address(tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    exe = Path(subprocess.sys.executable).parent / "ray"
-    port = "6391"
-    subprocess.run([str(exe), "start", "--head", f"--port={port}", "--num-cpus=2",
-                    "--num-gpus=1", "--include-dashboard=false", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    try:
-        out = run_cli("-m", "launcher=ray", f"fanout.ray_address=127.0.0.1:{port}",
-                      "fanout.gpu_share=0.5", "seed=0,1", *TINY, f"hydra.sweep.dir={tmp_path}",
-                      env={"RAY_AUTH_MODE": "disabled"})
-    finally:
-        subprocess.run([str(exe), "stop", "--force"], env=env, capture_output=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = _results(tmp_path)
-    assert [r["status"] for r in results] == ["completed", "completed"]
-    assert all(r["host"]["cuda_visible_devices"] == "0" for r in results)
-
-
 def test_relaunching_a_killed_sweep_resumes_it_and_skips_finished_runs(tmp_path):
     args = ["-m", "seed=0,1", "train.steps=40", "train.checkpoint_every=10", "eval.every=20",
             "eval.num_samples=100", "logger=none", "train.progress=false",
@@ -175,17 +154,17 @@ def test_relaunching_a_killed_sweep_resumes_it_and_skips_finished_runs(tmp_path)
     statuses = [r["status"] for r in _results(tmp_path / "sweep")]
     assert statuses == ["running"]
     # relaunched with other infrastructure keys: the same cells, so the same runs resume
-    again = run_cli(*args, "fanout.n_jobs=3", "logger.project=elsewhere")
+    again = run_here(*args, "fanout.n_jobs=3", "logger.project=elsewhere")
     assert again.returncode == 0 and "resumed from" in again.stdout + again.stderr
     assert len(_results(tmp_path / "sweep")) == 2
     assert [r["status"] for r in _results(tmp_path / "sweep")] == ["completed", "completed"]
     ckpts = sorted((tmp_path / "sweep").rglob("last.pt"))
     stamps = [p.stat().st_mtime_ns for p in ckpts]
-    third = run_cli(*args)
+    third = run_here(*args)
     assert third.returncode == 0 and "nothing to do" in third.stdout + third.stderr
     assert [p.stat().st_mtime_ns for p in ckpts] == stamps  # finished runs left alone
     # the resumed run equals an uninterrupted one
-    ref = run_cli(*args[2:], "seed=0", f"hydra.run.dir={tmp_path / 'ref'}")
+    ref = run_here(*args[2:], "seed=0", f"hydra.run.dir={tmp_path / 'ref'}")
     assert ref.returncode == 0
     resumed = next(p.parent.parent for p in ckpts if p.parent.parent.name == "seed=0")
     assert_same_tensors(load_weights(resumed), load_weights(tmp_path / "ref"))
@@ -193,16 +172,17 @@ def test_relaunching_a_killed_sweep_resumes_it_and_skips_finished_runs(tmp_path)
 
 def test_rerun_repeats_a_run_bit_for_bit_and_takes_overrides(tmp_path, caplog, capsys):
     original = tmp_path / "orig"
-    assert run_cli("train.steps=30", "eval.every=10", "eval.num_samples=200", "norm.g=batch",
+    assert run_here("train.steps=30", "eval.every=10", "eval.num_samples=200", "norm.g=batch",
                    "logger=none", f"hydra.run.dir={original}").returncode == 0
+    # a fresh process, as a user re-runs a run: nothing of the original run's process helps
     out = run_cli(str(original), "--out", str(tmp_path / "again"), module="ganlab.rerun")
     assert out.returncode == 0, out.stderr
     a = json.loads((original / "result.json").read_text())
     b = json.loads((tmp_path / "again" / "result.json").read_text())
     assert a["metrics"] == b["metrics"] and a["trick"] == b["trick"]
     assert_same_tensors(load_weights(original), load_weights(tmp_path / "again"))
-    changed = run_cli(str(original), "smoothing=two_sided", "seed=5", "train.steps=40",
-                      "--out", str(tmp_path / "changed"), module="ganlab.rerun")
+    changed = run_here(str(original), "smoothing=two_sided", "seed=5", "train.steps=40",
+                       "--out", str(tmp_path / "changed"), module="ganlab.rerun")
     assert changed.returncode == 0, changed.stderr
     c = json.loads((tmp_path / "changed" / "result.json").read_text())
     assert (c["seed"], c["step"], c["trick"]["smoothing.fake_target"]) == (5, 40, 0.1)
@@ -271,8 +251,8 @@ NO_FEATURES = ["model.g_width=8", "eval.features=none", "norm.ref_batch_size=16"
 ])
 def test_study_presets_run_and_compare_at_a_tiny_size(preset, extra, runs, tmp_path,
                                                       mnist_root):
-    out = run_cli("-m", f"experiment={preset}", "hydra.sweeper.params.seed=0", *TINY, *extra,
-                  f"data.root={mnist_root}", f"hydra.sweep.dir={tmp_path}")
+    out = run_here("-m", f"experiment={preset}", "hydra.sweeper.params.seed=0", *TINY, *extra,
+                   f"data.root={mnist_root}", f"hydra.sweep.dir={tmp_path}")
     assert out.returncode == 0, out.stderr[-3000:]
     results = _results(tmp_path)
     assert len(results) == runs and {r["status"] for r in results} == {"completed"}

@@ -102,13 +102,12 @@ def test_no_finite_sample_gives_no_kl():
 
 
 def test_grid25():
-    assert GRID_STD == 0.05
     m = mode_metrics(GRID.repeat(2, 1), GRID, GRID_STD)
     assert (m["modes_covered"], m["hq_pct"]) == (25, 100.0)
     assert m["reverse_kl"] == pytest.approx(0.0, abs=1e-12)
     # five modes of one row, one sample each at 2 sigma, plus one at 4 sigma from (0, 0)
     row = [(-4.0, 2.0), (-2.0, 2.0), (0.0, 2.0), (2.0, 2.0), (4.0, 2.0)]
-    samples = torch.tensor([(x + 0.1, y) for x, y in row] + [(0.0, 0.2)])
+    samples = torch.tensor([(x + 2 * GRID_STD, y) for x, y in row] + [(0.0, 4 * GRID_STD)])
     m = mode_metrics(samples, GRID, GRID_STD)
     # PacGAN's count takes one sample as a mode covered; among 6 points one per mode is
     # what a uniform cloud may leave (p = 7.1e-4 per point and mode, 25 modes): not covered

@@ -14,6 +14,7 @@ from ganlab.config import ConfigError
 from ganlab.configure import compose
 from ganlab.data import build_data
 from ganlab.nets.norm import (
+    NORMS,
     ReferenceBatch,
     ReferenceNorm,
     RefStatsNorm,
@@ -24,6 +25,7 @@ from ganlab.nets.norm import (
 from tests.helpers import build_nets_for, write_fake_fashion
 
 EPS = 1e-5  # RefStatsNorm's default eps
+REFERENCE_NORMS = [name for name, spec in NORMS.items() if spec.reference]
 BATCH = 12
 REF_N = 16
 SMALL = ["model.g_width=16", "model.d_width=16", "model.z_dim=8", f"norm.ref_batch_size={REF_N}"]
@@ -70,11 +72,15 @@ def test_registry_builds_the_documented_layers():
     assert isinstance(norm_layer("batch", 3, True), nn.BatchNorm2d)
     assert type(norm_layer("reference", 3, True)) is ReferenceNorm
     assert type(norm_layer("virtual", 3, False)) is VirtualNorm
-    assert [needs_reference(k) for k in ("none", "batch", "reference", "virtual")] == [
-        False, False, True, True]
-    with pytest.raises(ConfigError, match="norm='layer' is not allowed; choose one of: none, "
-                                          "batch, reference, virtual"):
-        norm_layer("layer", 3, False)
+    for name, spec in NORMS.items():  # every registered norm builds, flat and spatial
+        for spatial in (False, True):
+            assert isinstance(norm_layer(name, 3, spatial), nn.Module)
+        assert needs_reference(name) is spec.reference
+    assert needs_reference("reference") and needs_reference("virtual")
+    assert not needs_reference("batch")
+    with pytest.raises(ConfigError, match="norm='nonesuch' is not allowed; choose one of: "
+                                          + ", ".join(NORMS)):
+        norm_layer("nonesuch", 3, False)
 
 
 def test_reference_and_virtual_norm_by_hand():
@@ -244,7 +250,7 @@ def _d_row0(D, data):
 
 
 @pytest.mark.parametrize("family", ["mlp", "dcgan"])
-@pytest.mark.parametrize("norm", ["none", "reference", "virtual", "batch"])
+@pytest.mark.parametrize("norm", list(NORMS))
 def test_sample_output_and_its_batch_mates(fashion_root, family, norm):
     cfg, data, G, D = _build(family, fashion_root, norm)
     G.train()
@@ -260,7 +266,7 @@ def test_sample_output_and_its_batch_mates(fashion_root, family, norm):
 
 
 @pytest.mark.parametrize("family", ["mlp", "dcgan"])
-@pytest.mark.parametrize("norm", ["reference", "virtual", "batch"])
+@pytest.mark.parametrize("norm", [n for n in NORMS if n != "none"])
 def test_train_and_eval_mode(fashion_root, family, norm):
     cfg, data, G, D = _build(family, fashion_root, norm)
     z = torch.randn(BATCH, cfg.model.z_dim, generator=torch.Generator().manual_seed(6))
@@ -280,7 +286,7 @@ def test_train_and_eval_mode(fashion_root, family, norm):
 
 
 @pytest.mark.parametrize("family", ["mlp", "dcgan"])
-@pytest.mark.parametrize("norm", ["reference", "virtual"])
+@pytest.mark.parametrize("norm", REFERENCE_NORMS)
 def test_reference_inputs_are_seeded_buffers(fashion_root, family, norm):
     cfg, data, G, D = _build(family, fashion_root, norm, ref_seed=11)
     _, _, G_same, D_same = _build(family, fashion_root, norm, ref_seed=11)
@@ -309,7 +315,7 @@ def test_reference_inputs_are_seeded_buffers(fashion_root, family, norm):
 
 
 @pytest.mark.parametrize("family", ["mlp", "dcgan"])
-@pytest.mark.parametrize("norm", ["reference", "virtual"])
+@pytest.mark.parametrize("norm", REFERENCE_NORMS)
 def test_backward_reaches_every_norm_layer(fashion_root, family, norm):
     cfg, data, G, D = _build(family, fashion_root, norm)
     gen = torch.Generator().manual_seed(7)

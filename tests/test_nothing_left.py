@@ -29,7 +29,7 @@ from ganlab.rundir import RunDirLock, held_by_another
 from ganlab.stops import Interrupted, StopSignals
 from ganlab.train import Trainer, _describe_failure, run
 from ganlab.train import main as train_main
-from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli
+from tests.helpers import REPO, assert_same_tensors, load_weights, run_cli, run_here
 from tests.test_faults import FAST, _evaluated, _result, _wait_for
 
 SWEEP = ["-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=100000",
@@ -146,7 +146,7 @@ def test_a_refused_launch_writes_nothing(tmp_path, overrides, key, monkeypatch, 
 
 
 def test_a_key_given_twice_is_said_with_the_value_used(tmp_path):
-    out = run_cli("train.lr_g=1e-3", "train.lr_g=2e-3", "train.steps=2", *FAST,
+    out = run_here("train.lr_g=1e-3", "train.lr_g=2e-3", "train.steps=2", *FAST,
                   f"hydra.run.dir={tmp_path}")
     assert out.returncode == 0, out.stderr
     assert out.stderr.splitlines()[0] == ("ganlab: train.lr_g is given 2 times (train.lr_g=1e-3, "
@@ -156,7 +156,7 @@ def test_a_key_given_twice_is_said_with_the_value_used(tmp_path):
 
 
 def test_a_sweep_is_refused_before_its_first_job_when_any_cell_is(tmp_path):
-    out = run_cli("-m", "smoothing.real_target=0.9", "smoothing.fake_target=0.0,0.95", *FAST,
+    out = run_here("-m", "smoothing.real_target=0.9", "smoothing.fake_target=0.0,0.95", *FAST,
                   "train.steps=2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith(
@@ -293,8 +293,8 @@ def test_evaluate_says_plainly_when_no_checkpoint_is_left(make_cfg, tmp_path, ca
 
 def test_a_seed_trained_in_a_stack_reruns_bit_for_bit(tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    out = run_cli("-m", "seed=0,1", "fanout.vectorize_seeds=2", "train.steps=30",
-                  "eval.every=15", *FAST, f"hydra.sweep.dir={sweep}")
+    out = run_here("-m", "seed=0,1", "fanout.vectorize_seeds=2", "train.steps=30",
+                   "eval.every=15", *FAST, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("as one stacked model") == 1  # said once, not once per seed
     (run_dir,) = sweep.glob("*/seed=1")

@@ -18,7 +18,7 @@ from ganlab.compare.__main__ import main as compare_main
 from ganlab.compare.plan import plan
 from ganlab.compare.runs import load_results
 from ganlab.sweeper import first_stage_params, stage_jobs
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, run_here
 
 TINY = ["train.steps=4", "train.batch_size=16", "eval.every=0", "eval.num_samples=100",
         "logger=none", "train.progress=false"]
@@ -58,7 +58,7 @@ def test_stage_jobs_are_the_cells_overrides_with_the_planned_seeds():
 
 def test_a_staged_sweep_adds_seeds_where_open_and_records_each_stage(tmp_path):
     sweep = tmp_path / "sweep"
-    out = run_cli(*STAGED, *TINY, f"hydra.sweep.dir={sweep}")
+    out = run_here(*STAGED, *TINY, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
     assert "stage 1 runs seeds 0-2 of every cell" in log and "stage 2: 2 run(s)" in log
@@ -77,7 +77,7 @@ def test_a_staged_sweep_adds_seeds_where_open_and_records_each_stage(tmp_path):
     assert found["decided"] and found["design"]["source"] == "recorded"
     # relaunched with another design: refused in one line before anything launches
     changed = [a if a != "fanout.seeds_max=4" else "fanout.seeds_max=6" for a in STAGED]
-    refused = run_cli(*changed, *TINY, f"hydra.sweep.dir={sweep}")
+    refused = run_here(*changed, *TINY, f"hydra.sweep.dir={sweep}")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "planned with analyses at 3, 4 paired seeds, not 3, 4, 5, 6" in refused.stderr
     assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
@@ -90,7 +90,7 @@ def test_a_staged_sweep_adds_seeds_where_open_and_records_each_stage(tmp_path):
 
 def test_a_stage_by_hand_runs_just_the_seeds_given(tmp_path):
     sweep = tmp_path / "sweep"
-    out = run_cli(*STAGED, "seed=5", *TINY, f"hydra.sweep.dir={sweep}")
+    out = run_here(*STAGED, "seed=5", *TINY, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert _seeds(sweep) == {"smoothing=none": [5], "smoothing=one_sided": [5]}
     assert not (sweep / "stages.json").exists()
@@ -100,7 +100,7 @@ def test_a_stage_by_hand_runs_just_the_seeds_given(tmp_path):
 def test_stages_go_through_submitit(tmp_path):
     # the SLURM launcher's code path (jobs pickled, submitted, collected), run locally
     sweep = tmp_path / "sweep"
-    out = run_cli(*STAGED, "launcher=submitit_local", *TINY, f"hydra.sweep.dir={sweep}")
+    out = run_here(*STAGED, "launcher=submitit_local", *TINY, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
     assert len(json.loads((sweep / "stages.json").read_text())) == 2
@@ -108,7 +108,7 @@ def test_stages_go_through_submitit(tmp_path):
 
 def test_stages_go_through_joblib_with_vectorised_seed_groups(tmp_path):
     sweep = tmp_path / "sweep"
-    out = run_cli(*STAGED, "launcher=joblib", "fanout.n_jobs=2", "fanout.vectorize_seeds=4",
+    out = run_here(*STAGED, "launcher=joblib", "fanout.n_jobs=2", "fanout.vectorize_seeds=4",
                   *TINY, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
@@ -131,7 +131,7 @@ def test_a_killed_staged_sweep_resumes_where_it_stopped(tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # between stage 1 and the end of stage 2
     proc.wait()
-    again = run_cli(*STAGED, *TINY[:-2], "train.steps=30", "train.checkpoint_every=10",
+    again = run_here(*STAGED, *TINY[:-2], "train.steps=30", "train.checkpoint_every=10",
                     "logger=none", "train.progress=false", f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}

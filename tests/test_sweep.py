@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers import run_cli
+from tests.helpers import run_here
 
 FAST = ["train.steps=2", "train.batch_size=16", "eval.every=0", "eval.num_samples=100",
         "logger=none", "train.progress=false", "train.device=cpu"]
@@ -17,7 +17,7 @@ def _results(sweep_dir):
 
 def test_smoothing_by_seed_multirun_makes_nine_runs_in_one_sweep_dir(tmp_path):
     sweep = tmp_path / "sweep"
-    out = run_cli("-m", "data=ring8", "smoothing=none,one_sided,two_sided", "seed=0,1,2",
+    out = run_here("-m", "data=ring8", "smoothing=none,one_sided,two_sided", "seed=0,1,2",
                   *FAST, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-2000:]
     results = _results(sweep)
@@ -43,7 +43,7 @@ def test_sweep_goes_on_past_a_diverged_run_and_refuses_a_bad_cell_up_front(tmp_p
               "train.lr_g=${train.lr_d}", "train.log_every=10"]
     # a cell no run of can start is refused before the first job: nothing trains, nothing
     # is written, one line names the cell and the key
-    out = run_cli("-m", "train.lr_d=1e30,2e-4", "smoothing.real_target=1.5,1.0", *common,
+    out = run_here("-m", "train.lr_d=1e30,2e-4", "smoothing.real_target=1.5,1.0", *common,
                   f"hydra.sweep.dir={sweep}")
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
@@ -51,7 +51,7 @@ def test_sweep_goes_on_past_a_diverged_run_and_refuses_a_bad_cell_up_front(tmp_p
         "smoothing.real_target=1.5 is not allowed; it is 1 - alpha and must be in (0, 1]"]
     assert not sweep.exists()
     # lr 1e30 diverges; the sweep goes on, and the other run completes
-    out = run_cli("-m", "train.lr_d=1e30,2e-4", *common, f"hydra.sweep.dir={sweep}")
+    out = run_here("-m", "train.lr_d=1e30,2e-4", *common, f"hydra.sweep.dir={sweep}")
     statuses = sorted(r["status"] for r in _results(sweep).values())
     assert statuses == ["completed", "diverged"]
     assert out.returncode == 0

@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from ganlab.config import ConfigError
+from ganlab.losses import LOSSES
 from ganlab.train import run
-from tests.helpers import assert_same_tensors, load_weights, run_cli, write_fake_fashion
+from tests.helpers import (
+    assert_same_tensors,
+    load_weights,
+    run_cli,
+    run_here,
+    write_fake_fashion,
+)
 
 TINY = ["train.steps=2", "train.batch_size=8", "eval.num_samples=64", "eval.grid_size=16",
         "eval.final_num_samples=64", "eval.classifier_epochs=1"]
@@ -30,8 +37,14 @@ def lazy_mnist_root(request):
     return lambda: request.getfixturevalue("mnist_root")
 
 
-@pytest.mark.parametrize("smoothing", ["none", "one_sided", "two_sided"])
-@pytest.mark.parametrize("loss", ["minimax", "non_saturating"])
+# every registered loss, with each smoothing its D cost can take (one that takes no targets
+# is refused with smoothing: ganlab.configure)
+LOSS_SMOOTHING = [(loss, smoothing) for loss, cls in LOSSES.items()
+                  for smoothing in ("none", "one_sided", "two_sided")
+                  if smoothing == "none" or cls.uses_targets]
+
+
+@pytest.mark.parametrize("loss, smoothing", LOSS_SMOOTHING)
 @pytest.mark.parametrize("data", ["ring8", "grid25", "mnist", "fashion_mnist"])
 def test_one_step_smoke_for_every_data_loss_smoothing(make_cfg, lazy_mnist_root, tmp_path,
                                                        data, loss, smoothing):
@@ -124,8 +137,9 @@ def test_killed_run_resumes_bit_exactly(tmp_path, case, request):
     if case == "dcgan":
         args.append(f"data.root={request.getfixturevalue('mnist_root')}")
     full, cut = tmp_path / "full", tmp_path / "cut"
-    assert run_cli(*args, f"hydra.run.dir={full}").returncode == 0
+    assert run_here(*args, f"hydra.run.dir={full}").returncode == 0
 
+    # the kill needs a process of its own; the runs around it need none
     killed = run_cli(str(kill_at), *args, f"hydra.run.dir={cut}", module="tests.kill_after")
     assert killed.returncode == -9  # SIGKILL: no chance to clean up
     mid = json.loads((cut / "result.json").read_text())
@@ -133,7 +147,7 @@ def test_killed_run_resumes_bit_exactly(tmp_path, case, request):
     ckpt = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["counters"]["step"] == kill_at
 
-    resumed = run_cli(*args, f"hydra.run.dir={cut}")
+    resumed = run_here(*args, f"hydra.run.dir={cut}")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout + resumed.stderr
     a = json.loads((full / "result.json").read_text())

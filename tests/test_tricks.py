@@ -9,9 +9,10 @@ import torch
 
 from ganlab.dstar import fit_dstar
 from ganlab.evaluate.modes import nearest_modes
+from ganlab.nets.norm import NORMS
 from ganlab.result import ResultFile
 from ganlab.train import Trainer, run
-from tests.helpers import assert_same_tensors, load_weights, run_cli, write_fake_fashion
+from tests.helpers import assert_same_tensors, load_weights, run_here, write_fake_fashion
 
 TINY = ["train.steps=2", "train.batch_size=8", "eval.num_samples=64", "eval.grid_size=16",
         "eval.final_num_samples=64", "eval.classifier_epochs=1",
@@ -26,7 +27,7 @@ def _family(data: str, tmp_path) -> list[str]:
 
 
 @pytest.mark.parametrize("data", ["ring8", "fashion"])
-@pytest.mark.parametrize("norm", ["reference", "virtual"])
+@pytest.mark.parametrize("norm", [n for n, spec in NORMS.items() if spec.reference])
 def test_reference_and_virtual_norm_train_in_g_and_d(make_cfg, tmp_path, data, norm):
     cfg = make_cfg(*_family(data, tmp_path), *TINY, f"norm.g={norm}", f"norm.d={norm}")
     result = run(cfg, tmp_path / "run")
@@ -98,20 +99,20 @@ def test_measured_d_matches_eq15_and_bumps_exactly_when_beta_positive(real_targe
 
 
 def test_dstar_command_writes_json_and_plot(tmp_path):
-    out = run_cli("smoothing=two_sided", "--steps", "200", "--out", str(tmp_path),
+    out = run_here("smoothing=two_sided", "--steps", "200", "--out", str(tmp_path),
                   module="ganlab.dstar")
     assert out.returncode == 0, out.stderr
     fit = json.loads((tmp_path / "dstar.json").read_text())
     assert (fit["real_target"], fit["fake_target"]) == (0.9, 0.1)
     assert (tmp_path / "dstar.png").stat().st_size > 10_000
-    bad = run_cli("smoothing.real_target=0.9", "smoothing.fake_target=0.95", "--out",
+    bad = run_here("smoothing.real_target=0.9", "smoothing.fake_target=0.95", "--out",
                   str(tmp_path / "bad"), module="ganlab.dstar")
     assert bad.returncode == 2 and "smoothing.fake_target=0.95" in bad.stderr
     assert not (tmp_path / "bad").exists()
 
 
 def test_eq15_study_runs_every_case_into_one_table_and_figure(tmp_path):
-    out = run_cli("experiment=eq15", "--steps", "60", "--out", str(tmp_path),
+    out = run_here("experiment=eq15", "--steps", "60", "--out", str(tmp_path),
                   module="ganlab.dstar")
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "dstar.json").read_text())

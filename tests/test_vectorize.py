@@ -22,6 +22,7 @@ from ganlab.result import read_result
 from ganlab.sweeper import group_seed_jobs
 from ganlab.train import run, run_group
 from ganlab.vectorize import SeedStack, unsupported
+from tests.helpers import run_here
 
 from .conftest import REPO
 
@@ -244,7 +245,7 @@ def test_a_killed_group_resumes_every_seed_from_its_own_checkpoint(tmp_path):
     dirs = [cell / f"seed={s}" for s in SEEDS]
     assert _checkpoint(dirs[0])["counters"]["step"] == 10
     assert not (dirs[1] / "checkpoints" / "last.pt").exists()
-    again = _cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=REPO)
+    again = run_here(*SWEEP, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "3 completed" in again.stderr + again.stdout
     for run_dir in dirs:
@@ -256,7 +257,7 @@ def test_a_killed_group_resumes_every_seed_from_its_own_checkpoint(tmp_path):
     assert f"run dir {dirs[1]}" in log_text and str(dirs[0]) not in log_text
     # the seeds behind caught up together, then the group is done: a relaunch does nothing
     assert json.loads((dirs[1] / "result.json").read_text())["host"]["seed_stack"] == [1, 2]
-    third = _cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=REPO)
+    third = run_here(*SWEEP, f"hydra.sweep.dir={sweep}")
     assert third.returncode == 0 and "already completed" in third.stderr + third.stdout
 
 

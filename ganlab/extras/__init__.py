@@ -89,9 +89,25 @@ def stateful(cls: type[Extra]) -> bool:
 
 
 def options_schema() -> type:
-    """The `extras` section of the config schema: every plug-in's Options, by name."""
-    return make_dataclass("ExtrasConfig", [(name, cls.Options, field(default_factory=cls.Options))
-                                           for name, cls in sorted(EXTRAS.items())])
+    """The `extras` section of the config schema: every plug-in's Options, by name; one class
+    per set of plug-ins, importable as `ganlab.extras.PluginOptions` (pickled by name)."""
+    key = tuple(sorted(EXTRAS))
+    if key not in _OPTIONS:
+        cls = make_dataclass("PluginOptions", [(name, EXTRAS[name].Options,
+                                                field(default_factory=EXTRAS[name].Options))
+                                               for name in key])
+        cls.__module__ = __name__
+        _OPTIONS[key] = cls
+    return _OPTIONS[key]
+
+
+_OPTIONS: dict[tuple[str, ...], type] = {}
+
+
+def __getattr__(name: str):
+    if name == "PluginOptions":  # the extras section, by name (see `options_schema`)
+        return options_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_options(extras_cfg: DictConfig | dict | None) -> dict[str, Any]:

@@ -251,11 +251,13 @@ def ray_exe() -> str:
 
 
 def start_ray(state: Path) -> dict[str, str]:
-    """A head node and one worker node (one CPU each); returns RAY_ADDRESS."""
+    """A head node and one worker node (one CPU each; the head declares one logical GPU,
+    which runs may share by fraction); returns RAY_ADDRESS."""
     address = f"127.0.0.1:{RAY_PORT}"
     _start(state, "ray-head", [ray_exe(), "start", "--head", f"--port={RAY_PORT}",
                                "--include-dashboard=false",
-                               f"--temp-dir={state / 'ray'}", *RAY_NODE], HEAD_ENV)
+                               f"--temp-dir={state / 'ray'}", *RAY_NODE, "--num-gpus=1"],
+           HEAD_ENV)
     _wait("the Ray head", lambda: _run([ray_exe(), "status", f"--address={address}"],
                                        env={**os.environ, **ENV}).returncode == 0)
     restart_ray_worker(state)
@@ -263,7 +265,7 @@ def start_ray(state: Path) -> dict[str, str]:
     return {"RAY_ADDRESS": address, **ENV}
 
 
-RAY_NODE = ["--num-cpus=1", "--num-gpus=0", "--block", "--disable-usage-stats"]
+RAY_NODE = ["--num-cpus=1", "--block", "--disable-usage-stats"]
 
 
 def _ray_nodes(address: str) -> int:
@@ -275,7 +277,8 @@ def restart_ray_worker(state: Path) -> None:
     """(Re)start the worker node and wait until the head counts two nodes alive."""
     address = f"127.0.0.1:{RAY_PORT}"
     stop(state, "ray-worker")
-    _start(state, "ray-worker", [ray_exe(), "start", f"--address={address}", *RAY_NODE], ENV)
+    _start(state, "ray-worker", [ray_exe(), "start", f"--address={address}", *RAY_NODE, "--num-gpus=0"],
+           ENV)
     _wait("the Ray worker node", lambda: _ray_nodes(address) >= 2)
 
 

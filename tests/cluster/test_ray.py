@@ -44,6 +44,19 @@ def test_a_ray_sweep_runs_on_both_nodes(cluster, tmp_path):
     assert {r["host"]["threads"] for _, r in records.values()} == {1}  # fanout.cpus_per_run
 
 
+def test_runs_share_a_gpu_by_fraction_and_each_sees_one_device(cluster, tmp_path):
+    # the head's one logical GPU, half of it per run: both runs land there, each sees device 0
+    sweep = tmp_path / "sweep"
+    ray = [*_ray(cluster)[:-1], "fanout.gpu_share=0.5"]
+    out = run_cli("-m", *ray, *RUN, "train.steps=50", "seed=0,1", f"hydra.sweep.dir={sweep}",
+                  env=daemons.ENV)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = [r for _, r in _records(sweep).values()]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert [r["host"]["cuda_visible_devices"] for r in records] == ["0", "0"]
+    assert len({r["host"]["ray_node"] for r in records}) == 1  # the node with the GPU
+
+
 def test_a_killed_worker_node_loses_nothing(cluster, tmp_path):
     sweep = tmp_path / "sweep"
     proc = _start_ray_sweep(cluster, sweep, "train.steps=6000")
