@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import ganlab.evaluate.features as features
+import ganlab.evaluate.inception as inception
 from ganlab.config import ConfigError
 from ganlab.data import build_data, load_split
 from ganlab.data.images import to_signed_unit
@@ -236,7 +237,7 @@ class _FakeInception(nn.Module):
 
 def test_inception_wrapper_feeds_uint8_rgb():
     fake = _FakeInception()
-    net = features._InceptionNet(fake)
+    net = inception._InceptionNet(fake)
     x = random_images(3)
     x[0, 0, 0, 0], x[0, 0, 0, 1] = -1.5, 1.5  # out of range: clamped
     feats, logits = net(x)
@@ -259,7 +260,7 @@ def test_inception_wrapper_through_torchmetrics_forward():
     inner.features_list = ["2048", "logits_unbiased"]
     inner._torch_fidelity_forward = lambda u8: (torch.ones(len(u8), 2048),
                                                 torch.zeros(len(u8), 1008))
-    feats, logits = features._InceptionNet(inner)(random_images(3))
+    feats, logits = inception._InceptionNet(inner)(random_images(3))
     assert feats.shape == (3, 2048) and logits.shape == (3, 1008)
 
 
@@ -270,7 +271,7 @@ def test_load_inception_with_stand_in_weights(monkeypatch):
     monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict",
                         lambda self, *a, **k: None)
     torch.manual_seed(0)
-    extractor = features.load_inception(None, CPU)
+    extractor = inception.load_inception(None, CPU)
     assert extractor.name == "inception" and len(extractor.sha256) == 64
     feats, logits = extractor(random_images(3), batch_size=2)  # grey, (N, 1, 28, 28)
     assert feats.shape == (3, 2048) and logits.shape == (3, 1008)

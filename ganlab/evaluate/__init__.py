@@ -23,9 +23,9 @@ from ganlab.evaluate.features import (
     EXTRACTOR_BATCH,
     ClassifierRecipe,
     Extractor,
-    load_inception,
     load_or_train_classifier,
 )
+from ganlab.evaluate.inception import load_inception
 from ganlab.evaluate.modes import CHANCE, add_counts, metrics_from_counts, mode_counts
 from ganlab.evaluate.reference import RealReference
 from ganlab.memory import EVAL_CHUNK_SAMPLES
