@@ -193,10 +193,10 @@ class EvalConfig:
 class LoggerConfig:
     name: str = "wandb"  # a tracker of ganlab.tracking.TRACKERS
     mode: str = "offline"  # offline | online | disabled; online needs `wandb login`
-    project: str = "ganlab"
-    entity: str | None = None
-    group: str | None = None  # defaults to the sweep cell (overrides without the seed)
-    tags: list[str] = field(default_factory=list)
+    project: str | None = None  # None: $WANDB_PROJECT, else "ganlab"
+    entity: str | None = None  # None: $WANDB_ENTITY, else W&B's default for the login
+    group: str | None = None  # None: the sweep (study or sweep dir name) and its cell
+    tags: list[str] = field(default_factory=list)  # added to the study, variant, swept keys
     # online mode: seconds to reach W&B before logging offline instead (`wandb sync` later)
     init_timeout: float = keyed(10.0, above=0)
 

@@ -57,6 +57,8 @@ from ganlab.stops import (
     StopSignals,
 )
 from ganlab.storage import StorageError, remove_stale_temporaries
+from ganlab.sweepdir import sweep_axes
+from ganlab.tracking import RunIdentity
 
 log = logging.getLogger("ganlab.train")
 # k or g_steps above this gets a warning with the numbers (the tutorial's k is 1 to 5)
@@ -114,13 +116,25 @@ def resume_plan(cfg: DictConfig, run_dir: Path, previous: dict | None) -> Resume
     return Resume(state, repair_to=repair_to)
 
 
-def _wandb_group() -> str | None:
-    """The W&B group: the sweep cell (overrides without the seed), for multiruns."""
+def run_identity(cfg: DictConfig, run_dir: Path) -> RunIdentity:
+    """How a run appears in W&B. In a sweep: grouped by experiment (the study's name, else
+    the sweep dir's name) and cell, named by cell and seed, tagged with the study, the
+    variant and the keys the sweep varies (Hydra's multirun.yaml). Alone: its dir's name,
+    grouped by its study if it has one."""
+    study, variant = cfg.study.name or None, cfg.study.variant or None
+    tags = [f"study={study}"] * bool(study) + [f"variant={variant}"] * bool(variant)
     try:
         hc = HydraConfig.get()
-    except ValueError:
-        return None
-    return sweep_cell(hc.overrides.task) if hc.mode == RunMode.MULTIRUN else None
+    except ValueError:  # started from Python
+        hc = None
+    if hc is None or hc.mode != RunMode.MULTIRUN:
+        return RunIdentity(name=run_dir.name, group=study, sweep=study, tags=tuple(tags))
+    task = [o.lstrip("+~") for o in hc.overrides.task]
+    cell, sweep_dir = sweep_cell(task), Path(hc.sweep.dir)
+    sweep, varied = study or sweep_dir.name, sweep_axes(sweep_dir)
+    tags += [o for o in task if o.split("=", 1)[0] in varied]
+    return RunIdentity(name=f"{cell}/seed={cfg.seed}", group=f"{sweep}/{cell}", sweep=sweep,
+                       tags=tuple(tags))
 
 
 def _choices() -> dict:
@@ -244,8 +258,10 @@ class Launch:
     `accept()` makes this launch's config and record replace the previous ones, `failed()`
     records a failure without touching a previous record that was good."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None):
+    def __init__(self, cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None,
+                 identity: RunIdentity | None = None):
         self.cfg, self.run_dir, self.overrides = cfg, Path(run_dir), overrides
+        self.identity = identity  # None: ganlab.launch.run_identity
 
     def __enter__(self) -> Launch:
         with ExitStack() as stack:
@@ -291,22 +307,25 @@ class Launch:
                              experiment_config(cfg), "a run")
         _warn_about_work(cfg)
         return Trainer(cfg, run_dir, self.result, previous, stop,
-                       plan=resume_plan(cfg, run_dir, previous), group=_wandb_group())
+                       plan=resume_plan(cfg, run_dir, previous),
+                       identity=self.identity or run_identity(cfg, run_dir))
 
     def failed(self, err: BaseException) -> None:
         _record_failure(self.run_dir, self.result, self.previous, err, self.accept)
 
 
-def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None) -> dict:
+def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None,
+        identity: RunIdentity | None = None) -> dict:
     """Train one run into `run_dir`; returns its record.
 
     A relaunch into a dir that holds a run resumes it; one that fails before it is accepted
     leaves the previous record, config and checkpoints as they were and writes
     `result.failed-<time>.json` beside them. A fresh run that fails still writes its
     result.json (status failed). A config that cannot run (ganlab.preflight) is refused
-    before anything is written. `overrides` are saved with the config."""
+    before anything is written. `overrides` are saved with the config; `identity`: how the
+    run appears in W&B (default: `run_identity`; a re-run keeps its original's group)."""
     preflight(cfg)
-    with Launch(cfg, run_dir, overrides) as launch, StopSignals() as stop:
+    with Launch(cfg, run_dir, overrides, identity) as launch, StopSignals() as stop:
         try:
             return launch.trainer(stop).fit(launch.accept)
         except BaseException as err:

@@ -40,7 +40,7 @@ from ganlab.stops import (
     ProgressLines,
     StopSignals,
 )
-from ganlab.tracking import build_tracker
+from ganlab.tracking import BUDGET_KEYS, RunIdentity, best_values, build_tracker
 
 log = logging.getLogger("ganlab.train")
 
@@ -85,12 +85,13 @@ def refuse_drift(run_dir: Path, saved: dict, current: dict, what: str) -> None:
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, result: ResultFile,
                  previous: dict | None = None, stop: StopSignals | None = None,
-                 plan: Resume | None = None, group: str | None = None):
+                 plan: Resume | None = None, identity: RunIdentity | None = None):
         """`previous`: the run dir's record as it was before this launch, if any; `plan`:
         what this launch does with the dir's checkpoint (ganlab.launch.resume_plan);
-        `group`: the run's W&B group (its sweep cell)."""
+        `identity`: how the run appears in W&B (ganlab.launch; default: its dir's name)."""
         self.cfg, self.run_dir, self.result = cfg, run_dir, result
-        self.previous, self.stop, self.plan, self.group = previous, stop or StopSignals(), plan, group
+        self.previous, self.stop, self.plan = previous, stop or StopSignals(), plan
+        self.identity = identity or RunIdentity(name=run_dir.name)
         self.device = resolve_device(cfg.train.device)
         refuse_uncapturable(cfg, self.device)
         self.ckpt_path = run_dir / "checkpoints" / LAST
@@ -145,8 +146,9 @@ class Trainer:
                  "d_updates": c.d_updates, "wall_s": round(c.wall_s, 3), "num_samples": n,
                  "metrics": {**self.last_train, **metrics}}
         self.history.append(entry)
-        self.tracker.log(metrics, c.step)
+        self.tracker.log({**metrics, **{k: entry[k] for k in BUDGET_KEYS}}, c.step)
         self.tracker.log_image("samples", path, c.step)
+        self.tracker.summary(best_values(self.history))
         return metrics
 
     def _read_stats(self, stats: dict[str, float]) -> dict[str, float]:
@@ -213,13 +215,14 @@ class Trainer:
                            host={**self.result.data["host"], "from_step": c.step})
         if accept is not None and not self.repair_to:  # a repair writes no record
             accept()
-        self.tracker = build_tracker(  # tagged with what ran, as the record says
-            cfg.logger, run_dir=self.run_dir, name=self.run_dir.name, group=self.group,
-            tags=[f"{k}={v}" for k, v in self.result.data["trick"].items()],
-            config=flatten(cfg))
-        # the evaluation protocol travels with the scores into W&B too
-        self.tracker.summary(flatten(self.result.data["comparability"], "comparability/"))
-        self.bar = tqdm(total=t.steps, initial=c.step, desc=self.run_dir.name,
+        # the evaluation protocol travels with the config into W&B, where runs are filtered
+        self.tracker = build_tracker(
+            cfg.logger, run_dir=self.run_dir, identity=self.identity,
+            config={**flatten(cfg), **flatten(self.result.data["comparability"],
+                                              "comparability/")})
+        if self.tracker.record() is not None:
+            self.result.update(wandb=self.tracker.record())
+        self.bar = tqdm(total=t.steps, initial=c.step, desc=self.identity.name,
                         dynamic_ncols=True, leave=False,
                         disable=not (t.progress and sys.stderr.isatty()))
         self.progress = ProgressLines(t.steps, c.step, enabled=t.progress and self.bar.disable)
@@ -330,7 +333,7 @@ class Trainer:
             self.result.update(status=status, error=error, step=self.counters.step,
                                metrics=final, history=self.history,
                                host={**self.result.data["host"], "ended": time.time()})
-        self.tracker.summary({"status": status, **final})
+        self.tracker.summary({"status": status, **final, **best_values(self.history)})
         self.tracker.finish(exit_code=0 if status == "completed" else 1)
         if self.repair_to and status == "completed":
             kept = {k: v for k, v in self.previous["metrics"].items() if k.startswith("eval/")}

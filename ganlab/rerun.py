@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         record = _record(args.run_dir)
         _same_threads(record)
         stack = _stack_of(record)
+        identity = _identity(record, args.overrides)
         if stack and not args.alone and "seed" not in {o.split("=", 1)[0] for o in
                                                        args.overrides}:
             print(f"{args.run_dir} was trained stacked with seeds {stack} "
@@ -63,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_stack_dir(out)}, so that seed {cfg.seed} is reproduced bit for bit on CPU "
                   "(--alone trains it by itself: equal to about 1e-8 after 20 rounds, not bit "
                   "for bit, and growing with the rounds)", file=sys.stderr)
-            result = rerun_stacked(cfg, stack, out, args.overrides)
+            result = rerun_stacked(cfg, stack, out, args.overrides, identity)
         else:
             print(f"re-running {args.run_dir} into {out}", file=sys.stderr)
-            result = run(cfg, out, overrides=args.overrides)
+            result = run(cfg, out, overrides=args.overrides, identity=identity(cfg.seed))
     except ConfigError as e:
         print(f"ganlab.rerun: config error: {e}", file=sys.stderr)
         return 2
@@ -79,6 +80,27 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + e.signum
     print(f"{out}: {result['status']}" + (f" ({result['error']})" if result["error"] else ""))
     return 0 if result["status"] != "failed" else 1
+
+
+def _identity(record: dict, overrides: list[str]):
+    """How the re-run appears in W&B: in the group of the run it repeats (said once), named
+    after it, job type `rerun`; (seed) -> identity, for each seed of a re-run stack."""
+    from ganlab.tracking import RunIdentity
+
+    where = record.get("wandb") or {}
+    if where.get("group"):
+        print(f"W&B: the re-run joins group {where['group']!r} of the run it repeats "
+              "(job type rerun)", file=sys.stderr)
+    base = (where.get("name") or "").rsplit("/seed=", 1)[0]
+    changed = " ".join(seedless(overrides))
+
+    def identity(seed: int) -> RunIdentity:
+        name = f"{base}/seed={seed}" if base else f"seed={seed}"
+        return RunIdentity(name=f"{name} rerun" + (f" {changed}" if changed else ""),
+                           group=where.get("group"), sweep=where.get("sweep"),
+                           job_type="rerun", tags=("rerun",))
+
+    return identity
 
 
 def _record(run_dir: Path) -> dict:
@@ -110,7 +132,8 @@ def _stack_dir(out: Path) -> Path:
     return out.with_name(f"{out.name}.stack")
 
 
-def rerun_stacked(cfg, stack: list[int], out: Path, overrides: list[str]) -> dict:
+def rerun_stacked(cfg, stack: list[int], out: Path, overrides: list[str],
+                  identity=None) -> dict:
     """Re-run the stack of seeds `stack` as one stacked model into `<out>.stack/seed=*`, then
     move this seed's run to `out`; the stack dir stays while any of its runs is unfinished,
     so the same command resumes it."""
@@ -128,7 +151,7 @@ def rerun_stacked(cfg, stack: list[int], out: Path, overrides: list[str]) -> dic
         leader.seed = stack[0]
         leader.fanout.group_seeds = list(stack)
     records = run_group(leader, work / f"seed={stack[0]}",
-                        overrides=[*seedless(overrides), f"seed={stack[0]}"])
+                        overrides=[*seedless(overrides), f"seed={stack[0]}"], identity=identity)
     if any(r["status"] not in TERMINAL for r in records):
         ours = next((r for r in records if r["seed"] == cfg.seed), records[0])
         return ours

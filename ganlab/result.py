@@ -128,7 +128,10 @@ class ResultFile:
                                      # the trick and hparam values a run of this data gets
                                      # by default: the comparer's "off" variant, without
                                      # composing today's conf/
-                                     "defaults": None, **fields}
+                                     "defaults": None,
+                                     # where the run logs to W&B (ganlab.tracking: project,
+                                     # entity, mode, id, group, sweep, name, job type)
+                                     "wandb": None, **fields}
 
     # the launches of the run before this one (`host.launches` keeps one entry per launch:
     # where it ran, its threads, Adam kernel, seed stack, device, and the steps it trained);

@@ -6,6 +6,7 @@ checkpoints, samples and W&B run, exactly as if launched alone (ganlab.launch).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from ganlab.stops import (
     Interrupted,
     StopSignals,
 )
+from ganlab.tracking import RunIdentity
 
 log = logging.getLogger("ganlab.train")
 
@@ -46,13 +48,14 @@ def member_runs(cfg: DictConfig, run_dir: Path, overrides: list[str]
     return members
 
 
-def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None
-              ) -> list[dict]:
+def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None,
+              identity: Callable[[int], RunIdentity] | None = None) -> list[dict]:
     """Train the runs of `fanout.group_seeds`, which differ only by seed, as one stacked
     model (ganlab.vectorize); each keeps its own run dir, record, checkpoints, samples and
     W&B run, exactly as if launched alone. Runs at different steps (a group stopped while
     saving) train in sub-groups of equal step; a run whose launch is refused or fails is
-    recorded as alone and the others go on. Returns the records."""
+    recorded as alone and the others go on. `identity(seed)`: how each run appears in W&B
+    (default: ganlab.launch.run_identity). Returns the records."""
     from ganlab.vectorize import unsupported
 
     problems = unsupported(cfg)
@@ -68,8 +71,9 @@ def run_group(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None 
         try:
             for i, (member_cfg, member_dir, member_overrides) in enumerate(members):
                 try:
-                    launches[i] = stack.enter_context(Launch(member_cfg, member_dir,
-                                                             member_overrides))
+                    launches[i] = stack.enter_context(Launch(
+                        member_cfg, member_dir, member_overrides,
+                        identity(member_cfg.seed) if identity else None))
                 except Exception as err:  # not ours (busy), or not writable: not recorded
                     log.error("run %s not launched: %s", member_dir, err)
                     continue

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from ganlab.configure import compose
-from ganlab.tracking import NullTracker, WandbTracker, build_tracker
+from ganlab.tracking import NullTracker, RunIdentity, WandbTracker, build_tracker
 from ganlab.train import run
 from tests.helpers import run_cli
 
@@ -74,7 +74,7 @@ def test_log_errors_after_init_disable_the_tracker(tmp_path, caplog):
 @pytest.mark.parametrize("name, mode", [("none", "offline"), ("wandb", "disabled")])
 def test_no_tracker_when_switched_off(tmp_path, name, mode):
     cfg = compose([f"logger={name}", f"logger.mode={mode}"])
-    tracker = build_tracker(cfg.logger, run_dir=tmp_path, name="r", group=None, tags=[],
+    tracker = build_tracker(cfg.logger, run_dir=tmp_path, identity=RunIdentity(name="r"),
                             config={})
     assert type(tracker) is NullTracker
 

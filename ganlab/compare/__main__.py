@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="where report.json/md/html go (default: the first DIR)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
+    parser.add_argument("--wandb-project", default=None,
+                        help="the comparison run's W&B project (default: the runs' own)")
+    parser.add_argument("--wandb-entity", default=None,
+                        help="its W&B entity (default: the runs' own)")
+    parser.add_argument("--wandb-mode", choices=("offline", "online"), default=None,
+                        help="offline or online (default: $WANDB_MODE, else the runs' own)")
     parser.add_argument("--brief", action="store_true",
                         help="a quick look: mean ± std per variant, no tests, no report")
     parser.add_argument("--strict", action="store_true",

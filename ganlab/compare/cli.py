@@ -132,7 +132,11 @@ def run(args) -> int:
         print(line)
     out = args.out or args.dirs[0]
     try:
-        paths = write_report(doc, classes, out, log_wandb=not args.no_wandb)
+        # a what-if (--seeds-for) changes no record: it logs nothing
+        paths = write_report(doc, classes, out,
+                             log_wandb=not args.no_wandb and args.seeds_for is None,
+                             wandb_to={"project": args.wandb_project,
+                                       "entity": args.wandb_entity, "mode": args.wandb_mode})
     except StorageError as e:
         print(f"ganlab.compare: {e}", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 
 from ganlab.compare.rows import (
     ALPHA,
@@ -52,9 +53,9 @@ from ganlab.compare.tables import aligned
 from ganlab.metrics import metric_info
 from ganlab.result import STATUSES, count_statuses
 
-SCHEMA_VERSION = 3  # 3: classes name their unfinished runs and duplicated seeds
+SCHEMA_VERSION = 4  # 3: classes name their unfinished runs and duplicated seeds; 4: `wandb`
 TOP_KEYS = ("schema_version", "generated", "dirs", "study", "settings", "decided",
-            "unreadable", "classes")
+            "unreadable", "wandb", "classes")
 SETTINGS_KEYS = ("match", "alpha", "ci_level", "power", "interval", "min_pairs",
                  "primary_metric", "scales", "design", "spending", "smallest_effects",
                  "sd_bound_level")
@@ -120,6 +121,43 @@ def class_budget(runs: list[dict]) -> dict:
     return out
 
 
+def wandb_target(results) -> dict | None:
+    """Where the compared runs logged to W&B (the most common among their records): the
+    comparison run goes to the same project, entity and mode, grouped with their sweep."""
+    seen = Counter((w.get("project"), w.get("entity"), w.get("mode"), w.get("sweep"))
+                   for r in results if isinstance(w := r.get("wandb"), dict))
+    if not seen:
+        return None
+    (project, entity, mode, sweep), _ = seen.most_common(1)[0]
+    return {"project": project, "entity": entity, "mode": mode, "group": sweep}
+
+
+# the comparison as W&B's numeric table: one row per variant, metric and class
+WANDB_COLUMNS = ("class", "metric", "variant", "baseline", "n", "mean", "ci_low", "ci_high",
+                 "delta", "delta_ci_low", "delta_ci_high", "delta_pct", "effect_size_dz",
+                 "p_holm", "verdict", "decided", "detectable_delta", "more_seeds")
+
+
+def wandb_rows(doc: dict) -> list[list]:
+    """The rows of WANDB_COLUMNS: numbers as numbers (None where there is none), so W&B can
+    sort and chart them."""
+    def num(x):
+        return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+    rows = []
+    for c in doc["classes"]:
+        for t in c["tables"]:
+            for r in t["rows"]:
+                ci, dci = r.get("ci") or (None, None), r.get("delta_ci") or (None, None)
+                rows.append([c["label"], t["metric"], r["variant"], bool(r["is_baseline"]),
+                             int(r["n"]), num(r.get("mean")), num(ci[0]), num(ci[1]),
+                             num(r.get("delta")), num(dci[0]), num(dci[1]),
+                             num(r.get("delta_pct")), num(r.get("d_z")), num(r.get("p_holm")),
+                             r.get("verdict") or "", bool(r.get("decided")),
+                             num(r.get("detectable")), r.get("more_seeds")])
+    return rows
+
+
 def build_document(results, classes: list[list[Table]], *, dirs, match: str,
                    primary: str, scales: dict[str, str]) -> dict:
     """`classes`: per comparison class, its tables with the primary metric's first."""
@@ -140,6 +178,7 @@ def build_document(results, classes: list[list[Table]], *, dirs, match: str,
                         "sd_bound_level": SD_BOUND_LEVEL},
            "decided": all(r.decided for t in main_tables for r in t.rows),
            "unreadable": list(getattr(results, "unreadable", [])),
+           "wandb": wandb_target(results),
            "classes": []}
     for tables in classes:
         main = tables[0]

@@ -15,7 +15,9 @@ W&B logging is offline unless the user is online; a W&B failure only warns.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
+import json
 import logging
 import os
 import textwrap
@@ -24,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from ganlab.compare.document import (
+    WANDB_COLUMNS,
     answers,
     budget_words,
     class_warnings,
     describe,
     table_lines,
     variant_details,
+    wandb_rows,
     zero_tables,
 )
 from ganlab.compare.rows import Table
@@ -278,7 +282,7 @@ def _metric_section(page: _Page, record: dict, t: Table, stem: Path, primary: bo
 
 
 def write_report(doc: dict, classes: list[list[Table]], out: Path,
-                 log_wandb: bool = True) -> dict:
+                 log_wandb: bool = True, wandb_to: dict | None = None) -> dict:
     """report.json, report.md and report.html under `out` (figures in report_files/)."""
     out, files = Path(out), Path(out) / "report_files"
     atomic_write_json(out / "report.json", doc)
@@ -348,24 +352,48 @@ def write_report(doc: dict, classes: list[list[Table]], out: Path,
         f"<!doctype html><html><head><meta charset='utf-8'><title>ganlab report</title>"
         f"<style>{style}</style></head><body>{''.join(page.html)}</body></html>").encode())
     if log_wandb:
-        _log_wandb(doc, images, out)
+        _log_wandb(doc, images, out, wandb_to or {})
     return {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
 
 
-def _log_wandb(doc: dict, images: dict[str, Path], out: Path) -> None:
+def _log_wandb(doc: dict, images: dict[str, Path], out: Path, given: dict) -> None:
+    """The comparison as a W&B run of the sweep it compares: the project, entity and mode its
+    runs logged to (`given`: the command's overrides), its group, job type `compare`, a
+    config naming what was compared, the numeric table, the figures, and report.html/json
+    as an artifact. The same comparison logged again updates that run (a stable id)."""
     try:
         import wandb
 
-        run = wandb.init(project="ganlab", job_type="compare", dir=str(out),
-                         mode=os.environ.get("WANDB_MODE", "offline"), reinit="create_new",
+        found = doc.get("wandb") or {}
+        group = found.get("group") or Path(doc["dirs"][0]).name
+        mode = (given.get("mode") or os.environ.get("WANDB_MODE") or found.get("mode")
+                or "offline")
+        settings = doc["settings"]
+        key = json.dumps([sorted(str(Path(d).resolve()) for d in doc["dirs"]),
+                          settings["match"], settings["primary_metric"]])
+        run_id = "compare-" + hashlib.sha1(key.encode()).hexdigest()[:12]
+        config = {"sweep_dirs": doc["dirs"], "classes": [c["label"] for c in doc["classes"]],
+                  "baselines": sorted({r["variant"] for c in doc["classes"]
+                                       for t in c["tables"] for r in t["rows"]
+                                       if r["is_baseline"]}),
+                  "match": settings["match"], "primary_metric": settings["primary_metric"],
+                  "alpha": settings["alpha"], "design": settings["design"],
+                  "study": doc["study"]["name"]}
+        run = wandb.init(project=given.get("project") or found.get("project") or "ganlab",
+                         entity=given.get("entity") or found.get("entity") or None, mode=mode,
+                         group=group, name=f"compare {group}", job_type="compare", id=run_id,
+                         resume="allow", config=config, dir=str(out), reinit="create_new",
+                         tags=["compare", *([f"study={doc['study']['name']}"]
+                                           if doc["study"]["name"] else [])],
                          settings=wandb.Settings(silent=True, console="off"))
-        for i, c in enumerate(doc["classes"]):
-            for table in c["tables"]:
-                head, *body = table_lines(table)
-                run.log({f"compare/class{i}/{table['metric']}":
-                         wandb.Table(columns=head, data=body)})
+        run.log({"compare/table": wandb.Table(columns=list(WANDB_COLUMNS),
+                                              data=wandb_rows(doc))})
         run.log({f"compare/{name}": wandb.Image(str(p)) for name, p in images.items()})
-        run.summary.update({"question": doc["study"]["question"]})
+        report = wandb.Artifact(f"report-{run_id}", type="report")
+        for name in ("report.html", "report.json"):
+            report.add_file(str(out / name))
+        run.log_artifact(report)
+        run.summary.update({"question": doc["study"]["question"], "decided": doc["decided"]})
         run.finish()
         wandb.teardown()
     except Exception as e:

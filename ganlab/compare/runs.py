@@ -18,9 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from ganlab.result import RecordError, read_result
+from ganlab.sweepdir import sweep_axes
 
 
 class Runs(list):
@@ -31,26 +30,6 @@ class Runs(list):
         super().__init__(records)
         self.unreadable = list(unreadable)
         self.sweep_axes: dict[str, list[str]] = dict(sweep_axes or {})
-
-
-def sweep_axes(sweep_dir: Path) -> dict[str, list[str]]:
-    """The keys a sweep swept (seed aside) and their values in the order its command listed
-    them: the preset's sweeper params, then comma lists on the command line (Hydra's
-    multirun.yaml). Empty where there is no readable multirun.yaml."""
-    try:
-        conf = OmegaConf.load(sweep_dir / "multirun.yaml")
-        params = OmegaConf.select(conf, "hydra.sweeper.params") or {}
-        task = OmegaConf.select(conf, "hydra.overrides.task") or []
-    except Exception:  # no file, or not one of Hydra's
-        return {}
-    listed = [(str(k), str(v)) for k, v in params.items()]
-    listed += [tuple(str(o).split("=", 1)) for o in task if "=" in str(o)]
-    axes = {}
-    for k, v in listed:
-        if "," in v and not v.lstrip().startswith(("[", "{")) and "(" not in v:
-            axes[k.lstrip("+~")] = [x.strip() for x in v.split(",")]
-    axes.pop("seed", None)
-    return axes
 
 
 def load_results(dirs: list[Path]) -> Runs:

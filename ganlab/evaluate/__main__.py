@@ -7,7 +7,9 @@ Builds G from the run's saved config (`.hydra/config.yaml`) and loads it from
 only: e.g. `eval.*`, `data.root`, `train.device`), scores G once under that protocol and
 updates `result.json`: its `eval/...` metrics and `comparability.eval` (the protocol the new
 scores were computed under). Training history is kept as it was. An `eval.num_samples`
-override sets the number of generated samples of this final score.
+override sets the number of generated samples of this final score. A run that logged to W&B
+gets the new scores in the same W&B run (its id is in the run dir; offline, the next
+`wandb sync` carries them): the summary's final values and the config's protocol.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import logging
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from ganlab.checkpoint import CheckpointError
-from ganlab.config import ConfigError
+from ganlab.config import ConfigError, flatten
 from ganlab.evaluate import build_evaluator
 from ganlab.evaluate.saved import load_trained
 from ganlab.evaluate.score import score
 from ganlab.result import RecordError, ResultFile, comparability_dict, read_result
 from ganlab.rundir import RunDirBusy, RunDirLock
 from ganlab.storage import StorageError
+from ganlab.tracking import RunIdentity, build_tracker
 
 
 def rescore(run_dir: Path, overrides: list[str]) -> dict:
@@ -53,10 +58,26 @@ def _rescore(run_dir: Path, overrides: list[str]) -> dict:
     kept = {k: v for k, v in previous["metrics"].items() if not k.startswith("eval/")}
     protocol = json.loads(json.dumps(evaluator.protocol()))  # as result.json holds it
     history_eval = previous.get("history_eval") or previous["comparability"]["eval"]
+    comparability = comparability_dict(cfg, protocol)
     ResultFile(run_dir / "result.json", **previous).update(
-        metrics={**kept, **metrics}, comparability=comparability_dict(cfg, protocol),
+        metrics={**kept, **metrics}, comparability=comparability,
         history_eval=None if history_eval == protocol else history_eval)
+    _update_wandb(cfg, run_dir, previous, metrics, comparability)
     return {"step": step, "num_samples": n, **metrics}
+
+
+def _update_wandb(cfg, run_dir: Path, record: dict, metrics: dict, comparability: dict) -> None:
+    """The run's own W&B run (where its record says it logged) shows the new scores."""
+    where = record.get("wandb") or {}
+    logger = OmegaConf.merge(cfg.logger, {k: where[k] for k in ("project", "entity")
+                                          if where.get(k)})
+    identity = RunIdentity(name=where.get("name") or run_dir.name, group=where.get("group"),
+                           sweep=where.get("sweep"), job_type="evaluate")
+    tracker = build_tracker(logger, run_dir=run_dir, identity=identity, config={},
+                            resume_only=True)
+    tracker.summary({**metrics, "rescored_at_step": record["step"]})
+    tracker.config(flatten(comparability, "comparability/"))
+    tracker.finish()
 
 
 def main(argv: list[str] | None = None) -> int:
