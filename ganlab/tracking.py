@@ -193,7 +193,7 @@ def build_tracker(logger_cfg, *, run_dir: Path, identity: RunIdentity,
     there) to update what it shows, keeping its name, group, job type and config."""
     tracker = TRACKERS.choose(logger_cfg.name)
     to = target(logger_cfg)
-    if tracker is NullTracker or to["mode"] == "disabled":
+    if tracker is NullTracker or "disabled" in (logger_cfg.mode, to["mode"]):
         return NullTracker()
     if resume_only and not (run_dir / "wandb_id.txt").exists():
         return NullTracker()  # it never logged to W&B
