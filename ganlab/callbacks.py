@@ -52,6 +52,23 @@ def summary_line(sweep_dir: Path, counts, refused: int = 0) -> str:
             f"diverged, {counts['failed']} failed" + "".join(f", {e}" for e in extra))
 
 
+def closing_table(sweep_dir: Path) -> str:
+    """The sweep's primary metric per variant (`compare --brief`), then the command that
+    compares it."""
+    from ganlab.compare.runs import load_results
+    from ganlab.compare.tables import default_metric, format_brief
+
+    command = f"next: python -m ganlab.compare {sweep_dir}"
+    try:
+        results = load_results([sweep_dir])
+        metric = default_metric(results)
+        table = format_brief(results, [metric]).rstrip()
+    except Exception as e:  # nothing comparable yet: the command still applies
+        log.debug("no closing table: %s", e)
+        return command
+    return f"{metric} per variant (mean ± sd over seeds; no tests yet):\n{table}\n{command}"
+
+
 class SweepSummary(Callback):
     """Count the sweep's runs by status at the end; a sweep with failed runs exits 1."""
 
@@ -72,5 +89,6 @@ class SweepSummary(Callback):
         for handler in logging.getLogger().handlers:
             handler.flush()
         log.info(summary_line(sweep_dir, counts, len(refused)))
+        print(closing_table(sweep_dir), flush=True)
         if counts["failed"] or counts["unreadable"] or counts["busy"] or refused:
             sys.exit(1)

@@ -146,13 +146,13 @@ class ExtrasConfig:
 @dataclass
 class TrainConfig:
     steps: int = keyed(2000, Role.BUDGET, at_least=1)  # rounds: k D updates then g_steps G updates each
-    batch_size: int = keyed(64, at_least=1)
+    batch_size: int = keyed(64, at_least=1)  # samples per D and G update
     d_steps: int = keyed(1, Role.TRICK, at_least=1)  # k: D updates per round
     g_steps: int = keyed(1, Role.TRICK, at_least=1)  # G updates per round
-    lr_g: float = keyed(2e-4, above=0)
-    lr_d: float = keyed(2e-4, above=0)
-    betas_g: list[float] = keyed([0.5, 0.999], Role.HPARAM)
-    betas_d: list[float] = keyed([0.5, 0.999], Role.HPARAM)
+    lr_g: float = keyed(2e-4, above=0)  # G's Adam learning rate
+    lr_d: float = keyed(2e-4, above=0)  # D's Adam learning rate
+    betas_g: list[float] = keyed([0.5, 0.999], Role.HPARAM)  # G's Adam (beta1, beta2)
+    betas_d: list[float] = keyed([0.5, 0.999], Role.HPARAM)  # D's Adam (beta1, beta2)
     checkpoint_every: int = keyed(500, Role.SCHEDULE, at_least=0)  # rounds between checkpoints (0: end)
     log_every: int = keyed(50, Role.SCHEDULE, at_least=1)  # rounds between loss logs and divergence checks
     device: str = keyed("auto", Role.INFRA)  # auto | cpu | cuda | cuda:N
@@ -181,10 +181,10 @@ class EvalConfig:
     inception_weights: str | None = keyed(None, Role.INFRA)  # local InceptionV3 weights
     final_num_samples: int = keyed(10000, at_least=1)  # generated images for the final scores
     real_split: str = "test"  # the real reference set
-    real_num_samples: int = keyed(10000, at_least=1)
-    is_splits: int = keyed(10, at_least=1)
-    kid_subsets: int = keyed(100, at_least=1)
-    kid_subset_size: int = keyed(1000, at_least=1)
+    real_num_samples: int = keyed(10000, at_least=1)  # real images in the reference set
+    is_splits: int = keyed(10, at_least=1)  # Inception Score: splits of the samples (mean ± sd)
+    kid_subsets: int = keyed(100, at_least=1)  # KID: random subsets averaged
+    kid_subset_size: int = keyed(1000, at_least=1)  # KID: samples per subset
     pr_k: int = keyed(3, at_least=1)  # k-th neighbour radius of improved precision/recall
     classifier_epochs: int = keyed(2, at_least=1)  # training of the classifier feature extractor
 
@@ -209,13 +209,13 @@ class FanoutConfig:
     gpus: int | None = None  # GPUs to schedule on (None: all visible ones)
     # launcher=ray: the cluster to join, and each run's share of a GPU and CPUs there (its
     # threads: ganlab.cores)
-    ray_address: str = "${oc.env:RAY_ADDRESS,auto}"
-    gpu_share: float = 1.0
+    ray_address: str = "${oc.env:RAY_ADDRESS,auto}"  # launcher=ray: the cluster to join
+    gpu_share: float = 1.0  # launcher=ray: a run's share of a GPU (0 on CPU-only clusters)
     # a cluster run's resources (launcher=ray: CPUs; launcher=slurm_cpu: CPUs, memory and
     # time): cpus_per_run is also the run's thread budget (ganlab.cores)
-    cpus_per_run: int = keyed(1, at_least=1)
-    mem_gb: int = keyed(4, at_least=1)
-    time_min: int = keyed(60, at_least=1)
+    cpus_per_run: int = keyed(1, at_least=1)  # a cluster run's CPUs (and threads)
+    mem_gb: int = keyed(4, at_least=1)  # launcher=slurm_cpu: a run's memory
+    time_min: int = keyed(60, at_least=1)  # launcher=slurm_cpu: a run's time limit
     # runs of a sweep that differ only by seed train together, up to this many as one
     # stacked model in one job (ganlab.sweeper groups them; ganlab.vectorize trains them)
     vectorize_seeds: int = keyed(1, at_least=1)
@@ -224,17 +224,17 @@ class FanoutConfig:
     # seeds_min seeds of every cell, compares, and adds seeds_step more only to the variants
     # whose verdict is still open, up to seeds_max (the looks of a sequential design, which
     # every run records: ganlab.compare.stats.Design).
-    seeds: str = "list"
+    seeds: str = "list"  # list: the sweep's seeds; auto: seeds in stages (above)
     seeds_min: int = keyed(3, at_least=3)  # the first analysis (a t interval needs 3 pairs)
-    seeds_step: int = keyed(2, at_least=1)
-    seeds_max: int = keyed(15, at_least=3)
+    seeds_step: int = keyed(2, at_least=1)  # seeds added per stage to open variants
+    seeds_max: int = keyed(15, at_least=3)  # the most seeds a variant gets
 
 
 @dataclass
 class StudyConfig:
     # What an experiment preset asks; carried into result.json for the comparer.
-    name: str = ""
-    question: str = ""
+    name: str = ""  # the study (groups its runs in W&B and the report)
+    question: str = ""  # the question it asks, in one line
     # a named row of a preset (the ablations of salimans2016): part of the variant
     variant: str = keyed("", Role.HPARAM)
     metric: str = ""  # the metric that answers the question (default: fid, else modes_covered)
@@ -263,7 +263,7 @@ class Config:
     logger: LoggerConfig = section(LoggerConfig, Role.INFRA)
     fanout: FanoutConfig = section(FanoutConfig, Role.INFRA)
     study: StudyConfig = section(StudyConfig, Role.STUDY)
-    seed: int = keyed(0, Role.SEED, at_least=0)
+    seed: int = keyed(0, Role.SEED, at_least=0)  # every random stream of the run derives from it
 
 
 # -- roles ----------------------------------------------------------------------------------

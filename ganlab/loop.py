@@ -8,8 +8,8 @@ relaunch does with a run dir in ganlab.launch. It reads no global Hydra state.
 from __future__ import annotations
 
 import logging
-import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ganlab.assemble import build_gan, resolve_device, resolve_optimizer_impl
 from ganlab.checkpoint import LAST, load_latest, save_checkpoint
@@ -39,6 +40,7 @@ from ganlab.stops import (
     Interrupted,
     ProgressLines,
     StopSignals,
+    terminal_usable,
 )
 from ganlab.tracking import BUDGET_KEYS, RunIdentity, best_values, build_tracker
 
@@ -179,18 +181,21 @@ class Trainer:
         """The rounds from where `start` left the run to `train.steps`, then `finish`."""
         status, error = "completed", None
         self.stop.deferred = True
+        # log lines go above the bar, never through it
+        redirect = nullcontext() if self.bar.disable else logging_redirect_tqdm()
         try:
             self.resume_clock()
-            while not self.finished:
-                if self.stop.requested is not None:
-                    status, error = self.interrupt()
-                    break
-                stats = self.play_round()
-                due = self.count_round(partial(self.gan.read_stats, stats))
-                if due:
-                    self.pause_clock()
-                    self.write(*due)
-                    self.resume_clock()
+            with redirect:
+                while not self.finished:
+                    if self.stop.requested is not None:
+                        status, error = self.interrupt()
+                        break
+                    stats = self.play_round()
+                    due = self.count_round(partial(self.gan.read_stats, stats))
+                    if due:
+                        self.pause_clock()
+                        self.write(*due)
+                        self.resume_clock()
         except Diverged as err:
             status, error = self.diverged(err)
         finally:
@@ -224,7 +229,7 @@ class Trainer:
             self.result.update(wandb=self.tracker.record())
         self.bar = tqdm(total=t.steps, initial=c.step, desc=self.identity.name,
                         dynamic_ncols=True, leave=False,
-                        disable=not (t.progress and sys.stderr.isatty()))
+                        disable=not (t.progress and terminal_usable()))
         self.progress = ProgressLines(t.steps, c.step, enabled=t.progress and self.bar.disable)
         self.gan.G.train()
         self.gan.D.train()

@@ -125,10 +125,12 @@ class StopSignals:
 
 class ProgressLines:
     """Progress for a run without a terminal (a log file, a cluster job, a launcher worker):
-    one log line every `every_s` seconds with the step, the rate and the time left."""
+    one log line every `every_s` seconds with the count, the rate and the time left."""
 
-    def __init__(self, total: int, start: int, enabled: bool, every_s: float = 30.0):
+    def __init__(self, total: int, start: int, enabled: bool, every_s: float = 30.0,
+                 what: str = "step", unit: str = "rounds"):
         self.total, self.enabled, self.every_s = total, enabled, every_s
+        self.what, self.unit = what, unit
         self.start_step, self.started = start, time.monotonic()
         self.next_at = self.started + every_s
 
@@ -139,8 +141,42 @@ class ProgressLines:
         self.next_at = now + self.every_s
         rate = (step - self.start_step) / max(now - self.started, 1e-9)
         left = (self.total - step) / rate if rate > 0 else float("inf")
-        log.info("step %d/%d (%.0f %%), %.3g rounds/s, about %s left", step, self.total,
-                 100 * step / self.total, rate, _duration(left))
+        log.info("%s %d/%d (%.0f %%), %.3g %s/s, about %s left", self.what, step, self.total,
+                 100 * step / self.total, rate, self.unit, _duration(left))
+
+
+def terminal_usable(stream=None) -> bool:
+    """Whether `stream` (stderr) is a terminal a bar can be drawn on (one of zero columns,
+    as some job consoles report, is not: plain progress lines go to the log instead)."""
+    stream = stream or sys.stderr
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class Progress:
+    """Progress of a long piece of work outside the loop (feature extraction, reference
+    statistics, final scoring): a bar on a usable terminal, else a log line every 30 s."""
+
+    def __init__(self, total: int, what: str, unit: str = "images"):
+        from tqdm import tqdm
+
+        self.done = 0
+        self.bar = tqdm(total=total, desc=what, unit=unit, leave=False, dynamic_ncols=True,
+                        disable=not terminal_usable())
+        self.lines = ProgressLines(total, 0, enabled=self.bar.disable, what=what, unit=unit)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        self.lines.update(self.done)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 def _duration(seconds: float) -> str:

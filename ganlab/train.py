@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from ganlab.config import CONF_DIR, ConfigError
 from ganlab.configure import check_overrides, compose, register_configs, repeated_keys
+from ganlab.keyhelp import command_help
 from ganlab.launch import (  # noqa: F401 (the public names of a run, importable from here)
     USER_ERRORS,
     _describe_failure,
@@ -87,10 +88,12 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
 
 
 def main() -> None:
-    """`python -m ganlab.train`: bad overrides, a place that cannot be written and a config
-    that cannot run end in one line (exit 2) before Hydra starts."""
+    """`python -m ganlab.train`: a bad override or place, or a config that cannot run, ends
+    in one line (exit 2) before Hydra starts; `--help` describes every group and key."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the run takes it over
     args = sys.argv[1:]
+    if {"-h", "--help", "-sc", "--shell-completion"} & set(args):  # tab completion: Hydra's
+        return print(command_help()) if {"-h", "--help"} & set(args) else _hydra_main()
     multirun = bool({"-m", "--multirun"} & set(args))
     if multirun:
         stop_the_sweep_with_its_workers()  # Ctrl-C, SIGTERM, and its death (ganlab.stops)

@@ -35,6 +35,13 @@ def test_smoothing_by_seed_multirun_makes_nine_runs_in_one_sweep_dir(tmp_path):
     for name in results:  # every run keeps its composed config for re-running
         assert (sweep / name / ".hydra" / "config.yaml").exists()
     assert "9 completed, 0 diverged, 0 failed" in out.stdout + out.stderr
+    # it ends with its primary metric per variant and the command that compares it
+    closing = out.stdout.rstrip().splitlines()
+    assert closing[-1] == f"next: python -m ganlab.compare {sweep}"
+    start = closing.index("eval/modes_covered per variant (mean ± sd over seeds; no tests yet):")
+    assert closing[start + 2].split() == ["variant", "runs", "done/div/fail", "modes_covered"]
+    assert sorted(line.split()[0] for line in closing[start + 4:-1]) == [
+        "none", "one_sided", "two_sided"]
 
 
 def test_sweep_goes_on_past_a_diverged_run_and_refuses_a_bad_cell_up_front(tmp_path):

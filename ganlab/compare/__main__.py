@@ -22,9 +22,28 @@ from pathlib import Path
 MATCHES = ("final", "g_steps", "images_seen", "wall_s")
 
 
+def _not_pairs_after_baseline(argv: list[str]) -> str | None:
+    """The first word a `--baseline` would take that is not KEY=VALUE (argparse would make
+    it a baseline and then miss the directories)."""
+    taking = False
+    for word in argv:
+        if word.startswith("-"):
+            taking = word == "--baseline"
+        elif taking and "=" not in word:
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, then run the comparer (imported only now: --help and a
     typo answer at once)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    misplaced = _not_pairs_after_baseline(argv)
+    if misplaced:
+        print(f"ganlab.compare: --baseline takes KEY=VALUE pairs and {misplaced!r} is not one; "
+              "if it is a directory, put the directories first: python -m ganlab.compare "
+              f"DIR ... --baseline KEY=VALUE", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="python -m ganlab.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="+", type=Path)

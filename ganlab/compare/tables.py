@@ -364,16 +364,17 @@ def aligned(lines: list[list[str]]) -> list[str]:
     return out
 
 
-def format_brief(results: list[dict]) -> str:
+def format_brief(results: list[dict], metrics: list[str] | None = None) -> str:
     """A quick look: per class, mean ± std over seeds of every eval metric per variant
     (completed runs only, one per seed), with each variant's runs by status: completed,
     diverged, failed, and, where a class has any, unfinished (running or interrupted) and
     duplicates (runs of a seed another run of the variant stands for), so that the counts
     add up to the runs. Warnings name the unfinished runs and the duplicated seeds. No
-    pairing, no tests."""
+    pairing, no tests. `metrics`: only these (default: every eval metric)."""
     out = []
     for group in group_runs(results):
-        names = sorted({m for r in group.runs for m in r["metrics"] if m.startswith("eval/")})
+        names = sorted({m for r in group.runs for m in r["metrics"] if m.startswith("eval/")
+                        and (metrics is None or m in metrics)})
         unfinished = [e for v in group.variants for e in unfinished_records(v.label, v.runs)]
         duplicates = [e for v in group.variants
                       for e in duplicate_records(v.label, v.duplicates)]

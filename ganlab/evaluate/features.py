@@ -43,6 +43,7 @@ from ganlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ganlab.config import ConfigError
 from ganlab.data.images import to_signed_unit
 from ganlab.optim import Adam
+from ganlab.stops import Progress
 from ganlab.storage import StorageError, atomic_write
 
 log = logging.getLogger(__name__)
@@ -124,15 +125,19 @@ class Extractor:
     one_thread: bool = False
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, batch_size: int = EXTRACTOR_BATCH
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, batch_size: int = EXTRACTOR_BATCH,
+                 what: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, logits) of [-1, 1] images; `what` names the work in its progress."""
         device = next(self.net.parameters()).device
         feats, logits = [], []
-        with single_thread() if self.one_thread and device.type == "cpu" else nullcontext():
+        with (single_thread() if self.one_thread and device.type == "cpu" else nullcontext(),
+              Progress(len(images), what) if what else nullcontext() as progress):
             for start in range(0, len(images), batch_size):
                 f, lg = self.net(images[start:start + batch_size].to(device))
                 feats.append(f.double().cpu())
                 logits.append(lg.double().cpu())
+                if progress is not None:
+                    progress.update(len(f))
         return torch.cat(feats), torch.cat(logits)
 
     def protocol(self) -> dict:

@@ -30,9 +30,9 @@ class RealReference:
 
     @staticmethod
     def compute(images: torch.Tensor, labels: torch.Tensor, count: int,
-                extractor: Extractor) -> dict:
+                extractor: Extractor, what: str = "real reference features") -> dict:
         idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]
-        feats, logits = extractor(to_signed_unit(images[idx]))
+        feats, logits = extractor(to_signed_unit(images[idx]), what=what)
         return {"features": feats, "logits": logits, "labels": labels[idx].clone()}
 
     @classmethod
@@ -44,7 +44,8 @@ class RealReference:
         name = (f"{data_cfg.name}_{split}-{content}_{extractor.name}-{extractor.sha256[:12]}"
                 f"_{count}.pt")
         saved = cached(cache_dir() / "refstats" / name,
-                       lambda: cls.compute(images, labels, count, extractor),
+                       lambda: cls.compute(images, labels, count, extractor,
+                                           f"{data_cfg.name} {split}: real features"),
                        f"computing the real reference features of {data_cfg.name} {split}")
         return cls(split, len(saved["labels"]), saved["features"], saved["logits"],
                    saved["labels"])

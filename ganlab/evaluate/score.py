@@ -16,6 +16,7 @@ import torch
 from ganlab.assemble import derive_seed
 from ganlab.evaluate.coupling import batch_coupling
 from ganlab.plots import save_samples
+from ganlab.stops import Progress
 
 # the keys `score` adds to every evaluator's (ganlab.metrics has their entries)
 SCORE_KEYS = ("eval/coupling",)
@@ -41,14 +42,21 @@ def score(gan, evaluator, *, seed: int, step: int, final: bool, eval_cfg, coupli
     unit = math.lcm(eval_cfg.batch_size, getattr(evaluator, "align", 1))
     chunk = unit * max(1, evaluator.chunk_samples // unit)
     tally, shown = evaluator.tally(), None
+    # the final score (10,000 samples by default) is long enough to show its progress
+    progress = Progress(n, f"step {step}: scoring", unit="samples") if final and n > chunk \
+        else None
     for start in range(0, n, chunk):
         if stop is not None and stop():
             raise EvaluationStopped(f"the evaluation at step {step} was stopped")
         part_labels = None if labels is None else labels[start:start + chunk]
         part = gan.generate(min(chunk, n - start), gen, eval_cfg.batch_size, part_labels)
         tally.add(part, part_labels)
+        if progress is not None:
+            progress.update(len(part))
         if shown is None:  # the picture shows the first chunk
             shown = part
+    if progress is not None:
+        progress.bar.close()
     metrics = tally.result()
     metrics["eval/coupling"] = batch_coupling(gan, coupling_batch, gen)  # SCORE_KEYS
     save_samples(shown, gan.data, picture, title, eval_cfg.grid_size)
