@@ -124,3 +124,32 @@ def test_readme_trick_table_names_only_keys_and_options_that_exist():
         if len(overrides) == 1 and overrides[0] in GROUPS:  # a group: every option listed
             listed = set(re.findall(r"`([a-z][a-z0-9_]*)`", row[2]))
             assert listed == set(group_options(overrides[0])), overrides[0]
+
+
+def test_on_a_terminal_log_lines_never_break_the_bar(tmp_path):
+    # a real terminal (a pty of 100 columns): the bar is drawn on stderr, the run's log lines
+    # on stdout; each log line must start a line of its own, never continue a bar's
+    leader, follower = _pty_with_columns(100)
+    args = ["train.steps=60", "train.log_every=20", "eval.every=30", "eval.num_samples=100",
+            "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    with leader, follower:
+        proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", *args],
+                                cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
+                                stdout=follower, stderr=follower)
+        follower.close()
+        chunks = []
+        while True:
+            try:
+                chunk = leader.read(65536)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=120) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "%|" in screen  # a bar was drawn
+    assert "run dir " in screen and "step 60/60" in screen
+    shown = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in screen.split("\n")
+             if "][ganlab.train][INFO] - step " in line]
+    assert len(shown) >= 2 and all(line.startswith("[20") for line in shown), shown
