@@ -34,6 +34,17 @@ TRACKERS: Registry[type] = Registry("logger")
 # the training budget at each evaluation (result.json history), W&B's x-axes for a metric
 BUDGET_KEYS = ("images_seen", "g_updates", "d_updates", "wall_s")
 TAG_MAX = 64  # W&B refuses longer tags
+NAME_MAX = 128  # W&B's limit on a group's and a run's name
+
+
+def fit(text: str | None, limit: int = NAME_MAX) -> str | None:
+    """`text` within W&B's limit: a long name keeps its start and a hash of the whole, so two
+    names that differ only at the end stay apart."""
+    if text is None or len(text) <= limit:
+        return text
+    import hashlib
+
+    return f"{text[:limit - 10]}…{hashlib.sha1(text.encode()).hexdigest()[:9]}"
 
 
 @dataclass(frozen=True)
@@ -198,8 +209,8 @@ def build_tracker(logger_cfg, *, run_dir: Path, identity: RunIdentity,
     if resume_only and not (run_dir / "wandb_id.txt").exists():
         return NullTracker()  # it never logged to W&B
     tags = [t[:TAG_MAX] for t in dict.fromkeys([*logger_cfg.tags, *identity.tags])]
-    if logger_cfg.group:  # the user's own grouping wins
-        identity = RunIdentity(identity.name, logger_cfg.group, identity.sweep,
-                               identity.job_type, identity.tags)
+    # the user's own grouping wins; names fit W&B's limit
+    identity = RunIdentity(fit(identity.name), fit(logger_cfg.group or identity.group),
+                           identity.sweep, identity.job_type, identity.tags)
     return tracker(run_dir=run_dir, **to, identity=identity, tags=tags, config=config,
                    init_timeout=logger_cfg.init_timeout, resume_only=resume_only)

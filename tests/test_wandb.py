@@ -166,3 +166,13 @@ def test_a_comparison_is_one_wandb_run_of_its_sweep_with_a_numeric_table(sweep):
     assert compare_main([str(sweep), "--brief"]) == 0
     assert compare_main([str(sweep), "--seeds-for", "1"]) == 0
     assert len(list((sweep / "wandb").glob("offline-run-*"))) == 2
+
+
+def test_long_group_and_run_names_fit_wandb_and_stay_apart():
+    from ganlab.tracking import NAME_MAX, fit
+
+    cell = ",".join(f"extras.minibatch_discrimination.kernels={k}" for k in range(4))
+    a, b = fit(f"study/{cell},seed=1"), fit(f"study/{cell},seed=2")
+    assert len(a) == len(b) == NAME_MAX and a != b
+    assert a.startswith("study/extras.minibatch_discrimination.kernels=0,")
+    assert fit("short") == "short" and fit(None) is None
