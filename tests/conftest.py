@@ -45,6 +45,12 @@ def pytest_configure(config):
         os.environ["GANLAB_CACHE"] = tempfile.mkdtemp(prefix="ganlab-test-cache-")
 
 
+def pytest_collection_modifyitems(config, items):
+    # the tests that start several processes go first: with workers (pytest -n), a long one
+    # started last would keep one worker busy while the others have nothing left to do
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 def find_mnist_root() -> Path | None:
     for root in (os.environ.get("GANLAB_DATA_ROOT"), SHARED_DATA):
         if root and (Path(root) / "MNIST" / "raw").is_dir():

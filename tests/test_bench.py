@@ -35,6 +35,7 @@ def test_bench_prints_one_line_per_case_and_the_ratio_table(capsys, tmp_path):
     assert f"ratio {float(ratio):.3f}" in lines[0] and float(noise) > 0
 
 
+@pytest.mark.heavy
 def test_packing_runs_k_at_once_and_sums_their_training_rates(tmp_path):
     rows = bench_packing("mlp/ring8", [1, 2], steps=20, device="cpu", launcher="joblib",
                          workdir=tmp_path)

@@ -47,6 +47,7 @@ def test_available_cores_respects_the_affinity():
     assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
 
 
+@pytest.mark.heavy
 def test_a_joblib_sweep_applies_and_records_the_budget(tmp_path):
     out = run_here("-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=2",
                   "eval.every=0", "eval.num_samples=100", "logger=none",

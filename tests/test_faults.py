@@ -615,6 +615,7 @@ def test_a_run_that_failed_before_evaluating_is_counted_where_its_protocol_says(
     assert labels[1].endswith("n=2500 (eval.hq_std=3.0)")
 
 
+@pytest.mark.heavy
 def test_sigterm_to_a_joblib_sweep_stops_its_workers_with_checkpoints(tmp_path):
     proc = _popen("-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=100000",
                   "eval.every=200", *FAST, f"hydra.sweep.dir={tmp_path}")

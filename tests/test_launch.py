@@ -113,6 +113,7 @@ def _overlaps(intervals: list[tuple[float, float]]) -> int:
     return most
 
 
+@pytest.mark.heavy
 def test_local_launcher_packs_runs_per_gpu_with_one_device_each(tmp_path):
     # Ray started with 2 logical GPUs on this CPU machine; 5 runs, 2 per GPU: one waits
     out = run_cli("-m", "launcher=local", "fanout.gpus=2", "fanout.runs_per_gpu=2",
@@ -130,6 +131,7 @@ def test_local_launcher_packs_runs_per_gpu_with_one_device_each(tmp_path):
     assert len({r["host"]["pid"] for r in results}) == 5  # a fresh process per run
 
 
+@pytest.mark.heavy
 def test_submitit_launcher_runs_the_sweep_as_jobs(tmp_path):
     out = run_cli("-m", "launcher=submitit_local", "seed=0,1", *TINY,
                   f"hydra.sweep.dir={tmp_path}")
@@ -145,6 +147,7 @@ def test_submitit_launcher_runs_the_sweep_as_jobs(tmp_path):
         assert state["counters"]["step"] == results[0]["step"] > 0
 
 
+@pytest.mark.heavy
 def test_relaunching_a_killed_sweep_resumes_it_and_skips_finished_runs(tmp_path):
     args = ["-m", "seed=0,1", "train.steps=40", "train.checkpoint_every=10", "eval.every=20",
             "eval.num_samples=100", "logger=none", "train.progress=false",

@@ -60,6 +60,7 @@ def _records(tmp_path: Path) -> list[dict]:
 
 # -- no worker outlives its sweep; Ctrl-C however delivered ---------------------------------
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("how", ["terminal", "sweep alone"])
 def test_ctrl_c_leaves_every_run_interrupted_with_one_closing_line(tmp_path, how):
     proc = _start_sweep(tmp_path)
@@ -80,6 +81,7 @@ def test_ctrl_c_leaves_every_run_interrupted_with_one_closing_line(tmp_path, how
         assert not _alive(r["host"]["pid"])
 
 
+@pytest.mark.heavy
 def test_workers_of_a_killed_sweep_stop_with_a_checkpoint_and_a_relaunch_finds_them(tmp_path):
     proc = _start_sweep(tmp_path)
     proc.kill()  # SIGKILL: the sweep says nothing to its workers

@@ -106,6 +106,7 @@ def test_stages_go_through_submitit(tmp_path):
     assert len(json.loads((sweep / "stages.json").read_text())) == 2
 
 
+@pytest.mark.heavy
 def test_stages_go_through_joblib_with_vectorised_seed_groups(tmp_path):
     sweep = tmp_path / "sweep"
     out = run_here(*STAGED, "launcher=joblib", "fanout.n_jobs=2", "fanout.vectorize_seeds=4",
@@ -117,6 +118,7 @@ def test_stages_go_through_joblib_with_vectorised_seed_groups(tmp_path):
     assert stacks[3] in (None, [3])  # stage 2: one seed per cell, alone
 
 
+@pytest.mark.heavy
 def test_a_killed_staged_sweep_resumes_where_it_stopped(tmp_path):
     sweep = tmp_path / "sweep"
     args = [sys.executable, "-m", "ganlab.train", *STAGED, *TINY[:-2], "train.steps=30",

@@ -235,6 +235,7 @@ SWEEP = ["-m", "logger=none", "train.progress=false", "train.device=cpu", "seed=
          "fanout.vectorize_seeds=3", *FAST]
 
 
+@pytest.mark.heavy
 def test_a_killed_group_resumes_every_seed_from_its_own_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
     # SIGKILL right after the first seed's checkpoint at step 10: the others have none
@@ -278,6 +279,7 @@ def test_a_stacked_round_makes_no_would_be_syncs_and_a_stats_read_makes_one(make
     assert len({v["loss_d"] for v in values}) == len(SEEDS)
 
 
+@pytest.mark.heavy
 def test_a_stop_signal_checkpoints_every_seed_of_a_group(make_cfg, tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "logger=none", "train.progress=false", "train.device=cpu", "seed=0,1",
