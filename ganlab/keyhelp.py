@@ -13,6 +13,7 @@ import inspect
 import io
 import textwrap
 import tokenize
+import typing
 
 from omegaconf import OmegaConf
 
@@ -52,12 +53,11 @@ def field_comments(cls: type) -> dict[str, str]:
 def key_descriptions(cls: type | None = None, prefix: str = "") -> dict[str, str]:
     """Every key of the schema (dotted), with its description ("" where it has none)."""
     cls = cls or schema()
+    hints = typing.get_type_hints(cls)  # the field types (annotations are strings here)
     out = {}
     for f in dataclasses.fields(cls):
-        kind = f.type if isinstance(f.type, type) else None
-        if kind is None:
-            kind = _resolved_type(cls, f.name)
-        if dataclasses.is_dataclass(kind):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             out.update(key_descriptions(kind, f"{prefix}{f.name}."))
             continue
         owner = next(c for c in cls.__mro__ if f.name in getattr(c, "__annotations__", {}))
@@ -65,15 +65,8 @@ def key_descriptions(cls: type | None = None, prefix: str = "") -> dict[str, str
     return out
 
 
-def _resolved_type(cls: type, name: str):
-    import typing
-
-    kind = typing.get_type_hints(cls)[name]
-    return kind if isinstance(kind, type) else None
-
-
 def command_help() -> str:
-    default = OmegaConf.to_container(compose([]), resolve=False)
+    default = compose([])
     lines = ["python -m ganlab.train [GROUP=OPTION | KEY=VALUE ...]   train one GAN",
              "python -m ganlab.train -m [GROUP=A,B | KEY=V1,V2 ...]   a sweep (multirun)",
              "", "Config groups (GROUP=OPTION):"]
@@ -83,7 +76,7 @@ def command_help() -> str:
     descriptions = key_descriptions()
     width = max(len(k) for k in descriptions)
     for key, text in descriptions.items():
-        value = OmegaConf.select(OmegaConf.create(default), key, default=None)
+        value = OmegaConf.select(default, key, default=None)
         shown = "???" if value is None and key.endswith(".name") else repr(value)
         lines.append(f"  {key:<{width}} = {shown[:24]:<24}  {text}")
     lines += ["", "Also: --cfg job (print the composed config), -sc install=bash (tab completion "

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ganlab.assemble import build_gan, resolve_device, resolve_optimizer_impl
@@ -38,9 +37,8 @@ from ganlab.result import (
 )
 from ganlab.stops import (
     Interrupted,
-    ProgressLines,
+    Progress,
     StopSignals,
-    terminal_usable,
 )
 from ganlab.tracking import BUDGET_KEYS, RunIdentity, best_values, build_tracker
 
@@ -182,7 +180,7 @@ class Trainer:
         status, error = "completed", None
         self.stop.deferred = True
         # log lines go above the bar, never through it
-        redirect = nullcontext() if self.bar.disable else logging_redirect_tqdm()
+        redirect = nullcontext() if self.progress.bar.disable else logging_redirect_tqdm()
         try:
             self.resume_clock()
             with redirect:
@@ -225,12 +223,11 @@ class Trainer:
             cfg.logger, run_dir=self.run_dir, identity=self.identity,
             config={**flatten(cfg), **flatten(self.result.data["comparability"],
                                               "comparability/")})
-        if self.tracker.record() is not None:
-            self.result.update(wandb=self.tracker.record())
-        self.bar = tqdm(total=t.steps, initial=c.step, desc=self.identity.name,
-                        dynamic_ncols=True, leave=False,
-                        disable=not (t.progress and terminal_usable()))
-        self.progress = ProgressLines(t.steps, c.step, enabled=t.progress and self.bar.disable)
+        where = self.tracker.record()
+        if where is not None:
+            self.result.update(wandb=where)
+        self.progress = Progress(t.steps, self.identity.name, "rounds", start=c.step,
+                                 enabled=t.progress, lines_say="step")
         self.gan.G.train()
         self.gan.D.train()
         # the round the loop plays: the GAN's own, or its capture in a CUDA graph (captured
@@ -273,8 +270,7 @@ class Trainer:
         c.d_updates += self.d_steps
         c.g_updates += self.g_steps
         c.images_seen += self.gan.round_images
-        self.bar.update()
-        self.progress.update(c.step)
+        self.progress.update(1)
         last = c.step == self.steps
         eval_due = self.eval_due(c.step)
         ckpt_due = last or (self.ckpt_every > 0 and c.step % self.ckpt_every == 0)
@@ -282,8 +278,8 @@ class Trainer:
             return None
         self.last_train = self._read_stats(read_stats())
         self.tracker.log(self.last_train, c.step)
-        self.bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in self.last_train.items()
-                              if k in ("train/loss_d", "train/loss_g")})
+        self.progress.bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in self.last_train.items()
+                                       if k in ("train/loss_d", "train/loss_g")})
         return (eval_due, ckpt_due) if eval_due or ckpt_due else None
 
     def write(self, eval_due: bool, ckpt_due: bool) -> None:
@@ -324,15 +320,15 @@ class Trainer:
     def abandon(self) -> None:
         """A run ended by an error outside its loop: close what `start` opened (the caller
         records the error)."""
-        if hasattr(self, "bar"):
-            self.bar.close()
+        if hasattr(self, "progress"):
+            self.progress.bar.close()
         if hasattr(self, "tracker"):
             self.tracker.summary({"status": "failed"})
             self.tracker.finish(exit_code=1)
 
     def finish(self, status: str, error: str | None) -> dict:
         """Record how the run ended; re-raises a stop request once recorded."""
-        self.bar.close()
+        self.progress.bar.close()
         final = self.last_metrics
         with self.stop.shielded():  # a stop signal now waits for the record
             self.result.update(status=status, error=error, step=self.counters.step,

@@ -156,16 +156,20 @@ def terminal_usable(stream=None) -> bool:
 
 
 class Progress:
-    """Progress of a long piece of work outside the loop (feature extraction, reference
-    statistics, final scoring): a bar on a usable terminal, else a log line every 30 s."""
+    """Progress of a long piece of work (the training loop, feature extraction, reference
+    statistics, final scoring): a bar on a usable terminal, else a log line every 30 s.
+    `start`: what is done already (a resumed run); `lines_say`: the log lines' word for the
+    work (default `what`); `enabled=False`: neither."""
 
-    def __init__(self, total: int, what: str, unit: str = "images"):
+    def __init__(self, total: int, what: str, unit: str = "images", *, start: int = 0,
+                 enabled: bool = True, lines_say: str | None = None):
         from tqdm import tqdm
 
-        self.done = 0
-        self.bar = tqdm(total=total, desc=what, unit=unit, leave=False, dynamic_ncols=True,
-                        disable=not terminal_usable())
-        self.lines = ProgressLines(total, 0, enabled=self.bar.disable, what=what, unit=unit)
+        self.done = start
+        self.bar = tqdm(total=total, initial=start, desc=what, unit=unit, leave=False,
+                        dynamic_ncols=True, disable=not (enabled and terminal_usable()))
+        self.lines = ProgressLines(total, start, enabled=enabled and self.bar.disable,
+                                   what=lines_say or what, unit=unit)
 
     def update(self, n: int) -> None:
         self.done += n
@@ -281,8 +285,6 @@ def _release_worker_pool() -> None:
     """Shut the local launchers down once their workers have ended: a Ray instance the sweep
     started, and joblib's worker pool (whose resource tracker then has nothing left to warn
     about after the sweep's last line)."""
-    import sys
-
     try:
         shut_down_ray()
     except Exception:  # already going down
@@ -299,8 +301,6 @@ def _release_worker_pool() -> None:
 def shut_down_ray() -> None:
     """Stop the Ray instance (or connection) this process started, if any: its workers'
     teardown output then comes now, not after the sweep's last line."""
-    import sys
-
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()

@@ -71,10 +71,9 @@ def _update_wandb(cfg, run_dir: Path, record: dict, metrics: dict, comparability
     where = record.get("wandb") or {}
     logger = OmegaConf.merge(cfg.logger, {k: where[k] for k in ("project", "entity")
                                           if where.get(k)})
-    identity = RunIdentity(name=where.get("name") or run_dir.name, group=where.get("group"),
-                           sweep=where.get("sweep"), job_type="evaluate")
-    tracker = build_tracker(logger, run_dir=run_dir, identity=identity, config={},
-                            resume_only=True)
+    # resumed, the W&B run keeps its own name, group and job type
+    tracker = build_tracker(logger, run_dir=run_dir, identity=RunIdentity(name=run_dir.name),
+                            config={}, resume_only=True)
     tracker.summary({**metrics, "rescored_at_step": record["step"]})
     tracker.config(flatten(comparability, "comparability/"))
     tracker.finish()

@@ -131,13 +131,12 @@ class Extractor:
         device = next(self.net.parameters()).device
         feats, logits = [], []
         with (single_thread() if self.one_thread and device.type == "cpu" else nullcontext(),
-              Progress(len(images), what) if what else nullcontext() as progress):
+              Progress(len(images), what or "", enabled=what is not None) as progress):
             for start in range(0, len(images), batch_size):
                 f, lg = self.net(images[start:start + batch_size].to(device))
                 feats.append(f.double().cpu())
                 logits.append(lg.double().cpu())
-                if progress is not None:
-                    progress.update(len(f))
+                progress.update(len(f))
         return torch.cat(feats), torch.cat(logits)
 
     def protocol(self) -> dict:

@@ -43,20 +43,17 @@ def score(gan, evaluator, *, seed: int, step: int, final: bool, eval_cfg, coupli
     chunk = unit * max(1, evaluator.chunk_samples // unit)
     tally, shown = evaluator.tally(), None
     # the final score (10,000 samples by default) is long enough to show its progress
-    progress = Progress(n, f"step {step}: scoring", unit="samples") if final and n > chunk \
-        else None
-    for start in range(0, n, chunk):
-        if stop is not None and stop():
-            raise EvaluationStopped(f"the evaluation at step {step} was stopped")
-        part_labels = None if labels is None else labels[start:start + chunk]
-        part = gan.generate(min(chunk, n - start), gen, eval_cfg.batch_size, part_labels)
-        tally.add(part, part_labels)
-        if progress is not None:
+    with Progress(n, f"step {step}: scoring", "samples", enabled=final and n > chunk
+                  ) as progress:
+        for start in range(0, n, chunk):
+            if stop is not None and stop():
+                raise EvaluationStopped(f"the evaluation at step {step} was stopped")
+            part_labels = None if labels is None else labels[start:start + chunk]
+            part = gan.generate(min(chunk, n - start), gen, eval_cfg.batch_size, part_labels)
+            tally.add(part, part_labels)
             progress.update(len(part))
-        if shown is None:  # the picture shows the first chunk
-            shown = part
-    if progress is not None:
-        progress.bar.close()
+            if shown is None:  # the picture shows the first chunk
+                shown = part
     metrics = tally.result()
     metrics["eval/coupling"] = batch_coupling(gan, coupling_batch, gen)  # SCORE_KEYS
     save_samples(shown, gan.data, picture, title, eval_cfg.grid_size)
