@@ -123,6 +123,23 @@ def check_launcher_installed(option: str) -> None:
                           f"'ganlab[{extra}]' (or `pip install -e \".[{extra}]\"` in a checkout)")
 
 
+def _unreadable(parser, tokens: list[str], error: str) -> str:
+    """The override Hydra cannot read, named, and how to quote a value that holds `=`, `,`
+    or a space (a path such as a sweep cell's folder does)."""
+    from hydra.errors import HydraException
+
+    for token in tokens:
+        try:
+            parser.parse_overrides([token])
+        except HydraException:
+            key, _, value = token.partition("=")
+            if any(c in value for c in "=, "):
+                return (f"cannot read {token}: {error}; a value holding '=', ',' or a space "
+                        f"is quoted: \"{key}='{value}'\"")
+            return f"cannot read {token}: {error}"
+    return f"cannot read the overrides: {error}"
+
+
 def check_overrides(args: list[str] | tuple[str, ...]) -> None:
     """Raise ConfigError (one line) for an override that names no config group option, no
     schema key (`+key=` included), no Hydra run/sweep/job key, gives a value of the wrong
@@ -133,10 +150,11 @@ def check_overrides(args: list[str] | tuple[str, ...]) -> None:
     from hydra.errors import HydraException
 
     tokens = [a for a in args if "=" in a and not a.startswith("-") or a.startswith("~")]
+    parser = OverridesParser.create()
     try:
-        overrides = OverridesParser.create().parse_overrides(tokens)
+        overrides = parser.parse_overrides(tokens)
     except HydraException as e:
-        raise ConfigError(f"cannot read the overrides: {str(e).splitlines()[0]}") from None
+        raise ConfigError(_unreadable(parser, tokens, str(e).splitlines()[0])) from None
     presets = any(o.key_or_group == "experiment" for o in overrides)
     for o in overrides:
         key = o.key_or_group

@@ -569,6 +569,8 @@ def test_progress_lines_for_runs_without_a_terminal(caplog):
     (["train.steps=${foo}"], "train.steps=${foo}: ${foo} is not a config key"),
     (["ablation=minus_ls"], "ablation is not in the defaults list; add it with "
                             "+ablation=minus_ls"),
+    (["seed=1", "hydra.run.dir=/runs/smoothing=none/seed=0"],
+     "cannot read hydra.run.dir=/runs/smoothing=none/seed=0: "),
     (["hydra.run.dri=x"], "hydra.run.dri is not a Hydra setting (did you mean hydra.run.dir?)"),
     (["-m", "norm=glob(xx*)"], "norm=glob(xx*) picks no option; choose from: "
                                + ", ".join(group_options("norm"))),
@@ -656,3 +658,15 @@ def test_a_run_is_not_shortened_by_a_smaller_budget(make_cfg, tmp_path):
                                           "a run is not shortened"):
         run(make_cfg("train.steps=10", "train.checkpoint_every=10", "eval.every=10"), tmp_path)
     assert _snapshot(tmp_path) == before
+
+
+def test_an_unquoted_path_with_equals_signs_is_named_with_how_to_quote_it():
+    # relaunching one cell of a sweep into its folder: the folder's name holds '=' and ','
+    from ganlab.configure import check_overrides
+
+    path = "/runs/smoothing=none,train.steps=20/seed=0"
+    with pytest.raises(ConfigError) as e:
+        check_overrides(["seed=0", f"hydra.run.dir={path}"])
+    assert str(e.value).startswith(f"cannot read hydra.run.dir={path}: ")
+    assert str(e.value).endswith(f"is quoted: \"hydra.run.dir='{path}'\"")
+    check_overrides(["seed=0", f"hydra.run.dir='{path}'"])  # quoted, it reads
