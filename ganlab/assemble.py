@@ -22,7 +22,7 @@ from ganlab.labels import LABEL_MODES, LabelMode
 from ganlab.losses import build_loss
 from ganlab.memory import GIB, available_bytes, bare_nets, per_sample_activations, round_bytes
 from ganlab.nets import MODELS
-from ganlab.nets.norm import ReferenceBatch, needs_reference
+from ganlab.nets.norm import NORMS, ReferenceBatch, needs_reference
 from ganlab.optim import Adam
 
 
@@ -115,7 +115,8 @@ def build_gan(cfg: DictConfig, device: torch.device) -> GAN:
     opt_d = make_adam(D.parameters(), impl, graphs, lr=t.lr_d, betas=tuple(t.betas_d))
     game = Game(build_loss(cfg.loss.name, cfg.smoothing.real_target, cfg.smoothing.fake_target),
                 mode, extras)
-    schedule = Schedule(t.batch_size, t.d_steps, t.g_steps, cfg.norm.split_real_fake)
+    schedule = Schedule(t.batch_size, t.d_steps, t.g_steps, cfg.norm.d_batches,
+                        d_couples=NORMS.choose(cfg.norm.d).batch_statistics)
     return GAN(G, D, opt_g, opt_d, game, data, schedule,
                noise_seed=derive_seed(cfg.seed, "noise"), device=device)
 

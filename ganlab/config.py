@@ -125,7 +125,13 @@ class SmoothingConfig:
 class NormConfig:
     g: str = "none"  # a norm of ganlab.nets.norm.NORMS, in every hidden layer of G
     d: str = "none"  # ... in D's hidden layers (never its input layer)
-    split_real_fake: bool = False  # D normalises real and fake as separate batches
+    # With batch norm in D: `separate` normalises real and fake as two batches in D's update
+    # (DCGAN); `joint` normalises one real+fake batch in D's update and, so that G is scored
+    # as D was trained, passes G's fakes through D beside a fresh real batch too;
+    # `joint_inconsistent` is joint in D's update but fakes alone in G's (D never trained on
+    # that regime; kept to show why not, experiments/fig21). Without batch statistics in D
+    # (or minibatch features: separate) the three compute the same thing.
+    d_batches: str = "separate"
     ref_batch_size: int = keyed(64, at_least=1)  # N: the fixed reference batch of reference/virtual norm
 
 
@@ -351,8 +357,10 @@ LOGGER_MODES = ("offline", "online", "disabled")
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 # string keys with a fixed set of values (names of parts are checked against their registries)
 SEED_RULES = ("list", "auto")
+D_BATCHES = ("separate", "joint", "joint_inconsistent")
 FIXED_CHOICES = {"data.split": SPLITS, "eval.real_split": SPLITS, "logger.mode": LOGGER_MODES,
-                 "train.optimizer_impl": OPTIMIZER_IMPLS, "fanout.seeds": SEED_RULES}
+                 "train.optimizer_impl": OPTIMIZER_IMPLS, "fanout.seeds": SEED_RULES,
+                 "norm.d_batches": D_BATCHES}
 
 
 @functools.cache

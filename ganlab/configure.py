@@ -328,7 +328,7 @@ def load_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     if not path.exists():
         raise ConfigError(f"{run_dir} has no saved config ({path}); is it a ganlab run dir?")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(schema()), OmegaConf.load(path))
+        cfg = OmegaConf.merge(OmegaConf.structured(schema()), _upgrade(OmegaConf.load(path)))
     except Exception as e:  # a damaged or foreign file
         raise ConfigError(f"{path} is not a readable ganlab config "
                           f"({str(e).splitlines()[0]})") from None
@@ -344,6 +344,17 @@ def load_config(run_dir: Path, overrides: list[str]) -> DictConfig:
         check_key_value(key, OmegaConf.select(parsed, key))
         cfg = OmegaConf.merge(cfg, parsed)
     return cfg
+
+
+def _upgrade(saved: DictConfig) -> DictConfig:
+    """A config saved by an earlier release, in today's keys, meaning what it ran:
+    `norm.split_real_fake` (true: separate batches; false: D's update on one joint batch,
+    G's on fakes alone) became `norm.d_batches`."""
+    norm = saved.get("norm")
+    if isinstance(norm, DictConfig) and "split_real_fake" in norm:
+        split = norm.pop("split_real_fake")
+        norm.d_batches = "separate" if split else "joint_inconsistent"
+    return saved
 
 
 def _apply_group_choice(cfg: DictConfig, group: str, override: str) -> DictConfig:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ganlab.config import D_BATCHES
 from ganlab.data.base import restore_stream, stream_state
 from ganlab.extras import Extra
 from ganlab.labels import LabelMode
@@ -40,7 +41,8 @@ class Schedule:
     batch_size: int
     d_steps: int = 1  # k: D updates per round
     g_steps: int = 1  # G updates per round
-    split_real_fake: bool = False  # D sees real and fake as separate batches (norm statistics)
+    d_batches: str = "separate"  # how D's batch statistics see real and fake (norm.d_batches)
+    d_couples: bool = False  # D normalises with its minibatch's statistics (batch norm)
 
 
 @dataclass
@@ -94,9 +96,18 @@ class GAN:
         self.z_dim, self.num_classes = G.z_dim, data.num_classes
         self.batch_size = schedule.batch_size
         self.round_images = 0  # real samples drawn in the latest round (the loop counts them)
+        if schedule.d_batches not in D_BATCHES:
+            raise ValueError(f"norm.d_batches={schedule.d_batches!r}; choose one of: "
+                             f"{', '.join(D_BATCHES)}")
         # what actually runs: a plug-in may need separate batches whatever norm.* says
-        self.split_real_fake = schedule.split_real_fake or any(
-            e.separate_real_fake for e in self.extras)
+        separate = any(e.separate_real_fake for e in self.extras)
+        self.d_batches = "separate" if separate else schedule.d_batches
+        # Without batch statistics in D the modes compute the same function: D then takes
+        # real and fake in one call (one kernel per layer), and a G update fakes alone.
+        couples = schedule.d_couples or separate  # a plug-in's minibatch features couple too
+        self.joint_d = not (couples and self.d_batches == "separate")
+        # the consistent joint mode: a G update also normalises fakes among real samples
+        self.joint_g = couples and self.d_batches == "joint"
         for extra in self.extras:
             extra.bind(G, D)
         # real labels are gathered only for a label mode that reads them
@@ -116,8 +127,9 @@ class GAN:
         return torch.randint(self.num_classes, (n,), generator=self.noise, device=self.device)
 
     def discriminate(self, D, real, y_real, fake, y_fake) -> tuple[DOutput, DOutput]:
-        """D's outputs on real and on fake samples."""
-        if self.split_real_fake:
+        """D's outputs on real and on fake samples: two batches, or one joint batch whose
+        norm statistics both halves share (norm.d_batches)."""
+        if not self.joint_d:
             return D(real, y_real), D(fake, y_fake)
         y = None if y_fake is None or y_real is None else torch.cat([y_real, y_fake])
         out = D(torch.cat([real, fake]), y)  # one batch: norm statistics are shared
@@ -177,8 +189,9 @@ class GAN:
 
     @property
     def g_reads_real(self) -> bool:
-        """Whether a G update draws a real batch (a plug-in's term reads D on it)."""
-        return any(e.g_reads_real for e in self.extras)
+        """Whether a G update draws a real batch (a plug-in's term reads D on it, or D
+        normalises the fakes among real samples: norm.d_batches=joint)."""
+        return self.joint_g or any(e.g_reads_real for e in self.extras)
 
     def g_inputs(self, real_too: bool = False) -> tuple:
         """(z, y_fake) for one G update; with `real_too`, also the real batch a plug-in's
@@ -191,18 +204,29 @@ class GAN:
     def g_cost(self, G, D, z, y_fake, draw_real: Callable[[], tuple]
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's cost on one update's inputs; `draw_real()` gives (real, y_real) when a term
-        reads D on real data."""
+        reads D on real data, or when D's batch norm sees real and fake as one batch: then
+        the fakes pass through D inside a joint real+fake batch, as in D's update, and G's
+        cost is that of the fake half (gradients reach G through the shared statistics too)."""
         fake = G(z, y_fake)
-        out_fake = D(fake, y_fake if self.labels.conditional_d else None)
+        d_sees_y = self.labels.conditional_d
+        if self.joint_g:
+            real, y_real = draw_real()
+            out_real, out_fake = self.discriminate(D, real, y_real if d_sees_y else None,
+                                                   fake, y_fake if d_sees_y else None)
+            # a plug-in reads D on real data as a constant for G
+            step = Step(out_fake, DOutput(*(None if t is None else t.detach()
+                                            for t in out_real)))
+        else:
+            out_fake = D(fake, y_fake if d_sees_y else None)
+
+            def real_output() -> DOutput:
+                real, y_real = draw_real()
+                with torch.no_grad():
+                    return D(real, y_real if d_sees_y else None)
+
+            step = Step(out_fake, _draw_real=real_output)
         terms = self.loss.g_loss(out_fake.adv)
         extra = self.labels.g_terms(out_fake.cls, y_fake)
-
-        def real_output() -> DOutput:
-            real, y_real = draw_real()
-            with torch.no_grad():
-                return D(real, y_real if self.labels.conditional_d else None)
-
-        step = Step(out_fake, _draw_real=real_output)
         for plugin in self.extras:
             extra.update(plugin.g_terms(step))
         total, stats = self._total("g", terms.total, extra)

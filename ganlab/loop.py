@@ -107,7 +107,7 @@ class Trainer:
         # the record says what ran: a plug-in may force separate real/fake batches in D
         result.update(comparability=comparability_dict(cfg, self.evaluator.protocol()),
                       trick={**trick_dict(cfg),
-                             "norm.split_real_fake": self.gan.split_real_fake})
+                             "norm.d_batches": self.gan.d_batches})
         self.counters = Counters()
         self.history: list[dict] = []
         self.last_train: dict[str, float] = {}

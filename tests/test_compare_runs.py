@@ -17,7 +17,7 @@ from ganlab.storage import atomic_write_json
 
 TRICK = {"labels.name": "none", "loss.name": "minimax", "smoothing.real_target": 1.0,
          "smoothing.fake_target": 0.0, "norm.g": "none", "norm.d": "none",
-         "norm.split_real_fake": False, "train.d_steps": 1, "train.g_steps": 1,
+         "norm.d_batches": "separate", "train.d_steps": 1, "train.g_steps": 1,
          "model.g_width": 64, "model.d_width": 64}
 UNLABELLED = {"labels": "none", "data.name": "ring8", "data.split": "train",
               "model.name": "mlp", "eval": {"metrics": "modes2d", "num_samples": 2500}}

@@ -114,10 +114,11 @@ def test_d_output_depends_on_batch_mates_only_with_mbd(make_cfg, kernels):
 
 
 def test_gan_discriminates_real_and_fake_as_separate_batches(make_cfg):
-    cfg = make_cfg("data=ring8", "model=mlp", "extras.minibatch_discrimination.kernels=4")
+    cfg = make_cfg("data=ring8", "model=mlp", "extras.minibatch_discrimination.kernels=4",
+                   "norm.d_batches=joint")
     gan = build_gan(cfg, torch.device("cpu"))
     G, D = gan.G, gan.D
-    assert not cfg.norm.split_real_fake and gan.split_real_fake  # asked for by the plug-in
+    assert gan.d_batches == "separate" and not gan.joint_d  # asked for by the plug-in
     real, _ = gan.data.sample(8)
     with torch.no_grad():
         fake = G(torch.randn(8, cfg.model.z_dim))
@@ -129,9 +130,9 @@ def test_gan_discriminates_real_and_fake_as_separate_batches(make_cfg):
 
 
 def test_the_record_says_the_batches_were_separate(make_cfg, tmp_path):
-    cfg = make_cfg("extras=[minibatch_discrimination]", "norm.split_real_fake=false", *TINY)
+    cfg = make_cfg("extras=[minibatch_discrimination]", "norm.d_batches=joint", *TINY)
     result = run(cfg, tmp_path / "run")
-    assert result["trick"]["norm.split_real_fake"] is True  # what ran, not what was asked
+    assert result["trick"]["norm.d_batches"] == "separate"  # what ran, not what was asked
 
 
 def test_wrapped_d_keeps_its_plugin_layer(make_cfg):

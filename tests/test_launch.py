@@ -96,9 +96,7 @@ def test_salimans2016_rows_are_each_trick_removed(tmp_path):
         "all": set(), "minus_vbn_plus_bn": {"norm.g"}, "minus_ls": {"smoothing.real_target"},
         "minus_l": {"labels.name"},
         "minus_l_plus_ha": {"labels.name", "extras.historical_averaging.weight"},
-        # without minibatch features D no longer needs separate real/fake batches: the
-        # record says what ran
-        "minus_mbf": {"extras.minibatch_discrimination.kernels", "norm.split_real_fake"}}
+        "minus_mbf": {"extras.minibatch_discrimination.kernels"}}
     # and the preset's sweep cells are named without the seed or the preset itself
     assert all("seed" not in p.name and "experiment" not in p.name
                for p in tmp_path.iterdir() if p.is_dir())

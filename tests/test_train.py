@@ -66,15 +66,15 @@ def test_one_step_smoke_for_every_data_loss_smoothing(make_cfg, lazy_mnist_root,
 
 
 @pytest.mark.parametrize("data", ["ring8", "fashion_mnist"])
-@pytest.mark.parametrize("norm_g, norm_d, split", [("batch", "batch", False),
-                                                   ("batch", "batch", True),
-                                                   ("none", "batch", True)])
-def test_norm_options_train(make_cfg, lazy_mnist_root, tmp_path, data, norm_g, norm_d, split):
+@pytest.mark.parametrize("norm_g, norm_d, batches", [("batch", "batch", "joint"),
+                                                     ("batch", "batch", "joint_inconsistent"),
+                                                     ("none", "batch", "separate")])
+def test_norm_options_train(make_cfg, lazy_mnist_root, tmp_path, data, norm_g, norm_d, batches):
     cfg = make_cfg(*_data_overrides(data, lazy_mnist_root, tmp_path), f"norm.g={norm_g}",
-                   f"norm.d={norm_d}", f"norm.split_real_fake={split}", *TINY)
+                   f"norm.d={norm_d}", f"norm.d_batches={batches}", *TINY)
     result = run(cfg, tmp_path / "run")
     assert result["status"] == "completed", result["error"]
-    assert result["trick"]["norm.g"] == norm_g and result["trick"]["norm.split_real_fake"] == split
+    assert result["trick"]["norm.g"] == norm_g and result["trick"]["norm.d_batches"] == batches
     bn = [m for m in load_weights(tmp_path / "run")["G"] if "running_mean" in m]
     assert bool(bn) == (norm_g == "batch")
 

@@ -31,8 +31,9 @@ ROUNDS = 20
 # every trick the MLP families support under vmap, alone or mixed
 TRICKS = {
     "baseline": [],
-    "batch norm, joint batch": ["norm.g=batch", "norm.d=batch"],
-    "batch norm, split batches": ["norm.g=batch", "norm.d=batch", "norm.split_real_fake=true"],
+    "batch norm, separate batches": ["norm.g=batch", "norm.d=batch"],
+    "batch norm, joint batches": ["norm.g=batch", "norm.d=batch", "norm.d_batches=joint"],
+    "batch norm, joint in D's update only": ["norm.d=batch", "norm.d_batches=joint_inconsistent"],
     "virtual norm": ["norm.g=virtual", "norm.d=virtual", "norm.ref_batch_size=16"],
     "reference norm": ["norm.g=reference", "norm.d=reference", "norm.ref_batch_size=16"],
     "conditional": ["labels=conditional"],
@@ -69,7 +70,7 @@ def _max_diff(a: dict, b: dict) -> float:
 
 # every trick with the per-tensor Adam; the fused kernel on two of them
 CASES = [(case, "loop") for case in TRICKS] + [("baseline", "fused"),
-                                               ("batch norm, joint batch", "fused")]
+                                               ("batch norm, joint batches", "fused")]
 
 
 @pytest.mark.parametrize(("case", "impl"), CASES)

@@ -1,7 +1,7 @@
 """`report.json`: every number of every table of a comparison, the one source the console,
 markdown, HTML and W&B views are rendered from.
 
-The document (schema version 3; README "report.json" lists every key):
+The document (schema version 5; README "report.json" lists every key):
 
     {"schema_version", "generated", "dirs", "study": {"name", "question"},
      "settings": {"match", "alpha", "ci_level", "power", "interval", "min_pairs",
@@ -15,7 +15,9 @@ The document (schema version 3; README "report.json" lists every key):
 
     table: {"metric", "label", "better", "scale", "scale_note", "range", "all_zero", "match",
             "budget", "baseline", "family", "tests", "alpha", "strictest_alpha", "design",
-            "smallest_effect", "interval", "ci_level", "rows": [row, ...]}
+            "smallest_effect", "interval", "ci_level", "rows": [row, ...],
+            "curves": [{"variant", "points": [{"step", "n", "mean", "ci"}, ...],
+                        "num_samples", "last_quarter"}, ...]}   # ganlab.compare.curves
     row:   {"variant", "detail", "is_baseline", "settings", "n", "diverged", "failed",
             "unfinished", "values", "mean", "ci", "median", "at_bound", "pairs", "look",
             "stage", "delta", "delta_ci", "delta_pct", "delta_pct_ci", "diff_sd", "d_z",
@@ -35,6 +37,7 @@ import math
 import time
 from collections import Counter
 
+from ganlab.compare.curves import table_curves
 from ganlab.compare.rows import (
     ALPHA,
     MIN_PAIRS,
@@ -53,7 +56,8 @@ from ganlab.compare.tables import aligned
 from ganlab.metrics import metric_info
 from ganlab.result import STATUSES, count_statuses
 
-SCHEMA_VERSION = 4  # 3: classes name their unfinished runs and duplicated seeds; 4: `wandb`
+# 3: classes name their unfinished runs and duplicated seeds; 4: `wandb`; 5: tables' `curves`
+SCHEMA_VERSION = 5
 TOP_KEYS = ("schema_version", "generated", "dirs", "study", "settings", "decided",
             "unreadable", "wandb", "classes")
 SETTINGS_KEYS = ("match", "alpha", "ci_level", "power", "interval", "min_pairs",
@@ -63,7 +67,7 @@ CLASS_KEYS = ("label", "comparability", "status_counts", "seeds", "thin", "budge
               "unfinished_runs", "duplicate_seeds", "tables")
 TABLE_KEYS = ("metric", "label", "better", "scale", "scale_note", "range", "all_zero", "match",
               "budget", "baseline", "family", "tests", "alpha", "strictest_alpha", "design",
-              "smallest_effect", "interval", "ci_level", "rows")
+              "smallest_effect", "interval", "ci_level", "rows", "curves")
 ROW_KEYS = ("variant", "detail", "is_baseline", "settings", "n", "diverged", "failed",
             "unfinished", "values", "mean", "ci", "median", "at_bound", "pairs", "look",
             "stage", "delta", "delta_ci", "delta_pct", "delta_pct_ci", "diff_sd", "d_z",
@@ -105,7 +109,8 @@ def table_record(t: Table) -> dict:
             "d_z_ci": _pair(r.d_z_ci), "p": r.p, "p_seq": r.p_seq, "p_holm": r.p_holm,
             "level": r.level, "effect": r.effect, "within_delta": r.within_delta,
             "decided": r.decided, "verdict": r.verdict, "detectable": r.detectable,
-            "more_seeds": r.more_seeds, "answer": r.answer} for r in t.rows]}
+            "more_seeds": r.more_seeds, "answer": r.answer} for r in t.rows],
+        "curves": table_curves(t)}
 
 
 def class_budget(runs: list[dict]) -> dict:

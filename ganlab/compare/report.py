@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ganlab.compare.curves import KNEE_PCT, knee_line
 from ganlab.compare.document import (
     WANDB_COLUMNS,
     answers,
@@ -118,37 +119,39 @@ def _delta_chart(t: Table, path: Path) -> bool:
     return True
 
 
-def _curves(t: Table, path: Path) -> bool:
+def _curves(record: dict, t: Table, path: Path) -> bool:
+    """The metric over training: each variant's mean over seeds with its t interval (from
+    report.json's `curves`: points scored on the final sample count only)."""
+    if not record["curves"]:
+        return False
     plt = _plt()
     m = t.metric
     fig, ax = plt.subplots(figsize=(8, 3.8), dpi=100)
-    drawn = False
-    for r in t.rows:
-        series = {}
-        for run in r.runs:
-            for h in run["history"]:
-                v = h["metrics"].get(m.name)
-                if v is not None and np.isfinite(v) and (m.scale != "log" or v > 0):
-                    series.setdefault(h["step"], []).append(v)
-        if not series:
-            continue
-        steps = sorted(series)
-        ax.plot(steps, [np.mean(series[s]) for s in steps], marker=".", label=r.label)
-        ax.fill_between(steps, [min(series[s]) for s in steps],
-                        [max(series[s]) for s in steps], alpha=0.15)
-        drawn = True
-    if drawn:
-        ax.set_title(f"{m.label} during training (mean over seeds, band: min to max)")
-        ax.set_xlabel("rounds (train.steps)")
-        ax.set_ylabel(m.label)
-        if m.scale == "log":
-            ax.set_yscale("log")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        save_figure(fig, path)
+    for entry in record["curves"]:
+        points = entry["points"]
+        steps = [p["step"] for p in points]
+        line, = ax.plot(steps, [p["mean"] for p in points], marker=".",
+                        label=f"{entry['variant']} ({points[-1]['n']} seeds)")
+        if all(p["ci"] is not None for p in points):
+            ax.fill_between(steps, [p["ci"][0] for p in points], [p["ci"][1] for p in points],
+                            color=line.get_color(), alpha=0.15)
+        q = entry["last_quarter"]
+        if q is not None:
+            ax.axvspan(q["from"], q["to"], color="grey", alpha=0.04)
+    samples = {e["num_samples"] for e in record["curves"]} - {None}
+    scored = f", {'/'.join(map(str, sorted(samples)))} samples a point" if samples else ""
+    ax.set_title(f"{m.label} during training (mean over seeds, band: {t.level:.0%} "
+                 f"t interval{scored})")
+    ax.set_xlabel("rounds (train.steps); shaded: the last quarter the knee rule reads")
+    ax.set_ylabel(m.label)
+    if m.scale == "log":
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
     plt.close(fig)
-    return drawn
+    return True
 
 
 def _samples(t: Table, path: Path) -> bool:
@@ -274,11 +277,17 @@ def _metric_section(page: _Page, record: dict, t: Table, stem: Path, primary: bo
     _point_chart(t, points)
     pictures.append(points)
     curves = stem.with_name(stem.name + "_curves.png")
-    if _curves(t, curves):
+    if _curves(record, t, curves):
         pictures.append(curves)
     for path in pictures:
         images[path.name] = path
         page.picture(path, record["label"])
+    knees = [line for e in record["curves"]
+             if (line := knee_line(e, record["label"], t.metric.format))]
+    if primary and knees:
+        page.para("Past the knee? (the last quarter of rounds must improve the metric by "
+                  f"less than {KNEE_PCT:g} %; mean over seeds, {t.level:.0%} t interval)")
+        page.bullets(knees)
 
 
 def write_report(doc: dict, classes: list[list[Table]], out: Path,

@@ -1,0 +1,101 @@
+"""Learning curves across seeds, and whether a variant has trained past its knee.
+
+A curve is the metric at each evaluation step that every scored run of a row reached, with
+the mean over seeds and its t interval (on a log-scale metric: the geometric mean, the
+interval taken on the logs). Only points scored on the same number of samples as the run's
+final scores are used: FID and KID are biased by the sample count, so a curve that mixed
+counts would bend where the count changes (set eval.num_samples = eval.final_num_samples).
+
+The knee rule: a variant is past its knee when the last quarter of its rounds improved the
+metric by less than KNEE_PCT % (the mean over seeds of each seed's relative change from
+the evaluation nearest 3/4 of the rounds to the last one; its t interval beside it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ganlab.compare.rows import Table
+from ganlab.compare.stats import t_interval
+
+KNEE_PCT = 5.0  # past the knee: the last quarter of rounds improved the metric by less
+
+
+def _scored_history(run: dict, metric: str) -> dict[int, float]:
+    """step -> value of the run's evaluations scored on its final sample count."""
+    points = [h for h in run.get("history") or [] if h["metrics"].get(metric) is not None]
+    if not points:
+        return {}
+    final_n = points[-1].get("num_samples")
+    return {h["step"]: float(h["metrics"][metric]) for h in points
+            if h.get("num_samples") == final_n and math.isfinite(h["metrics"][metric])}
+
+
+def _centre(values: list[float], log: bool) -> tuple[float, list[float] | None]:
+    x = np.log(values) if log else np.asarray(values, dtype=float)
+    ci = t_interval(x)
+    back = np.exp if log else (lambda v: v)
+    return (float(back(x.mean())),
+            None if ci is None else [float(back(ci[0])), float(back(ci[1]))])
+
+
+def row_curve(runs: list[dict], metric: str, direction: int, log: bool) -> dict | None:
+    """{"points": [{"step", "n", "mean", "ci"}], "num_samples", "last_quarter"} of one row's
+    completed runs, or None when they share fewer than two scored evaluations."""
+    done = [r for r in runs if r["status"] == "completed"]
+    series = [_scored_history(r, metric) for r in done]
+    series = [s for s in series if s and (not log or min(s.values()) > 0)]
+    if not series:
+        return None
+    steps = sorted(set.intersection(*(set(s) for s in series)))
+    if len(steps) < 2:
+        return None
+    points = []
+    for step in steps:
+        mean, ci = _centre([s[step] for s in series], log)
+        points.append({"step": step, "n": len(series), "mean": mean, "ci": ci})
+    last = steps[-1]
+    # the latest evaluation at or before 3/4 of the rounds; none when that would reach back
+    # over more than half of them (too few points to read a last quarter from)
+    start = max((s for s in steps if s <= 0.75 * last), default=None)
+    quarter = None
+    if start is not None and last / 2 <= start < last:
+        sign = -1 if direction < 0 else 1  # improvement in the metric's better direction
+        gains = [100.0 * sign * (s[last] - s[start]) / abs(s[start]) for s in series
+                 if s[start] != 0]
+        if gains:
+            ci = t_interval(gains)
+            mean = float(np.mean(gains))
+            quarter = {"from": start, "to": last, "n": len(gains), "improvement_pct": mean,
+                       "ci": None if ci is None else [float(ci[0]), float(ci[1])],
+                       "past_knee": mean < KNEE_PCT}
+    num_samples = next((h.get("num_samples") for h in reversed(done[0].get("history") or [])
+                        if h["metrics"].get(metric) is not None), None)
+    return {"points": points, "num_samples": num_samples, "last_quarter": quarter}
+
+
+def table_curves(t: Table) -> list[dict]:
+    """One entry per row with a curve: {"variant", **row_curve}."""
+    m = t.metric
+    out = []
+    for r in t.rows:
+        curve = row_curve(r.runs, m.name, m.direction, m.scale == "log")
+        if curve is not None:
+            out.append({"variant": r.label, **curve})
+    return out
+
+
+def knee_line(entry: dict, label: str, fmt) -> str | None:
+    """One sentence on a row's last quarter of rounds, or None without one."""
+    q = entry["last_quarter"]
+    if q is None:
+        return None
+    ci = "" if q["ci"] is None else f" [{q['ci'][0]:+.1f}, {q['ci'][1]:+.1f}]"
+    where = (f"past the knee (< {KNEE_PCT:g} %)" if q["past_knee"]
+             else f"still improving (≥ {KNEE_PCT:g} %): a longer run would change it")
+    ends = {p["step"]: p["mean"] for p in entry["points"]}
+    return (f"{entry['variant']}: rounds {q['from']:,} → {q['to']:,} improved {label} by "
+            f"{q['improvement_pct']:+.1f} %{ci} ({fmt(ends[q['from']])} → "
+            f"{fmt(ends[q['to']])}, {q['n']} seeds): {where}")

@@ -1,0 +1,109 @@
+"""Learning curves across seeds and the knee rule (ganlab.compare.curves)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from scipy import stats
+
+from ganlab.compare.__main__ import main
+from ganlab.compare.curves import KNEE_PCT, knee_line, row_curve
+from ganlab.storage import atomic_write_json
+
+
+def _run(values: dict[int, float], num_samples: dict[int, int] | None = None,
+         status: str = "completed", metric: str = "eval/fid") -> dict:
+    return {"status": status, "history": [
+        {"step": s, "num_samples": (num_samples or {}).get(s, 10000), "metrics": {metric: v}}
+        for s, v in values.items()]}
+
+
+# three seeds: FID falls fast, then flattens; the last quarter is rounds 3000 -> 4000
+FLAT = [{0: 400, 1000: 150, 2000: 100, 3000: 80, 4000: 78},
+        {0: 420, 1000: 160, 2000: 110, 3000: 90, 4000: 87},
+        {0: 410, 1000: 140, 2000: 95, 3000: 75, 4000: 74}]
+
+
+def test_the_last_quarter_is_each_seeds_relative_gain_with_its_t_interval():
+    curve = row_curve([_run(v) for v in FLAT], "eval/fid", direction=-1, log=False)
+    gains = [100 * (v[3000] - v[4000]) / v[3000] for v in FLAT]  # lower FID is a gain
+    q = curve["last_quarter"]
+    assert (q["from"], q["to"], q["n"]) == (3000, 4000, 3)
+    assert q["improvement_pct"] == pytest.approx(sum(gains) / 3)
+    half = stats.t.ppf(0.975, 2) * stats.tstd(gains) / math.sqrt(3)
+    assert q["ci"] == pytest.approx([sum(gains) / 3 - half, sum(gains) / 3 + half])
+    assert q["past_knee"] is True and q["improvement_pct"] < KNEE_PCT
+    assert [p["step"] for p in curve["points"]] == [0, 1000, 2000, 3000, 4000]
+    assert curve["points"][2]["mean"] == pytest.approx((100 + 110 + 95) / 3)
+    assert curve["num_samples"] == 10000
+
+
+def test_a_curve_still_falling_is_not_past_the_knee_and_the_line_says_so():
+    falling = [{s: 400 - 0.08 * s for s in range(0, 4001, 500)} for _ in range(2)]
+    entry = {"variant": "g=batch", **row_curve([_run(v) for v in falling], "eval/fid", -1,
+                                               False)}
+    q = entry["last_quarter"]
+    assert q["from"] == 3000 and q["improvement_pct"] == pytest.approx(100 * 80 / 160)
+    assert q["past_knee"] is False and q["ci"] == pytest.approx([50.0, 50.0])
+    line = knee_line(entry, "FID", lambda v: f"{v:.0f}")
+    assert line == ("g=batch: rounds 3,000 → 4,000 improved FID by +50.0 % [+50.0, +50.0] "
+                    "(160 → 80, 2 seeds): still improving (≥ 5 %): a longer run would "
+                    "change it")
+
+
+def test_a_higher_is_better_metric_gains_upwards_and_a_log_metric_takes_geometric_means():
+    rising = [_run({0: 1.0, 3000: 4.0, 4000: 5.0}, metric="eval/is")]
+    q = row_curve(rising, "eval/is", direction=1, log=False)["last_quarter"]
+    assert q["improvement_pct"] == pytest.approx(25.0) and q["ci"] is None  # one seed
+    logged = row_curve([_run({0: 1e-2, 100: 1e-4}), _run({0: 1e-4, 100: 1e-4})], "eval/fid",
+                       -1, log=True)
+    assert logged["points"][0]["mean"] == pytest.approx(1e-3)  # sqrt(1e-2 * 1e-4)
+
+
+def test_points_scored_on_another_sample_count_are_left_out():
+    # intermediate evaluations on 2,500 samples, the final one on 10,000: FID is biased by
+    # the count, so only points on the final's count make the curve
+    run = _run({0: 300, 1000: 200, 2000: 150, 3000: 140, 4000: 90},
+               num_samples={1000: 2500, 2000: 2500, 3000: 2500})
+    curve = row_curve([run], "eval/fid", -1, False)
+    assert [p["step"] for p in curve["points"]] == [0, 4000]
+    assert curve["last_quarter"] is None  # no point at three quarters of the rounds
+
+
+def test_only_completed_runs_and_steps_every_seed_reached_count():
+    runs = [_run(FLAT[0]), _run({0: 400, 1000: 150}), _run(FLAT[1], status="diverged")]
+    runs[1]["status"] = "interrupted"
+    curve = row_curve(runs, "eval/fid", -1, False)
+    assert curve["points"][-1]["n"] == 1 and curve["points"][-1]["mean"] == 78
+    two = row_curve([_run(FLAT[0]), _run({0: 400, 1000: 150, 2000: 120})], "eval/fid", -1,
+                    False)
+    assert [p["step"] for p in two["points"]] == [0, 1000, 2000]
+    assert two["last_quarter"]["from"] == 1000  # the latest point at or before 3/4 of 2000
+
+
+def test_the_report_carries_the_curves_and_says_where_each_variant_stands(tmp_path):
+    root = tmp_path / "sweep"
+    trick = {"norm.g": "batch"}
+    comparability = {"labels": "none", "data.name": "mnist", "model.name": "dcgan",
+                     "eval": {"metrics": "fid", "num_samples": 10000}}
+    for name, scale in (("batch", 1.0), ("none", 1.3)):
+        for seed, values in enumerate(FLAT):
+            d = root / f"norm.g={name}" / f"seed={seed}"
+            d.mkdir(parents=True)
+            history = _run({s: v * scale for s, v in values.items()})["history"]
+            atomic_write_json(d / "result.json", {
+                "status": "completed", "error": None, "seed": seed,
+                "trick": dict(trick, **{"norm.g": name}), "comparability": comparability,
+                "hparams": {"train.steps": 4000}, "metrics": {"eval/fid": values[4000] * scale},
+                "history": history, "step": 4000})
+    out = tmp_path / "report"
+    assert main([str(root), "--baseline", "norm.g=batch", "--out", str(out), "--no-wandb"]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    (curves,) = [t["curves"] for t in doc["classes"][0]["tables"] if t["metric"] == "eval/fid"]
+    assert [c["variant"] for c in curves] == ["g=batch", "g=none"]
+    assert all(c["last_quarter"]["past_knee"] for c in curves)
+    md = (out / "report.md").read_text()
+    assert "Past the knee?" in md and "g=none: rounds 3,000 → 4,000 improved FID" in md
+    assert len(list((out / "report_files").glob("*fid_curves.png"))) == 1
