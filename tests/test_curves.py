@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -51,6 +52,17 @@ def test_a_curve_still_falling_is_not_past_the_knee_and_the_line_says_so():
     assert line == ("g=batch: rounds 3,000 → 4,000 improved FID by +50.0 % [+50.0, +50.0] "
                     "(160 → 80, 2 seeds): still improving (≥ 5 %): a longer run would "
                     "change it")
+
+
+def test_the_quarter_reads_a_line_through_all_its_evaluations_not_two_of_them():
+    # one low last evaluation: the endpoints say 10 %, the line through the three says less
+    steps, values = [3000, 3500, 4000], [100.0, 100.0, 90.0]
+    q = row_curve([_run(dict(zip([0, 1000, 2000, *steps], [300, 200, 120, *values],
+                                 strict=True)))], "eval/fid", -1, False)["last_quarter"]
+    slope, icpt = np.polyfit(steps, values, 1)
+    begin, end = icpt + slope * 3000, icpt + slope * 4000
+    assert q["improvement_pct"] == pytest.approx(100 * (begin - end) / begin)
+    assert q["improvement_pct"] == pytest.approx(100 * 10 / (100 + 10 / 6))  # 9.84 %
 
 
 def test_a_higher_is_better_metric_gains_upwards_and_a_log_metric_takes_geometric_means():

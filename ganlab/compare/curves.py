@@ -7,8 +7,10 @@ final scores are used: FID and KID are biased by the sample count, so a curve th
 counts would bend where the count changes (set eval.num_samples = eval.final_num_samples).
 
 The knee rule: a variant is past its knee when the last quarter of its rounds improved the
-metric by less than KNEE_PCT % (the mean over seeds of each seed's relative change from
-the evaluation nearest 3/4 of the rounds to the last one; its t interval beside it).
+metric by less than KNEE_PCT %: per seed, a least-squares line through its evaluations from
+the one nearest 3/4 of the rounds to the last (single evaluations wander by several % from
+one to the next), and the line's change over that stretch relative to its start; the mean
+over seeds decides, its t interval beside it.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ def row_curve(runs: list[dict], metric: str, direction: int, log: bool) -> dict 
     start = max((s for s in steps if s <= 0.75 * last), default=None)
     quarter = None
     if start is not None and last / 2 <= start < last:
-        sign = -1 if direction < 0 else 1  # improvement in the metric's better direction
-        gains = [100.0 * sign * (s[last] - s[start]) / abs(s[start]) for s in series
-                 if s[start] != 0]
+        window = [step for step in steps if step >= start]
+        gains = [g for s in series
+                 if (g := _gain([s[step] for step in window], window, direction)) is not None]
         if gains:
             ci = t_interval(gains)
             mean = float(np.mean(gains))
@@ -74,6 +76,16 @@ def row_curve(runs: list[dict], metric: str, direction: int, log: bool) -> dict 
     num_samples = next((h.get("num_samples") for h in reversed(done[0].get("history") or [])
                         if h["metrics"].get(metric) is not None), None)
     return {"points": points, "num_samples": num_samples, "last_quarter": quarter}
+
+
+def _gain(values: list[float], steps: list[int], direction: int) -> float | None:
+    """% improvement (in the metric's better direction) of the least-squares line through
+    (steps, values) from its first step to its last, relative to its value at the first."""
+    slope, intercept = np.polyfit(np.asarray(steps, float), np.asarray(values, float), 1)
+    begin, end = intercept + slope * steps[0], intercept + slope * steps[-1]
+    if begin == 0:
+        return None
+    return float(100.0 * (1 if direction > 0 else -1) * (end - begin) / abs(begin))
 
 
 def table_curves(t: Table) -> list[dict]:

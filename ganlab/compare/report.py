@@ -286,7 +286,8 @@ def _metric_section(page: _Page, record: dict, t: Table, stem: Path, primary: bo
              if (line := knee_line(e, record["label"], t.metric.format))]
     if primary and knees:
         page.para("Past the knee? (the last quarter of rounds must improve the metric by "
-                  f"less than {KNEE_PCT:g} %; mean over seeds, {t.level:.0%} t interval)")
+                  f"less than {KNEE_PCT:g} %: per seed, a line fitted through that quarter's "
+                  f"evaluations; mean over seeds, {t.level:.0%} t interval)")
         page.bullets(knees)
 
 
