@@ -119,3 +119,18 @@ def test_the_report_carries_the_curves_and_says_where_each_variant_stands(tmp_pa
     md = (out / "report.md").read_text()
     assert "Past the knee?" in md and "g=none: rounds 3,000 → 4,000 improved FID" in md
     assert len(list((out / "report_files").glob("*fid_curves.png"))) == 1
+
+
+def test_the_budget_line_names_rounds_images_wall_time_and_threads():
+    from ganlab.compare.document import budget_words, class_budget
+
+    def record(threads, wall, status="completed"):
+        return {"status": status, "step": 4000, "host": {"threads": threads},
+                "history": [{"step": 4000, "images_seen": 256000, "g_updates": 4000,
+                             "d_updates": 4000, "wall_s": wall, "metrics": {}}]}
+
+    budget = class_budget([record(1, 300.0), record(2, 180.5), record(8, 1.0, "failed")])
+    assert budget["threads"] == [1, 2] and budget["wall_s"] == [180.5, 300.0]
+    assert budget_words(budget) == (
+        "budget: 4,000 rounds, 256,000 real images seen, 4,000 G updates, 4,000 D updates, "
+        "180.5–300.0 training seconds per run, 1–2 CPU threads per run")

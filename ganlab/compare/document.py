@@ -115,7 +115,7 @@ def table_record(t: Table) -> dict:
 
 def class_budget(runs: list[dict]) -> dict:
     """What one run of the class trained for: [min, max] over its completed runs of the
-    rounds, real images shown to D, G and D updates, and training seconds."""
+    rounds, real images shown to D, G and D updates, training seconds and CPU threads."""
     done = [r for r in runs if r["status"] == "completed"]
     # the final round from the record itself; the rest from its last evaluation
     last = [{**(r["history"][-1] if r["history"] else {}), "step": r["step"]} for r in done]
@@ -123,6 +123,9 @@ def class_budget(runs: list[dict]) -> dict:
     for k in BUDGET_KEYS:
         values = [h[k] for h in last if h.get(k) is not None]
         out[k] = [min(values), max(values)] if values else None
+    # the CPU threads each run trained with: wall time means little without them
+    threads = [t for r in done if isinstance(t := (r.get("host") or {}).get("threads"), int)]
+    out["threads"] = [min(threads), max(threads)] if threads else None
     return out
 
 
@@ -309,9 +312,10 @@ def variant_details(table: dict) -> str:
 
 
 def budget_words(budget: dict) -> str:
-    """One line: what a run of the class trained for."""
+    """One line: what a run of the class trained for, and on how many threads."""
     names = {"step": "rounds", "images_seen": "real images seen", "g_updates": "G updates",
-             "d_updates": "D updates", "wall_s": "training seconds per run"}
+             "d_updates": "D updates", "wall_s": "training seconds per run",
+             "threads": "CPU threads per run"}
     parts = []
     for k, name in names.items():
         span = budget.get(k)
