@@ -65,6 +65,13 @@ def test_the_quarter_reads_a_line_through_all_its_evaluations_not_two_of_them():
     assert q["improvement_pct"] == pytest.approx(100 * 10 / (100 + 10 / 6))  # 9.84 %
 
 
+def test_a_curve_that_worsens_is_said_to_worsen():
+    worse = [{0: 900, 1000: 1000, 2000: 1100, 3000: 1200, 4000: 1300 + i} for i in range(3)]
+    entry = {"variant": "v", **row_curve([_run(v) for v in worse], "eval/fid", -1, False)}
+    assert entry["last_quarter"]["past_knee"] and entry["last_quarter"]["ci"][1] < 0
+    assert knee_line(entry, "FID", str).endswith("getting worse with training")
+
+
 def test_a_higher_is_better_metric_gains_upwards_and_a_log_metric_takes_geometric_means():
     rising = [_run({0: 1.0, 3000: 4.0, 4000: 5.0}, metric="eval/is")]
     q = row_curve(rising, "eval/is", direction=1, log=False)["last_quarter"]
@@ -129,6 +136,7 @@ def test_the_budget_line_names_rounds_images_wall_time_and_threads():
                 "history": [{"step": 4000, "images_seen": 256000, "g_updates": 4000,
                              "d_updates": 4000, "wall_s": wall, "metrics": {}}]}
 
+    assert budget_words(class_budget([record(1, 300.0)])).endswith(", 1 CPU thread per run")
     budget = class_budget([record(1, 300.0), record(2, 180.5), record(8, 1.0, "failed")])
     assert budget["threads"] == [1, 2] and budget["wall_s"] == [180.5, 300.0]
     assert budget_words(budget) == (

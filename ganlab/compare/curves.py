@@ -105,8 +105,12 @@ def knee_line(entry: dict, label: str, fmt) -> str | None:
     if q is None:
         return None
     ci = "" if q["ci"] is None else f" [{q['ci'][0]:+.1f}, {q['ci'][1]:+.1f}]"
-    where = (f"past the knee (< {KNEE_PCT:g} %)" if q["past_knee"]
-             else f"still improving (≥ {KNEE_PCT:g} %): a longer run would change it")
+    if not q["past_knee"]:
+        where = f"still improving (≥ {KNEE_PCT:g} %): a longer run would change it"
+    elif q["ci"] is not None and q["ci"][1] < 0:
+        where = "getting worse with training"
+    else:
+        where = f"past the knee (< {KNEE_PCT:g} %)"
     ends = {p["step"]: p["mean"] for p in entry["points"]}
     return (f"{entry['variant']}: rounds {q['from']:,} → {q['to']:,} improved {label} by "
             f"{q['improvement_pct']:+.1f} %{ci} ({fmt(ends[q['from']])} → "

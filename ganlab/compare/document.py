@@ -322,6 +322,8 @@ def budget_words(budget: dict) -> str:
         if span is None:
             continue
         lo, hi = (f"{v:,.1f}" if k == "wall_s" else f"{v:,.0f}" for v in span)
+        if k == "threads" and span == [1, 1]:
+            name = "CPU thread per run"
         parts.append(f"{lo} {name}" if lo == hi else f"{lo}–{hi} {name}")
     return "budget: " + (", ".join(parts) if parts else "no completed run")
 

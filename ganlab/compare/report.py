@@ -163,7 +163,7 @@ def _samples(t: Table, path: Path) -> bool:
         for run in sorted(r.runs, key=lambda run: run["seed"]):
             pngs = sorted(Path(run["run_dir"], "samples").glob("step_*.png"))
             if pngs:
-                title = "\n".join(textwrap.wrap(f"{r.label} (seed {run['seed']})", 36))
+                title = "\n".join(textwrap.wrap(f"{r.label} (seed {run['seed']})", 44))
                 pictures.append((title, pngs[-1]))
                 break
     if not pictures:
