@@ -35,6 +35,7 @@ from ganlab.train import Trainer
 CASES = {
     "mlp/ring8": ["data=ring8", "model=mlp", "train.batch_size=256"],
     "dcgan/mnist": ["data=mnist", "model=dcgan", "train.batch_size=64"],
+    "dcgan_small/mnist": ["data=mnist", "model=dcgan_small", "train.batch_size=64"],
 }
 
 
