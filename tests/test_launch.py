@@ -21,8 +21,9 @@ PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")
 # presets that fix their data (the demo: ring8; PacGAN's protocol: 2-D mixtures only)
 PINNED = {"quick": ["ring8"], "pacgan2d": ["ring8", "grid25"], "fig21": ["mnist"],
           "balance": ["grid25"], "labels": ["mnist"], "salimans2016-mnist": ["mnist"],
-          "smoothing-mnist": ["mnist"]}
-SEEDS = {"quick": "0,1,2", "pacgan2d": "0,1,2,3,4,5,6,7,8,9"}  # else 5
+          "smoothing-mnist": ["mnist"], "d-batches": ["mnist"]}
+# else 5; presets with seeds in stages list their first stage
+SEEDS = {"quick": "0,1,2", "pacgan2d": "0,1,2,3,4,5,6,7,8,9", "d-batches": "0,1,2"}
 TINY = ["train.steps=4", "train.batch_size=16", "eval.every=0", "eval.num_samples=100",
         "logger=none", "train.progress=false"]
 
