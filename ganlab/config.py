@@ -129,7 +129,7 @@ class NormConfig:
     # (DCGAN); `joint` normalises one real+fake batch in D's update and, so that G is scored
     # as D was trained, passes G's fakes through D beside a fresh real batch too;
     # `joint_inconsistent` is joint in D's update but fakes alone in G's (D never trained on
-    # that regime; kept to show why not, experiments/fig21). Without batch statistics in D
+    # that regime; kept to show why not, experiments/d-batches). Without batch statistics in D
     # (or minibatch features: separate) the three compute the same thing.
     d_batches: str = "separate"
     ref_batch_size: int = keyed(64, at_least=1)  # N: the fixed reference batch of reference/virtual norm
