@@ -11,6 +11,7 @@ from scipy import stats
 
 from ganlab.compare.__main__ import main
 from ganlab.compare.curves import KNEE_PCT, knee_line, row_curve
+from ganlab.metrics import metric_info
 from ganlab.storage import atomic_write_json
 
 
@@ -20,6 +21,7 @@ def _run(values: dict[int, float], num_samples: dict[int, int] | None = None,
         {"step": s, "num_samples": (num_samples or {}).get(s, 10000), "metrics": {metric: v}}
         for s, v in values.items()]}
 
+FID = metric_info("eval/fid")
 
 # three seeds: FID falls fast, then flattens; the last quarter is rounds 3000 -> 4000
 FLAT = [{0: 400, 1000: 150, 2000: 100, 3000: 80, 4000: 78},
@@ -28,7 +30,7 @@ FLAT = [{0: 400, 1000: 150, 2000: 100, 3000: 80, 4000: 78},
 
 
 def test_the_last_quarter_is_each_seeds_relative_gain_with_its_t_interval():
-    curve = row_curve([_run(v) for v in FLAT], "eval/fid", direction=-1, log=False)
+    curve = row_curve([_run(v) for v in FLAT], FID)
     gains = [100 * (v[3000] - v[4000]) / v[3000] for v in FLAT]  # lower FID is a gain
     q = curve["last_quarter"]
     assert (q["from"], q["to"], q["n"]) == (3000, 4000, 3)
@@ -43,8 +45,7 @@ def test_the_last_quarter_is_each_seeds_relative_gain_with_its_t_interval():
 
 def test_a_curve_still_falling_is_not_past_the_knee_and_the_line_says_so():
     falling = [{s: 400 - 0.08 * s for s in range(0, 4001, 500)} for _ in range(2)]
-    entry = {"variant": "g=batch", **row_curve([_run(v) for v in falling], "eval/fid", -1,
-                                               False)}
+    entry = {"variant": "g=batch", **row_curve([_run(v) for v in falling], FID)}
     q = entry["last_quarter"]
     assert q["from"] == 3000 and q["improvement_pct"] == pytest.approx(100 * 80 / 160)
     assert q["past_knee"] is False and q["ci"] == pytest.approx([50.0, 50.0])
@@ -58,7 +59,7 @@ def test_the_quarter_reads_a_line_through_all_its_evaluations_not_two_of_them():
     # one low last evaluation: the endpoints say 10 %, the line through the three says less
     steps, values = [3000, 3500, 4000], [100.0, 100.0, 90.0]
     q = row_curve([_run(dict(zip([0, 1000, 2000, *steps], [300, 200, 120, *values],
-                                 strict=True)))], "eval/fid", -1, False)["last_quarter"]
+                                 strict=True)))], FID)["last_quarter"]
     slope, icpt = np.polyfit(steps, values, 1)
     begin, end = icpt + slope * 3000, icpt + slope * 4000
     assert q["improvement_pct"] == pytest.approx(100 * (begin - end) / begin)
@@ -67,17 +68,17 @@ def test_the_quarter_reads_a_line_through_all_its_evaluations_not_two_of_them():
 
 def test_a_curve_that_worsens_is_said_to_worsen():
     worse = [{0: 900, 1000: 1000, 2000: 1100, 3000: 1200, 4000: 1300 + i} for i in range(3)]
-    entry = {"variant": "v", **row_curve([_run(v) for v in worse], "eval/fid", -1, False)}
+    entry = {"variant": "v", **row_curve([_run(v) for v in worse], FID)}
     assert entry["last_quarter"]["past_knee"] and entry["last_quarter"]["ci"][1] < 0
     assert knee_line(entry, "FID", str).endswith("getting worse with training")
 
 
 def test_a_higher_is_better_metric_gains_upwards_and_a_log_metric_takes_geometric_means():
     rising = [_run({0: 1.0, 3000: 4.0, 4000: 5.0}, metric="eval/is")]
-    q = row_curve(rising, "eval/is", direction=1, log=False)["last_quarter"]
+    q = row_curve(rising, metric_info("eval/is"))["last_quarter"]
     assert q["improvement_pct"] == pytest.approx(25.0) and q["ci"] is None  # one seed
-    logged = row_curve([_run({0: 1e-2, 100: 1e-4}), _run({0: 1e-4, 100: 1e-4})], "eval/fid",
-                       -1, log=True)
+    logged = row_curve([_run({0: 1e-2, 100: 1e-4}), _run({0: 1e-4, 100: 1e-4})],
+                       metric_info("eval/fid", scale="log"))
     assert logged["points"][0]["mean"] == pytest.approx(1e-3)  # sqrt(1e-2 * 1e-4)
 
 
@@ -86,7 +87,7 @@ def test_points_scored_on_another_sample_count_are_left_out():
     # the count, so only points on the final's count make the curve
     run = _run({0: 300, 1000: 200, 2000: 150, 3000: 140, 4000: 90},
                num_samples={1000: 2500, 2000: 2500, 3000: 2500})
-    curve = row_curve([run], "eval/fid", -1, False)
+    curve = row_curve([run], FID)
     assert [p["step"] for p in curve["points"]] == [0, 4000]
     assert curve["last_quarter"] is None  # no point at three quarters of the rounds
 
@@ -94,10 +95,9 @@ def test_points_scored_on_another_sample_count_are_left_out():
 def test_only_completed_runs_and_steps_every_seed_reached_count():
     runs = [_run(FLAT[0]), _run({0: 400, 1000: 150}), _run(FLAT[1], status="diverged")]
     runs[1]["status"] = "interrupted"
-    curve = row_curve(runs, "eval/fid", -1, False)
+    curve = row_curve(runs, FID)
     assert curve["points"][-1]["n"] == 1 and curve["points"][-1]["mean"] == 78
-    two = row_curve([_run(FLAT[0]), _run({0: 400, 1000: 150, 2000: 120})], "eval/fid", -1,
-                    False)
+    two = row_curve([_run(FLAT[0]), _run({0: 400, 1000: 150, 2000: 120})], FID)
     assert [p["step"] for p in two["points"]] == [0, 1000, 2000]
     assert two["last_quarter"]["from"] == 1000  # the latest point at or before 3/4 of 2000
 

@@ -21,42 +21,44 @@ import numpy as np
 
 from ganlab.compare.rows import Table
 from ganlab.compare.stats import t_interval
+from ganlab.metrics import Metric
 
 KNEE_PCT = 5.0  # past the knee: the last quarter of rounds improved the metric by less
 
 
-def _scored_history(run: dict, metric: str) -> dict[int, float]:
-    """step -> value of the run's evaluations scored on its final sample count."""
+def _scored_history(run: dict, metric: str) -> tuple[dict[int, float], int | None]:
+    """(step -> value of the run's evaluations scored on its final sample count, that
+    count)."""
     points = [h for h in run.get("history") or [] if h["metrics"].get(metric) is not None]
     if not points:
-        return {}
+        return {}, None
     final_n = points[-1].get("num_samples")
     return {h["step"]: float(h["metrics"][metric]) for h in points
-            if h.get("num_samples") == final_n and math.isfinite(h["metrics"][metric])}
+            if h.get("num_samples") == final_n and math.isfinite(h["metrics"][metric])}, final_n
 
 
-def _centre(values: list[float], log: bool) -> tuple[float, list[float] | None]:
-    x = np.log(values) if log else np.asarray(values, dtype=float)
+def _centre(values: list[float], m: Metric) -> tuple[float, list[float] | None]:
+    """The mean on the metric's scale (geometric on a log scale) and its t interval."""
+    x = [m.to_scale(v) for v in values]
     ci = t_interval(x)
-    back = np.exp if log else (lambda v: v)
-    return (float(back(x.mean())),
-            None if ci is None else [float(back(ci[0])), float(back(ci[1]))])
+    return (m.from_scale(float(np.mean(x))),
+            None if ci is None else [m.from_scale(ci[0]), m.from_scale(ci[1])])
 
 
-def row_curve(runs: list[dict], metric: str, direction: int, log: bool) -> dict | None:
+def row_curve(runs: list[dict], m: Metric) -> dict | None:
     """{"points": [{"step", "n", "mean", "ci"}], "num_samples", "last_quarter"} of one row's
     completed runs, or None when they share fewer than two scored evaluations."""
-    done = [r for r in runs if r["status"] == "completed"]
-    series = [_scored_history(r, metric) for r in done]
-    series = [s for s in series if s and (not log or min(s.values()) > 0)]
-    if not series:
+    scored = [_scored_history(r, m.name) for r in runs if r["status"] == "completed"]
+    scored = [(s, n) for s, n in scored if s and (m.scale != "log" or min(s.values()) > 0)]
+    if not scored:
         return None
+    series = [s for s, _ in scored]
     steps = sorted(set.intersection(*(set(s) for s in series)))
     if len(steps) < 2:
         return None
     points = []
     for step in steps:
-        mean, ci = _centre([s[step] for s in series], log)
+        mean, ci = _centre([s[step] for s in series], m)
         points.append({"step": step, "n": len(series), "mean": mean, "ci": ci})
     last = steps[-1]
     # the latest evaluation at or before 3/4 of the rounds; none when that would reach back
@@ -66,16 +68,14 @@ def row_curve(runs: list[dict], metric: str, direction: int, log: bool) -> dict 
     if start is not None and last / 2 <= start < last:
         window = [step for step in steps if step >= start]
         gains = [g for s in series
-                 if (g := _gain([s[step] for step in window], window, direction)) is not None]
+                 if (g := _gain([s[step] for step in window], window, m.direction)) is not None]
         if gains:
             ci = t_interval(gains)
             mean = float(np.mean(gains))
             quarter = {"from": start, "to": last, "n": len(gains), "improvement_pct": mean,
                        "ci": None if ci is None else [float(ci[0]), float(ci[1])],
                        "past_knee": mean < KNEE_PCT}
-    num_samples = next((h.get("num_samples") for h in reversed(done[0].get("history") or [])
-                        if h["metrics"].get(metric) is not None), None)
-    return {"points": points, "num_samples": num_samples, "last_quarter": quarter}
+    return {"points": points, "num_samples": scored[0][1], "last_quarter": quarter}
 
 
 def _gain(values: list[float], steps: list[int], direction: int) -> float | None:
@@ -90,10 +90,9 @@ def _gain(values: list[float], steps: list[int], direction: int) -> float | None
 
 def table_curves(t: Table) -> list[dict]:
     """One entry per row with a curve: {"variant", **row_curve}."""
-    m = t.metric
     out = []
     for r in t.rows:
-        curve = row_curve(r.runs, m.name, m.direction, m.scale == "log")
+        curve = row_curve(r.runs, t.metric)
         if curve is not None:
             out.append({"variant": r.label, **curve})
     return out
