@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ganlab.bench import bench_case, bench_packing, main
+from ganlab.bench import CASES, PACK_RUN, bench_case, bench_packing, main
 
 
 def test_bench_times_the_real_loop_for_the_steps_it_reports(tmp_path):
@@ -50,3 +50,12 @@ def test_packing_runs_k_at_once_and_sums_their_training_rates(tmp_path):
              for k in (1, 2)}
     assert [r["rounds_per_s"] for r in rows] == pytest.approx([rates[1], rates[2]])
     assert rows[1]["speedup"] == pytest.approx(rates[2] / rates[1])
+
+
+def test_every_case_packs_with_its_own_overrides():
+    # `make gpu-check` packs every case: each has a packed run, the same nets and data as
+    # its timed case, and image runs do not train the feature classifier on the way
+    assert set(PACK_RUN) == set(CASES)
+    for case, overrides in CASES.items():
+        assert PACK_RUN[case][:len(overrides)] == overrides
+        assert ("eval.features=none" in PACK_RUN[case]) == ("data=mnist" in overrides)
