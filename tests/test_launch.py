@@ -23,7 +23,8 @@ PINNED = {"quick": ["ring8"], "pacgan2d": ["ring8", "grid25"], "fig21": ["mnist"
           "balance": ["grid25"], "labels": ["mnist"], "salimans2016-mnist": ["mnist"],
           "smoothing-mnist": ["mnist"], "d-batches": ["mnist"]}
 # else 5; presets with seeds in stages list their first stage
-SEEDS = {"quick": "0,1,2", "pacgan2d": "0,1,2,3,4,5,6,7,8,9", "d-batches": "0,1,2"}
+SEEDS = {"quick": "0,1,2", "pacgan2d": "0,1,2,3,4,5,6,7,8,9", "d-batches": "0,1,2",
+         "smoothing": "0,1,2"}
 TINY = ["train.steps=4", "train.batch_size=16", "eval.every=0", "eval.num_samples=100",
         "logger=none", "train.progress=false"]
 
@@ -242,7 +243,8 @@ NO_FEATURES = ["model.g_width=8", "eval.features=none", "norm.ref_batch_size=16"
 
 
 @pytest.mark.parametrize("preset, extra, runs", [
-    ("smoothing", [], 8),  # 2 datasets x 4 variants
+    # 2 datasets x 4 variants, one seed each (staged seeds: tests/test_stages.py)
+    ("smoothing", ["fanout.seeds=list"], 8),
     ("pacgan2d", ["data.train_size=300"], 2),
     ("fig21", [*NO_FEATURES, "model.d_width=8"], 4),
     ("balance", ["train.d_steps=1,5",
