@@ -90,5 +90,10 @@ class SweepSummary(Callback):
             handler.flush()
         log.info(summary_line(sweep_dir, counts, len(refused)))
         print(closing_table(sweep_dir), flush=True)
-        if counts["failed"] or counts["unreadable"] or counts["busy"] or refused:
+        if stops.LOST_RUNS:  # killed even alone (ganlab.sweeper.SurvivesLostWorkers)
+            log.error("%d run(s) lost their worker process even when run alone and stay "
+                      "`interrupted`; relaunch the same command to resume them",
+                      len(stops.LOST_RUNS))
+        if (counts["failed"] or counts["unreadable"] or counts["busy"] or refused
+                or stops.LOST_RUNS):
             sys.exit(1)

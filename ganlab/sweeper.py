@@ -18,13 +18,17 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
+
+from ganlab import stops
 
 log = logging.getLogger("ganlab.sweep")
 
 
 # a member's run dir is its leader's with its own seed (ganlab.train.member_runs)
 SEED_SUBDIR_END = "seed=${seed}"
+DEFAULT_SUBDIR = "${ganlab.cell:${hydra.overrides.task}}/" + SEED_SUBDIR_END  # conf/config.yaml
 
 
 def _key(override: str) -> str:
@@ -225,3 +229,142 @@ class StagedSeeds:
         except CompareError as e:
             log.error("fanout.seeds=auto: no plan after this stage: %s", e)
             return None
+
+
+# -- a worker killed without a word (kill -9, the out-of-memory killer) ---------------------------
+# joblib's loky pool raises a subclass (TerminatedWorkerError) and kills the other workers
+POOL_LOST = (BrokenExecutor,)
+POOL_RESTARTS_MAX = 3  # lost pools one batch may restart after, whatever the records say
+HOLDER_WAIT_S = 30.0  # how long the pool's other workers may take to let go of their runs
+
+
+def _touched(run_dir: Path, since: float) -> dict | None:
+    """The run's record if this attempt wrote it (a launch accepted since `since`), else
+    None: a record from an earlier launch, an unreadable one, or none."""
+    from ganlab.result import RecordError, read_result
+
+    try:
+        if (run_dir / "result.json").stat().st_mtime < since:
+            return None
+        return read_result(run_dir)
+    except (OSError, RecordError):
+        return None
+
+
+def mark_killed(run_dir: Path, record: dict) -> None:
+    """A record its run's process could not finish (it says `running`): `interrupted`, with
+    how it ended; everything it holds (scores, history, launches) is kept."""
+    from ganlab.storage import atomic_write_json
+
+    resume = ("a relaunch resumes it from its newest checkpoint"
+              if any((run_dir / "checkpoints").glob("*.pt"))
+              else "no checkpoint yet: a relaunch starts it again")
+    atomic_write_json(run_dir / "result.json", {
+        **record, "status": "interrupted",
+        "error": f"its worker process died without a word at or after step {record['step']} "
+                 f"(SIGKILL: kill -9 or the out-of-memory killer); {resume}"})
+
+
+class SurvivesLostWorkers:
+    """The sweeper's launcher, wrapped so that a sweep goes on when one of its worker
+    processes is killed without a word (kill -9, the out-of-memory killer). joblib's pool then
+    breaks and kills its other workers too, so the records of both runs stay `running` and
+    nothing tells the victim from the bystander. After a lost pool each job of the batch is
+    looked up by its run dirs (`run_dirs`; None where they cannot be known):
+
+    - a run this attempt left `running` is recorded `interrupted` and becomes a suspect: the
+      suspects go on from their checkpoints one at a time, alone, after the other jobs; a
+      suspect killed while alone was the victim and stays `interrupted` (stops.LOST_RUNS:
+      the sweep exits 1), so a run that is killed every time (out of memory) does not loop and
+      no bystander pays for it;
+    - a run that ended on its own in this attempt (completed, diverged, failed, or
+      `interrupted` by a signal sent to its worker) stays as it is;
+    - a job that had not started goes on with the other jobs, as it would have."""
+
+    def __init__(self, launcher, run_dirs: Callable[[Sequence[str]], list[Path] | None]):
+        self.launcher, self.run_dirs = launcher, run_dirs
+
+    def __getattr__(self, name: str):
+        return getattr(self.launcher, name)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        together, alone, returns, blank = list(job_overrides), [], [], 0
+        while together or alone:
+            batch = together or [alone.pop(0)]
+            started = time.time()
+            try:
+                returns += list(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
+                together = [] if together else together
+                continue
+            except POOL_LOST as err:
+                reason = type(err).__name__
+            killed, suspects, waiting = self._after_lost_pool(batch, started)
+            if together:
+                blank = blank + 1 if not killed else 0
+                if blank > POOL_RESTARTS_MAX:  # killed before any record said so, repeatedly
+                    log.error("a worker process of the sweep was lost %d times in a row "
+                              "before its run started; %d job(s) not launched again: "
+                              "relaunch the same command to resume them", blank, len(waiting))
+                    stops.LOST_RUNS.extend(d for job in waiting
+                                           for d in self.run_dirs(job) or [])
+                    together = []
+                    continue
+                together, alone = waiting, alone + suspects
+                log.warning(
+                    "a worker process of the sweep died without a word (%s: kill -9 or the "
+                    "out-of-memory killer) and took the pool's other workers with it: %d "
+                    "run(s) stopped mid-way, recorded `interrupted`; they go on from their "
+                    "checkpoints one at a time, alone, after the %d other job(s)",
+                    reason, len(killed), len(waiting))
+            else:  # killed while it ran alone: the victim, left as it is
+                from ganlab.result import TERMINAL
+
+                victim = [d for d in self.run_dirs(batch[0]) or []
+                          if _status(d) not in TERMINAL]
+                stops.LOST_RUNS.extend(victim)
+                log.error("%s was killed again while it ran alone (%s: kill -9 or the "
+                          "out-of-memory killer): left unfinished; relaunch the same "
+                          "command to resume it from its checkpoint",
+                          ", ".join(map(str, victim)) or " ".join(batch[0]), reason)
+        return returns
+
+    def _after_lost_pool(self, batch: list, started: float) -> tuple[list, list, list]:
+        """(run dirs this attempt left `running`, now `interrupted`; their jobs; the jobs
+        that had not started or cannot be looked up)."""
+        from ganlab.result import TERMINAL
+        from ganlab.rundir import held_by_another
+
+        killed, suspects, waiting = [], [], []
+        plans = [(job, self.run_dirs(job)) for job in batch]
+        dirs = [d for _, found in plans for d in found or []]
+        deadline = time.monotonic() + HOLDER_WAIT_S  # the pool's other workers let go
+        while time.monotonic() < deadline and any(held_by_another(d) for d in dirs):
+            time.sleep(0.2)
+        for job, found in plans:
+            if found is None:  # run dirs unknown (a custom hydra.sweep.subdir)
+                waiting.append(job)
+                continue
+            hit, pending = False, False
+            for run_dir in found:
+                record = _touched(run_dir, started)
+                if record is None:  # not started in this attempt
+                    pending = pending or _status(run_dir) not in TERMINAL
+                elif record["status"] == "running" and not held_by_another(run_dir):
+                    mark_killed(run_dir, record)
+                    killed.append(run_dir)
+                    hit = True
+            if hit:
+                suspects.append(job)
+            elif pending:
+                waiting.append(job)
+        return killed, suspects, waiting
+
+
+def _status(run_dir: Path) -> str | None:
+    from ganlab.result import RecordError, read_result
+
+    try:
+        record = read_result(run_dir)
+    except RecordError:
+        return None
+    return record["status"] if record else None

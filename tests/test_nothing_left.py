@@ -94,6 +94,88 @@ def test_workers_of_a_killed_sweep_stop_with_a_checkpoint_and_a_relaunch_finds_t
     assert not any(held_by_another(p) for p in tmp_path.glob("*/seed=*"))
 
 
+# -- a worker killed without a word: the sweep goes on --------------------------------------
+
+LOSES_A_WORKER = ["-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1,2", "train.steps=1500",
+                  "eval.every=250", "train.checkpoint_every=250", *FAST]
+LOSES_A_WORKER_CELL = "eval.num_samples=100,train.steps=1500"
+
+
+def _kill_worker_of(run_dir: Path, not_pid: int | None = None) -> int:
+    """SIGKILL to the worker process running `run_dir` (another than `not_pid`), once it has
+    written a checkpoint: what the out-of-memory killer does."""
+    def running_in_a_new_worker() -> bool:
+        try:
+            record = _result(run_dir)
+        except (OSError, ValueError):
+            return False
+        return (record["status"] == "running" and record["host"]["pid"] != not_pid
+                and record["step"] >= 250 and held_by_another(run_dir) is not None)
+
+    _wait_for(running_in_a_new_worker, timeout=180)
+    pid = _result(run_dir)["host"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+@pytest.mark.heavy
+def test_a_sweep_goes_on_when_a_worker_is_killed_and_resumes_its_runs(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
+                             f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
+                            env={**os.environ, "WANDB_MODE": "offline"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = _kill_worker_of(tmp_path / LOSES_A_WORKER_CELL / "seed=0")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, (out + err)[-3000:]
+    assert "Traceback" not in out + err
+    # one line says what happened: the run killed and the sibling the pool took with it
+    assert ("a worker process of the sweep died without a word (TerminatedWorkerError: "
+            "kill -9 or the out-of-memory killer) and took the pool's other workers with it: "
+            "2 run(s) stopped mid-way, recorded `interrupted`") in out + err
+    records = {p.name: _result(p) for p in sorted((tmp_path / LOSES_A_WORKER_CELL).glob("seed=*"))}
+    assert {k: r["status"] for k, r in records.items()} == {
+        "seed=0": "completed", "seed=1": "completed", "seed=2": "completed"}
+    first = records["seed=0"]["host"]["launches"]
+    # the killed run went on from its checkpoint in a new worker, not from scratch
+    assert [launch["pid"] for launch in first][0] == killed and len(first) == 2
+    assert first[1]["pid"] != killed and records["seed=0"]["step"] == 1500
+    assert not any(_alive(r["host"]["pid"]) for r in records.values())
+
+
+@pytest.mark.heavy
+def test_a_run_killed_again_after_its_relaunch_is_left_interrupted_and_the_sweep_exits_1(
+        tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
+                             f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
+                            env={**os.environ, "WANDB_MODE": "offline"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / LOSES_A_WORKER_CELL / "seed=0"
+    first = _kill_worker_of(run_dir)
+    _kill_worker_of(run_dir, not_pid=first)  # the out-of-memory killer, once more
+    out, err = proc.communicate(timeout=600)
+    err += out
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err
+    assert f"{run_dir} was killed again while it ran alone" in err
+    assert "1 run(s) lost their worker process even when run alone" in err
+    record = _result(run_dir)
+    assert record["status"] == "interrupted"
+    assert "died without a word" in record["error"] and "resumes it" in record["error"]
+    assert len(record["host"]["launches"]) == 2
+    # the bystander the pool killed with it went on alone and finished
+    others = [_result(tmp_path / LOSES_A_WORKER_CELL / f"seed={s}") for s in (1, 2)]
+    assert [r["status"] for r in others] == ["completed", "completed"]
+    assert len(others[0]["host"]["launches"]) == 2
+    # nothing is lost: the same command resumes it from its checkpoint and finishes it
+    again = subprocess.run([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
+                            f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
+                           env={**os.environ, "WANDB_MODE": "offline"},
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert _result(run_dir)["status"] == "completed"
+    assert len(_result(run_dir)["host"]["launches"]) == 3
+
+
 def test_a_run_dir_another_process_holds_is_not_counted_completed(tmp_path):
     run_dir = tmp_path / "cell" / "seed=0"
     run_dir.mkdir(parents=True)

@@ -1,7 +1,8 @@
 """ganlab's Hydra sweeper (conf/hydra/sweeper/ganlab.yaml): the basic sweeper, whose job
 batches fold runs that differ only by seed into one job when `fanout.vectorize_seeds` > 1
-(ganlab.sweeper.group_seed_jobs), and which runs seeds in stages with `fanout.seeds=auto`
-(ganlab.sweeper.StagedSeeds)."""
+(ganlab.sweeper.group_seed_jobs), which runs seeds in stages with `fanout.seeds=auto`
+(ganlab.sweeper.StagedSeeds), and whose sweep goes on when a worker process is killed
+(ganlab.sweeper.SurvivesLostWorkers)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 class SeedGroupingSweeper(BasicSweeper):
     _next_job_idx = 0
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        from ganlab.sweeper import SurvivesLostWorkers
+
+        self.launcher = SurvivesLostWorkers(self.launcher, self._run_dirs)
 
     def sweep(self, arguments: list[str]):
         self._preflight(arguments)
@@ -97,6 +104,30 @@ class SeedGroupingSweeper(BasicSweeper):
                         "vectorised seeds do not support %s", problem)
             return batch
         return group_seed_jobs(batch, size, self._problems)
+
+    def _run_dirs(self, job: Sequence[str]) -> list | None:
+        """The run dirs of one job (a seed group's: one per seed), as its runs name them
+        (conf/config.yaml's `hydra.sweep.subdir`); None under another subdir."""
+        from pathlib import Path
+
+        from omegaconf import OmegaConf
+
+        from ganlab.config import sweep_cell
+        from ganlab.sweeper import DEFAULT_SUBDIR, _key
+
+        sweep = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)
+        if sweep["subdir"] != DEFAULT_SUBDIR:
+            return None
+        given = {_key(o): o.split("=", 1)[1] for o in job}
+        if "fanout.group_seeds" in given:
+            seeds = [s.strip() for s in given["fanout.group_seeds"].strip("[]").split(",")]
+        elif "seed" in given:
+            seeds = [given["seed"]]
+        else:
+            loader = self.hydra_context.config_loader
+            seeds = [str(loader.load_sweep_config(self.config, list(job)).seed)]
+        cell = Path(str(self.config.hydra.sweep.dir)) / sweep_cell(list(job))
+        return [cell / f"seed={seed}" for seed in seeds]
 
     def _problems(self, overrides: list[str]) -> list[str]:
         from ganlab.vectorize import unsupported
