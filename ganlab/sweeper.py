@@ -79,6 +79,44 @@ def group_seed_jobs(batch: Sequence[Sequence[str]], size: int,
     return out
 
 
+# -- a launch into a sweep dir that holds another study ------------------------------------------
+def cell_keys(overrides: Sequence[str]) -> frozenset[str]:
+    """The keys that name a job's cell (ganlab.config.sweep_cell's)."""
+    from ganlab.config import CELL_EXCLUDED_ROLES, role_of
+
+    return frozenset(_key(o) for o in overrides
+                     if role_of(o.partition("=")[0]) not in CELL_EXCLUDED_ROLES)
+
+
+def changed_axes(sweep_dir: Path, jobs: Sequence[Sequence[str]]) -> str | None:
+    """What a warning says when the cells a launch would add to `sweep_dir` are named by
+    other keys than the runs it holds (their records' overrides): a relaunch with a changed
+    or extra key does not touch those runs, but its cells land beside them, and the comparer
+    reads them all as variants of one study. None when the keys agree or the dir is new."""
+    from ganlab.result import RecordError, read_result
+
+    held: set[str] = set()
+    for cell in sorted(p for p in Path(sweep_dir).glob("*") if p.is_dir()):
+        for run_dir in sorted(cell.glob("seed=*"))[:1]:
+            try:
+                record = read_result(run_dir)
+            except RecordError:
+                continue
+            if record and record.get("overrides") is not None:
+                held |= cell_keys(record["overrides"])
+    new = set().union(*(cell_keys(job) for job in jobs)) if jobs else set()
+    if not held or new == held:
+        return None
+    added, missing = sorted(new - held), sorted(held - new)
+    what = "; ".join(part for part in (
+        f"it sets {', '.join(added)}, which they do not" if added else "",
+        f"it leaves out {', '.join(missing)}, which they set" if missing else "") if part)
+    return (f"{sweep_dir} holds runs whose cells are named by other keys than this launch's "
+            f"({what}): its cells go beside them, nothing is overwritten, and the comparer "
+            "will read them all as variants of one study; for another study, give it its own "
+            "hydra.sweep.dir")
+
+
 # -- seeds in stages (fanout.seeds=auto) ----------------------------------------------------------
 STAGES_FILE = "stages.json"
 

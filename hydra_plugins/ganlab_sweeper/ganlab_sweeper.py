@@ -33,6 +33,7 @@ class SeedGroupingSweeper(BasicSweeper):
         launches: a refusal is one line, exit 2, and nothing written."""
         import sys
         import time
+        from pathlib import Path
 
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
@@ -40,7 +41,7 @@ class SeedGroupingSweeper(BasicSweeper):
         from ganlab.config import ConfigError
         from ganlab.cores import runs_at_once
         from ganlab.preflight import preflight
-        from ganlab.sweeper import _without_seed, log
+        from ganlab.sweeper import _without_seed, changed_axes, log
 
         params = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -67,6 +68,9 @@ class SeedGroupingSweeper(BasicSweeper):
                 raise SystemExit(2) from None
         log.debug("checked the %d cells of the sweep in %.2f s", len(cells),
                   time.perf_counter() - started)
+        changed = changed_axes(Path(str(self.config.hydra.sweep.dir)), jobs)
+        if changed:
+            log.warning("%s", changed)
 
     def _first_stage(self, arguments: list[str]) -> list:
         returns = super().sweep(arguments)
