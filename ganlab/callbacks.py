@@ -77,6 +77,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        stops.LOST_RUNS.clear()  # this sweep's only
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
         if sweep_dir is not None:  # whose runs a stop signal stops
             stops.SWEEP_DIR = Path(sweep_dir)
@@ -90,10 +91,9 @@ class SweepSummary(Callback):
             handler.flush()
         log.info(summary_line(sweep_dir, counts, len(refused)))
         print(closing_table(sweep_dir), flush=True)
-        if stops.LOST_RUNS:  # killed even alone (ganlab.sweeper.SurvivesLostWorkers)
-            log.error("%d run(s) lost their worker process even when run alone and stay "
-                      "`interrupted`; relaunch the same command to resume them",
-                      len(stops.LOST_RUNS))
+        if stops.LOST_RUNS:  # ganlab.sweeper.SurvivesLostWorkers
+            log.error("%d run(s) left unfinished after their worker process was lost; "
+                      "relaunch the same command to resume them", len(stops.LOST_RUNS))
         if (counts["failed"] or counts["unreadable"] or counts["busy"] or refused
                 or stops.LOST_RUNS):
             sys.exit(1)

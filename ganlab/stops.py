@@ -263,9 +263,9 @@ def stop_workers_too(signum, frame) -> None:
 
 # the sweep dir of this process's sweep (set when the sweep starts: ganlab.callbacks)
 SWEEP_DIR: Path | None = None
-# runs of this sweep whose worker was killed even when they ran alone (ganlab.sweeper's
-# SurvivesLostWorkers): left unfinished, and the sweep exits 1
-LOST_RUNS: list[Path] = []
+# runs (or jobs) of this sweep left unfinished after their worker was lost (ganlab.sweeper's
+# SurvivesLostWorkers): the sweep exits 1
+LOST_RUNS: list[str] = []
 
 
 def _run_holders() -> dict[Path, int]:

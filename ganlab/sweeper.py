@@ -22,6 +22,7 @@ from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
 from ganlab import stops
+from ganlab.result import TERMINAL
 
 log = logging.getLogger("ganlab.sweep")
 
@@ -89,32 +90,35 @@ def cell_keys(overrides: Sequence[str]) -> frozenset[str]:
 
 
 def changed_axes(sweep_dir: Path, jobs: Sequence[Sequence[str]]) -> str | None:
-    """What a warning says when the cells a launch would add to `sweep_dir` are named by
-    other keys than the runs it holds (their records' overrides): a relaunch with a changed
+    """What a warning says when a launch would add cells to `sweep_dir` that are named by
+    other keys than every cell it holds (their records' overrides): a relaunch with a changed
     or extra key does not touch those runs, but its cells land beside them, and the comparer
-    reads them all as variants of one study. None when the keys agree or the dir is new."""
+    reads them all as variants of one study. None when each new cell's keys are those of a
+    cell there (a relaunch of any earlier command of the dir), or the dir holds no runs."""
     from ganlab.result import RecordError, read_result
 
-    held: set[str] = set()
+    held: set[frozenset[str]] = set()
     for cell in sorted(p for p in Path(sweep_dir).glob("*") if p.is_dir()):
-        for run_dir in sorted(cell.glob("seed=*"))[:1]:
+        for run_dir in sorted(cell.glob("seed=*")):  # the first readable record of the cell
             try:
                 record = read_result(run_dir)
             except RecordError:
                 continue
             if record and record.get("overrides") is not None:
-                held |= cell_keys(record["overrides"])
-    new = set().union(*(cell_keys(job) for job in jobs)) if jobs else set()
-    if not held or new == held:
+                held.add(cell_keys(record["overrides"]))
+                break
+    new = {cell_keys(job) for job in jobs}
+    if not held or new <= held:
         return None
-    added, missing = sorted(new - held), sorted(held - new)
+    had, asked = set().union(*held), set().union(*(new - held))
+    added, missing = sorted(asked - had), sorted(had - asked)
     what = "; ".join(part for part in (
         f"it sets {', '.join(added)}, which they do not" if added else "",
         f"it leaves out {', '.join(missing)}, which they set" if missing else "") if part)
     return (f"{sweep_dir} holds runs whose cells are named by other keys than this launch's "
-            f"({what}): its cells go beside them, nothing is overwritten, and the comparer "
-            "will read them all as variants of one study; for another study, give it its own "
-            "hydra.sweep.dir")
+            f"({what or 'in another combination'}): its cells go beside them, nothing is "
+            "overwritten, and the comparer will read them all as variants of one study; for "
+            "another study, give it its own hydra.sweep.dir")
 
 
 # -- seeds in stages (fanout.seeds=auto) ----------------------------------------------------------
@@ -272,35 +276,77 @@ class StagedSeeds:
 # -- a worker killed without a word (kill -9, the out-of-memory killer) ---------------------------
 # joblib's loky pool raises a subclass (TerminatedWorkerError) and kills the other workers
 POOL_LOST = (BrokenExecutor,)
-POOL_RESTARTS_MAX = 3  # lost pools one batch may restart after, whatever the records say
+POOL_RESTARTS_MAX = 3  # lost pools in a row that no record explains, before giving up
 HOLDER_WAIT_S = 30.0  # how long the pool's other workers may take to let go of their runs
 
 
-def _touched(run_dir: Path, since: float) -> dict | None:
-    """The run's record if this attempt wrote it (a launch accepted since `since`), else
-    None: a record from an earlier launch, an unreadable one, or none."""
+def _seed_value(value: str) -> str:
+    value = value.strip()
+    return str(int(value)) if value.lstrip("-").isdigit() else value
+
+
+def job_run_dirs(sweep_dir: Path, subdir: str, job: Sequence[str],
+                 default_seed) -> list[Path] | None:
+    """The run dirs of one job (a seed group's: one per seed) under conf/config.yaml's
+    `hydra.sweep.subdir` (`subdir`, unresolved); None under any other subdir."""
+    from ganlab.config import sweep_cell
+
+    if subdir != DEFAULT_SUBDIR:
+        return None
+    given = {_key(o): o.partition("=")[2] for o in job if "=" in o}
+    if given.get("fanout.group_seeds", "").strip("[] "):
+        seeds = given["fanout.group_seeds"].strip("[] ").split(",")
+    else:
+        seeds = [given.get("seed", str(default_seed))]
+    cell = Path(sweep_dir) / sweep_cell(list(job))
+    return [cell / f"seed={_seed_value(seed)}" for seed in seeds]
+
+
+def _stamp(run_dir: Path) -> tuple[int, int] | None:
+    """Which version of the run's record is there: records are replaced whole (atomic
+    rename), so a new write is a new inode; None when there is none."""
+    try:
+        st = (run_dir / "result.json").stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _status(run_dir: Path) -> str | None:
     from ganlab.result import RecordError, read_result
 
     try:
-        if (run_dir / "result.json").stat().st_mtime < since:
-            return None
-        return read_result(run_dir)
-    except (OSError, RecordError):
+        record = read_result(run_dir)
+    except RecordError:
         return None
+    return record["status"] if record else None
 
 
-def mark_killed(run_dir: Path, record: dict) -> None:
-    """A record its run's process could not finish (it says `running`): `interrupted`, with
-    how it ended; everything it holds (scores, history, launches) is kept."""
+def mark_killed(run_dir: Path, stamp) -> bool:
+    """A record its run's process could not finish (it says `running`) becomes
+    `interrupted`, with how it ended; everything it holds (scores, history, launches) is
+    kept. Done under the run dir's lock and only if the record is still the version `stamp`
+    names: a launch that took the dir since is not written over. True if marked."""
+    from ganlab.result import RecordError, read_result
+    from ganlab.rundir import RunDirBusy, RunDirLock
     from ganlab.storage import atomic_write_json
 
-    resume = ("a relaunch resumes it from its newest checkpoint"
-              if any((run_dir / "checkpoints").glob("*.pt"))
-              else "no checkpoint yet: a relaunch starts it again")
-    atomic_write_json(run_dir / "result.json", {
-        **record, "status": "interrupted",
-        "error": f"its worker process died without a word at or after step {record['step']} "
-                 f"(SIGKILL: kill -9 or the out-of-memory killer); {resume}"})
+    try:
+        with RunDirLock(run_dir):
+            record = read_result(run_dir)
+            if record is None or record["status"] != "running" or _stamp(run_dir) != stamp:
+                return False
+            resume = ("a relaunch resumes it from its newest checkpoint"
+                      if any((run_dir / "checkpoints").glob("*.pt"))
+                      else "no checkpoint yet: a relaunch starts it again")
+            atomic_write_json(run_dir / "result.json", {
+                **record, "status": "interrupted",
+                "error": f"its worker process died without a word at or after step "
+                         f"{record['step']} (SIGKILL: kill -9 or the out-of-memory killer); "
+                         f"{resume}"})
+            return True
+    except (RunDirBusy, RecordError):
+        return False
 
 
 class SurvivesLostWorkers:
@@ -308,16 +354,19 @@ class SurvivesLostWorkers:
     processes is killed without a word (kill -9, the out-of-memory killer). joblib's pool then
     breaks and kills its other workers too, so the records of both runs stay `running` and
     nothing tells the victim from the bystander. After a lost pool each job of the batch is
-    looked up by its run dirs (`run_dirs`; None where they cannot be known):
+    looked up by its run dirs (`run_dirs`; None where they cannot be known) and by whether
+    this attempt wrote their records (each record's version is noted before the launch):
 
     - a run this attempt left `running` is recorded `interrupted` and becomes a suspect: the
       suspects go on from their checkpoints one at a time, alone, after the other jobs; a
-      suspect killed while alone was the victim and stays `interrupted` (stops.LOST_RUNS:
-      the sweep exits 1), so a run that is killed every time (out of memory) does not loop and
-      no bystander pays for it;
+      suspect killed while alone was the victim and is left unfinished (stops.LOST_RUNS:
+      the sweep exits 1), so a run that is killed every time (out of memory) does not loop
+      and no bystander pays for it;
     - a run that ended on its own in this attempt (completed, diverged, failed, or
       `interrupted` by a signal sent to its worker) stays as it is;
-    - a job that had not started goes on with the other jobs, as it would have."""
+    - a job that had not started, or whose run dirs are unknown, goes on with the other
+      jobs; after POOL_RESTARTS_MAX lost pools in a row that no record explains, those jobs
+      are given up (stops.LOST_RUNS) rather than launched forever."""
 
     def __init__(self, launcher, run_dirs: Callable[[Sequence[str]], list[Path] | None]):
         self.launcher, self.run_dirs = launcher, run_dirs
@@ -329,54 +378,49 @@ class SurvivesLostWorkers:
         together, alone, returns, blank = list(job_overrides), [], [], 0
         while together or alone:
             batch = together or [alone.pop(0)]
-            started = time.time()
+            plans = [(job, self.run_dirs(job)) for job in batch]
+            before = {d: _stamp(d) for _, found in plans for d in found or []}
             try:
                 returns += list(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
                 together = [] if together else together
                 continue
             except POOL_LOST as err:
                 reason = type(err).__name__
-            killed, suspects, waiting = self._after_lost_pool(batch, started)
-            if together:
-                blank = blank + 1 if not killed else 0
-                if blank > POOL_RESTARTS_MAX:  # killed before any record said so, repeatedly
-                    log.error("a worker process of the sweep was lost %d times in a row "
-                              "before its run started; %d job(s) not launched again: "
-                              "relaunch the same command to resume them", blank, len(waiting))
-                    stops.LOST_RUNS.extend(d for job in waiting
-                                           for d in self.run_dirs(job) or [])
-                    together = []
-                    continue
-                together, alone = waiting, alone + suspects
-                log.warning(
-                    "a worker process of the sweep died without a word (%s: kill -9 or the "
-                    "out-of-memory killer) and took the pool's other workers with it: %d "
-                    "run(s) stopped mid-way, recorded `interrupted`; they go on from their "
-                    "checkpoints one at a time, alone, after the %d other job(s)",
-                    reason, len(killed), len(waiting))
-            else:  # killed while it ran alone: the victim, left as it is
-                from ganlab.result import TERMINAL
-
-                victim = [d for d in self.run_dirs(batch[0]) or []
-                          if _status(d) not in TERMINAL]
-                stops.LOST_RUNS.extend(victim)
+            killed, suspects, waiting = self._after_lost_pool(plans, before)
+            if not together:  # killed while it ran alone: the victim, left unfinished
+                victim = [d for _, found in plans for d in found or []
+                          if _status(d) not in TERMINAL] or [" ".join(batch[0])]
+                stops.LOST_RUNS.extend(map(str, victim))
                 log.error("%s was killed again while it ran alone (%s: kill -9 or the "
-                          "out-of-memory killer): left unfinished; relaunch the same "
-                          "command to resume it from its checkpoint",
-                          ", ".join(map(str, victim)) or " ".join(batch[0]), reason)
+                          "out-of-memory killer): left unfinished; relaunch the same command "
+                          "to resume it from its checkpoint", ", ".join(map(str, victim)),
+                          reason)
+                continue
+            blank = 0 if killed else blank + 1
+            if blank > POOL_RESTARTS_MAX:  # lost again and again, and no record says why
+                log.error("a worker process of the sweep was lost %d times in a row with no "
+                          "run of it recorded as started; %d job(s) not launched again: "
+                          "relaunch the same command to resume them", blank, len(waiting))
+                stops.LOST_RUNS.extend(" ".join(job) for job in waiting)
+                together = []
+                continue
+            together, alone = waiting, alone + suspects
+            log.warning(
+                "a worker process of the sweep died without a word (%s: kill -9 or the "
+                "out-of-memory killer) and took the pool's other workers with it: %d run(s) "
+                "stopped mid-way, recorded `interrupted`; they go on from their checkpoints "
+                "one at a time, alone, after the %d other job(s)",
+                reason, len(killed), len(waiting))
         return returns
 
-    def _after_lost_pool(self, batch: list, started: float) -> tuple[list, list, list]:
+    def _after_lost_pool(self, plans: list, before: dict) -> tuple[list, list, list]:
         """(run dirs this attempt left `running`, now `interrupted`; their jobs; the jobs
         that had not started or cannot be looked up)."""
-        from ganlab.result import TERMINAL
         from ganlab.rundir import held_by_another
 
         killed, suspects, waiting = [], [], []
-        plans = [(job, self.run_dirs(job)) for job in batch]
-        dirs = [d for _, found in plans for d in found or []]
         deadline = time.monotonic() + HOLDER_WAIT_S  # the pool's other workers let go
-        while time.monotonic() < deadline and any(held_by_another(d) for d in dirs):
+        while time.monotonic() < deadline and any(held_by_another(d) for d in before):
             time.sleep(0.2)
         for job, found in plans:
             if found is None:  # run dirs unknown (a custom hydra.sweep.subdir)
@@ -384,25 +428,19 @@ class SurvivesLostWorkers:
                 continue
             hit, pending = False, False
             for run_dir in found:
-                record = _touched(run_dir, started)
-                if record is None:  # not started in this attempt
+                stamp = _stamp(run_dir)
+                holder = held_by_another(run_dir)
+                if holder:  # another process runs it (another launch): its business
+                    log.warning("%s is still held by %s after the lost pool: left to it",
+                                run_dir, holder)
+                elif stamp is not None and stamp != before[run_dir]:  # this attempt's
+                    if _status(run_dir) == "running" and mark_killed(run_dir, stamp):
+                        killed.append(run_dir)
+                        hit = True
+                else:  # not started in this attempt
                     pending = pending or _status(run_dir) not in TERMINAL
-                elif record["status"] == "running" and not held_by_another(run_dir):
-                    mark_killed(run_dir, record)
-                    killed.append(run_dir)
-                    hit = True
             if hit:
                 suspects.append(job)
             elif pending:
                 waiting.append(job)
         return killed, suspects, waiting
-
-
-def _status(run_dir: Path) -> str | None:
-    from ganlab.result import RecordError, read_result
-
-    try:
-        record = read_result(run_dir)
-    except RecordError:
-        return None
-    return record["status"] if record else None

@@ -41,3 +41,24 @@ def test_an_extra_or_a_missing_key_is_named(tmp_path):
     assert "give it its own hydra.sweep.dir" in extra
     missing = changed_axes(tmp_path, [["smoothing=none", "train.steps=3000", "seed=0"]])
     assert "(it leaves out model, which they set)" in missing
+
+
+def test_a_relaunch_of_either_earlier_command_says_nothing(tmp_path):
+    first = [*HELD, "seed=0"]
+    second = [*HELD, "train.lr_g=1e-3", "seed=0"]
+    _run(tmp_path, "model=dcgan_tiny,smoothing=one_sided,train.steps=3000", first[:-1])
+    _run(tmp_path, "model=dcgan_tiny,smoothing=one_sided,train.lr_g=1e-3,train.steps=3000",
+         second[:-1])
+    assert changed_axes(tmp_path, [first]) is None
+    assert changed_axes(tmp_path, [second]) is None
+    both = changed_axes(tmp_path, [[*HELD, "train.lr_g=1e-3", "train.lr_d=1e-3", "seed=0"]])
+    assert "(it sets train.lr_d, which they do not)" in both
+
+
+def test_a_cell_whose_first_record_is_damaged_is_read_from_another_seed(tmp_path):
+    cell = "model=dcgan_tiny,smoothing=one_sided,train.steps=3000"
+    _run(tmp_path, cell, HELD)
+    (tmp_path / cell / "seed=0").rename(tmp_path / cell / "seed=1")
+    (tmp_path / cell / "seed=0").mkdir()
+    (tmp_path / cell / "seed=0" / "result.json").write_text("{damaged")
+    assert "it sets train.lr_g" in changed_axes(tmp_path, [[*HELD, "train.lr_g=1e-3"]])

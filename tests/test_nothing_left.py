@@ -139,6 +139,11 @@ def test_a_sweep_goes_on_when_a_worker_is_killed_and_resumes_its_runs(tmp_path):
     # the killed run went on from its checkpoint in a new worker, not from scratch
     assert [launch["pid"] for launch in first][0] == killed and len(first) == 2
     assert first[1]["pid"] != killed and records["seed=0"]["step"] == 1500
+    # the bystander went on too; the two went on alone, one after the other, after seed 2
+    second = records["seed=1"]["host"]["launches"]
+    assert len(second) == 2 and records["seed=1"]["step"] == 1500
+    (third,) = records["seed=2"]["host"]["launches"]
+    assert first[1]["started"] >= third["ended"] and second[1]["started"] >= first[1]["ended"]
     assert not any(_alive(r["host"]["pid"]) for r in records.values())
 
 
@@ -157,7 +162,7 @@ def test_a_run_killed_again_after_its_relaunch_is_left_interrupted_and_the_sweep
     assert proc.returncode == 1, err[-3000:]
     assert "Traceback" not in err
     assert f"{run_dir} was killed again while it ran alone" in err
-    assert "1 run(s) lost their worker process even when run alone" in err
+    assert "1 run(s) left unfinished after their worker process was lost" in err
     record = _result(run_dir)
     assert record["status"] == "interrupted"
     assert "died without a word" in record["error"] and "resumes it" in record["error"]

@@ -110,28 +110,14 @@ class SeedGroupingSweeper(BasicSweeper):
         return group_seed_jobs(batch, size, self._problems)
 
     def _run_dirs(self, job: Sequence[str]) -> list | None:
-        """The run dirs of one job (a seed group's: one per seed), as its runs name them
-        (conf/config.yaml's `hydra.sweep.subdir`); None under another subdir."""
-        from pathlib import Path
-
+        """The run dirs of one job (ganlab.sweeper.job_run_dirs)."""
         from omegaconf import OmegaConf
 
-        from ganlab.config import sweep_cell
-        from ganlab.sweeper import DEFAULT_SUBDIR, _key
+        from ganlab.sweeper import job_run_dirs
 
-        sweep = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)
-        if sweep["subdir"] != DEFAULT_SUBDIR:
-            return None
-        given = {_key(o): o.split("=", 1)[1] for o in job}
-        if "fanout.group_seeds" in given:
-            seeds = [s.strip() for s in given["fanout.group_seeds"].strip("[]").split(",")]
-        elif "seed" in given:
-            seeds = [given["seed"]]
-        else:
-            loader = self.hydra_context.config_loader
-            seeds = [str(loader.load_sweep_config(self.config, list(job)).seed)]
-        cell = Path(str(self.config.hydra.sweep.dir)) / sweep_cell(list(job))
-        return [cell / f"seed={seed}" for seed in seeds]
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)["subdir"]
+        return job_run_dirs(str(self.config.hydra.sweep.dir), str(subdir), job,
+                            self.config.seed)
 
     def _problems(self, overrides: list[str]) -> list[str]:
         from ganlab.vectorize import unsupported
