@@ -240,6 +240,7 @@ def stop_workers_too(signum, frame) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C cannot cut the wait short
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     children = _worker_processes()
+    _say_the_sweep_stops()  # before its workers hear of it (wait_for_sibling_runs)
     holders = _run_holders()  # runs of this sweep on this host in processes of any launcher
     workers = sorted(set(children) | set(holders.values()))
     name = signal.Signals(signum).name
@@ -257,6 +258,7 @@ def stop_workers_too(signum, frame) -> None:
             or any(lock_holder(lock) for lock in holders)):
         time.sleep(0.2)
     _release_worker_pool()
+    _say_the_sweep_stops(done=True)
     os.write(2, b"ganlab: sweep stopped; relaunch the same command to resume it\n")
     os._exit(128 + signum)
 
@@ -266,6 +268,61 @@ SWEEP_DIR: Path | None = None
 # runs (or jobs) of this sweep left unfinished after their worker was lost (ganlab.sweeper's
 # SurvivesLostWorkers): the sweep exits 1
 LOST_RUNS: list[str] = []
+
+
+STOPPING_NAME = ".stopping"  # in the sweep dir while its process stops the sweep
+MARKER_WAIT_S = 1.0  # a terminal's Ctrl-C reaches the workers and the sweep at once
+
+
+def _say_the_sweep_stops(done: bool = False) -> None:
+    """`<sweep dir>/.stopping` names this process while it stops its sweep (removed when
+    done): its workers then know that the stop is the whole sweep's."""
+    if SWEEP_DIR is None:
+        return
+    path = Path(SWEEP_DIR) / STOPPING_NAME
+    try:
+        if done:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(str(os.getpid()))
+    except OSError:  # a read-only or full disk: the workers exit at once, as before
+        pass
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_for_sibling_runs(sweep_dir: Path | str, signum: int) -> None:
+    """In a worker process whose run a stop has just ended (checkpoint and record written,
+    run dir let go): when the stop is the whole sweep's (its process wrote `.stopping`),
+    wait until the sweep's other workers have let go of their runs before this process
+    ends. joblib's pool kills every other worker with SIGKILL the moment one ends, so a
+    worker that ended first would cut a sibling's checkpoint or evaluation short (its
+    record left `running`). A stop sent to this worker alone ends it at once."""
+    sweep_dir, parent, me = Path(sweep_dir), os.getppid(), os.getpid()
+    marker = sweep_dir / STOPPING_NAME
+    patience = time.monotonic() + (MARKER_WAIT_S if signum == signal.SIGINT else 0.2)
+    while True:
+        try:
+            if marker.read_text().strip() == str(parent):
+                break
+        except OSError:
+            pass
+        if time.monotonic() >= patience:
+            return
+        time.sleep(0.05)
+    deadline = time.monotonic() + WORKER_WAIT_S
+    while time.monotonic() < deadline:
+        siblings = [h for lock in sweep_dir.rglob(".lock")
+                    if (h := lock_holder(lock)) and h.get("pid") not in (None, me)
+                    and _parent_of(h["pid"]) == parent]
+        if not siblings:
+            return
+        time.sleep(0.1)
 
 
 def _run_holders() -> dict[Path, int]:

@@ -38,6 +38,7 @@ from ganlab.stops import (
     exit_now,
     is_launcher_worker,
     stop_the_sweep_with_its_workers,
+    wait_for_sibling_runs,
     watch_the_sweep,
 )
 from ganlab.storage import StorageError, check_writable
@@ -64,6 +65,8 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
         # a stop request stops the whole sweep too; the run resumes when relaunched
         print(f"ganlab: {err}; relaunch the same command to resume", file=sys.stderr)
         if is_launcher_worker():  # a worker would stay on, idle: end it with the run
+            if multirun:  # not before its siblings have written theirs (joblib's pool)
+                wait_for_sibling_runs(hc.sweep.dir, err.signum)
             exit_now(128 + err.signum)
         sys.exit(128 + err.signum)
     except USER_ERRORS as err:

@@ -82,6 +82,64 @@ def test_ctrl_c_leaves_every_run_interrupted_with_one_closing_line(tmp_path, how
 
 
 @pytest.mark.heavy
+def test_ctrl_c_waits_for_a_sibling_still_in_its_evaluation(tmp_path):
+    # two runs out of step (batch 64 and 2048) with long evaluations: the first worker to
+    # finish its stop must not end before the other has written its checkpoint (joblib's
+    # pool kills every worker the moment one ends)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ganlab.train", "-m", "launcher=joblib", "fanout.n_jobs=2",
+         "seed=0", "train.batch_size=64,2048", "eval.every=150", "eval.num_samples=400000",
+         "train.steps=100000", "train.checkpoint_every=150", *FAST[:3],
+         f"hydra.sweep.dir={tmp_path}"], cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for(lambda: len([p for p in tmp_path.glob("*/seed=*") if _evaluated(p)]) == 2,
+              timeout=120)
+    time.sleep(6)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=150)
+    assert proc.returncode == 130, err[-2000:]
+    records = _records(tmp_path)
+    assert [r["status"] for r in records] == ["interrupted", "interrupted"], records
+    assert all("checkpoint saved" in r["error"] for r in records)
+    assert not (tmp_path / ".stopping").exists()
+
+
+SIBLING = """
+import sys, time
+from ganlab.rundir import RunDirLock
+with RunDirLock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+WAITER = """
+import signal, sys, time
+from ganlab.stops import wait_for_sibling_runs
+started = time.monotonic()
+wait_for_sibling_runs(sys.argv[1], signal.SIGTERM)
+print(time.monotonic() - started)
+"""
+
+
+@pytest.mark.parametrize("whole_sweep", [True, False])
+def test_a_stopped_worker_waits_for_its_siblings_only_when_the_whole_sweep_stops(
+        tmp_path, whole_sweep):
+    # two worker processes of one sweep (children of this process): one still holds its
+    # run for 3 s, the other has let go of its own and is about to end
+    if whole_sweep:  # what the sweep's process writes before it signals its workers
+        (tmp_path / ".stopping").write_text(str(os.getpid()))
+    sibling = subprocess.Popen([sys.executable, "-c", SIBLING, str(tmp_path / "cell" / "seed=1"),
+                                "3"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert sibling.stdout.readline().strip() == "held"
+    waited = float(subprocess.run([sys.executable, "-c", WAITER, str(tmp_path)], cwd=REPO,
+                                  capture_output=True, text=True, check=True).stdout)
+    sibling.wait(timeout=30)
+    if whole_sweep:
+        assert waited > 1.5  # it ended only once the sibling had let go of its run
+    else:  # a stop sent to this worker alone: it ends at once
+        assert waited < 1.0
+
+
+@pytest.mark.heavy
 def test_workers_of_a_killed_sweep_stop_with_a_checkpoint_and_a_relaunch_finds_them(tmp_path):
     proc = _start_sweep(tmp_path)
     proc.kill()  # SIGKILL: the sweep says nothing to its workers
