@@ -40,6 +40,20 @@ def refused_launches(sweep_dir: Path, since: float) -> list[Path]:
             if p.stat().st_mtime >= since]
 
 
+def stopped_this_launch(sweep_dir: Path, since: float) -> list[Path]:
+    """Run dirs whose record this launch left `interrupted`: something stopped the run on its
+    own (SIGTERM to its worker, a cluster job cancelled or out of time) while the sweep went
+    on. A stop of the whole sweep never gets here (it exits 128 + signal at once)."""
+    found = []
+    for path in sorted(sweep_dir.rglob("result.json")):
+        try:
+            if path.stat().st_mtime >= since and _status(path.parent) == "interrupted":
+                found.append(path.parent)
+        except OSError:  # removed meanwhile
+            continue
+    return found
+
+
 def summary_line(sweep_dir: Path, counts, refused: int = 0) -> str:
     extra = [f"{counts[s]} {name}" for s, name in (
         ("interrupted", "interrupted"), ("running", "unfinished"), ("unreadable", "unreadable"),
@@ -70,7 +84,9 @@ def closing_table(sweep_dir: Path) -> str:
 
 
 class SweepSummary(Callback):
-    """Count the sweep's runs by status at the end; a sweep with failed runs exits 1."""
+    """Count the sweep's runs by status at the end; a sweep with failed runs, or with runs
+    this launch left unfinished, exits 1 (a script that compares after `train -m` must not
+    take a part of the study for the whole)."""
 
     def __init__(self) -> None:
         self.started = time.time()
@@ -94,6 +110,12 @@ class SweepSummary(Callback):
         if stops.LOST_RUNS:  # ganlab.sweeper.SurvivesLostWorkers
             log.error("%d run(s) left unfinished after their worker process was lost; "
                       "relaunch the same command to resume them", len(stops.LOST_RUNS))
+        lost = {Path(p) for p in stops.LOST_RUNS}
+        stopped = [p for p in stopped_this_launch(sweep_dir, self.started) if p not in lost]
+        if stopped:
+            log.error("%d run(s) of this launch were stopped on their own before they finished "
+                      "(recorded `interrupted`, e.g. %s); relaunch the same command to resume "
+                      "them", len(stopped), stopped[0])
         if (counts["failed"] or counts["unreadable"] or counts["busy"] or refused
-                or stops.LOST_RUNS):
+                or stops.LOST_RUNS or stopped):
             sys.exit(1)

@@ -296,16 +296,17 @@ def _parent_of(pid: int) -> int | None:
         return None
 
 
-def wait_for_sibling_runs(sweep_dir: Path | str, signum: int) -> None:
+def wait_for_sibling_runs(sweep_dir: Path | str, signum: int) -> bool:
     """In a worker process whose run a stop has just ended (checkpoint and record written,
     run dir let go): when the stop is the whole sweep's (its process wrote `.stopping`),
     wait until the sweep's other workers have let go of their runs before this process
-    ends. joblib's pool kills every other worker with SIGKILL the moment one ends, so a
-    worker that ended first would cut a sibling's checkpoint or evaluation short (its
-    record left `running`). A stop sent to this worker alone ends it at once."""
+    ends, and say True. joblib's pool kills every other worker with SIGKILL the moment one
+    ends, so a worker that ended first would cut a sibling's checkpoint or evaluation short
+    (its record left `running`). A stop sent to this worker alone: False at once (the worker
+    stays, so that the pool and its other runs go on), unless the sweep's process is gone."""
     sweep_dir, parent, me = Path(sweep_dir), os.getppid(), os.getpid()
     marker = sweep_dir / STOPPING_NAME
-    patience = time.monotonic() + (MARKER_WAIT_S if signum == signal.SIGINT else 0.2)
+    patience = time.monotonic() + (MARKER_WAIT_S if signum == signal.SIGINT else 0.5)
     while True:
         try:
             if marker.read_text().strip() == str(parent):
@@ -313,7 +314,7 @@ def wait_for_sibling_runs(sweep_dir: Path | str, signum: int) -> None:
         except OSError:
             pass
         if time.monotonic() >= patience:
-            return
+            return _orphaned()
         time.sleep(0.05)
     deadline = time.monotonic() + WORKER_WAIT_S
     while time.monotonic() < deadline:
@@ -321,8 +322,15 @@ def wait_for_sibling_runs(sweep_dir: Path | str, signum: int) -> None:
                     if (h := lock_holder(lock)) and h.get("pid") not in (None, me)
                     and _parent_of(h["pid"]) == parent]
         if not siblings:
-            return
+            return True
         time.sleep(0.1)
+    return True
+
+
+def _orphaned() -> bool:
+    """This worker's sweep process has ended (watch_the_sweep stops its run then)."""
+    sweep = os.environ.get(SWEEP_PID_ENV, "")
+    return sweep.isdigit() and int(sweep) != os.getppid()
 
 
 def _run_holders() -> dict[Path, int]:

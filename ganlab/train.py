@@ -62,11 +62,17 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
             return records[0] if records else None
         return run(cfg, run_dir, overrides=list(hc.overrides.task))
     except Interrupted as err:
-        # a stop request stops the whole sweep too; the run resumes when relaunched
+        # a stop to one joblib worker alone: the job ends, the worker stays, and the pool and
+        # the other workers' runs go on (the pool kills them all when one worker exits); the
+        # sweep's closing line counts the run and exits 1. Otherwise the stop is the whole
+        # sweep's: the run resumes when relaunched
+        worker = is_launcher_worker()
+        if worker and multirun and not wait_for_sibling_runs(hc.sweep.dir, err.signum):
+            log.warning("run %s: %s; the sweep goes on (relaunch it to resume this run)",
+                        run_dir, err)
+            return None
         print(f"ganlab: {err}; relaunch the same command to resume", file=sys.stderr)
-        if is_launcher_worker():  # a worker would stay on, idle: end it with the run
-            if multirun:  # not before its siblings have written theirs (joblib's pool)
-                wait_for_sibling_runs(hc.sweep.dir, err.signum)
+        if worker:  # a worker would stay on, idle: end it with the run, after its siblings
             exit_now(128 + err.signum)
         sys.exit(128 + err.signum)
     except USER_ERRORS as err:

@@ -128,17 +128,22 @@ def test_the_report_carries_the_curves_and_says_where_each_variant_stands(tmp_pa
     assert len(list((out / "report_files").glob("*fid_curves.png"))) == 1
 
 
-def test_the_budget_line_names_rounds_images_wall_time_and_threads():
+def test_the_budget_line_names_rounds_images_wall_time_threads_and_widths():
     from ganlab.compare.document import budget_words, class_budget
 
-    def record(threads, wall, status="completed"):
+    def record(threads, wall, status="completed", d_width=16):
         return {"status": status, "step": 4000, "host": {"threads": threads},
+                "trick": {"model.g_width": 16, "model.d_width": d_width},
                 "history": [{"step": 4000, "images_seen": 256000, "g_updates": 4000,
                              "d_updates": 4000, "wall_s": wall, "metrics": {}}]}
 
-    assert budget_words(class_budget([record(1, 300.0)])).endswith(", 1 CPU thread per run")
-    budget = class_budget([record(1, 300.0), record(2, 180.5), record(8, 1.0, "failed")])
+    assert budget_words(class_budget([record(1, 300.0)])).endswith(
+        ", 1 CPU thread per run, model.g_width 16, model.d_width 16")
+    budget = class_budget([record(1, 300.0), record(2, 180.5, d_width=64),
+                           record(8, 1.0, "failed", d_width=512)])
     assert budget["threads"] == [1, 2] and budget["wall_s"] == [180.5, 300.0]
+    assert budget["model.d_width"] == [16, 64]
     assert budget_words(budget) == (
         "budget: 4,000 rounds, 256,000 real images seen, 4,000 G updates, 4,000 D updates, "
-        "180.5–300.0 training seconds per run, 1–2 CPU threads per run")
+        "180.5–300.0 training seconds per run, 1–2 CPU threads per run, model.g_width 16, "
+        "model.d_width 16–64")

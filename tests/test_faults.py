@@ -530,6 +530,33 @@ def test_the_sweep_summary_counts_launches_that_were_refused(tmp_path, caplog):
             "record before it kept; see result.failed-*.json)") in caplog.text
 
 
+def test_a_sweep_whose_run_was_stopped_on_its_own_exits_1_and_says_how_to_resume(
+        tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from ganlab.callbacks import SweepSummary
+
+    _write(tmp_path, "old", 0, status="interrupted")  # an earlier launch's, not relaunched now
+    old = tmp_path / "old" / "seed=0" / "result.json"
+    os.utime(old, (1.0, 1.0))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    summary = SweepSummary()
+    summary.on_multirun_start(OmegaConf.create({}))
+    _write(tmp_path, "cell", 0)
+    with caplog.at_level(logging.INFO, logger="ganlab.sweep"):
+        summary.on_multirun_end(config)  # the old interrupted run alone: counted, no exit 1
+    assert "1 completed, 0 diverged, 0 failed, 1 interrupted" in caplog.text
+
+    summary.on_multirun_start(OmegaConf.create({}))
+    _write(tmp_path, "cell", 1, status="interrupted")  # e.g. SIGTERM to its worker
+    with caplog.at_level(logging.INFO, logger="ganlab.sweep"), pytest.raises(SystemExit) as e:
+        summary.on_multirun_end(config)
+    assert e.value.code == 1
+    assert ("1 run(s) of this launch were stopped on their own before they finished (recorded "
+            f"`interrupted`, e.g. {tmp_path / 'cell' / 'seed=1'}); relaunch the same command "
+            "to resume them") in caplog.text
+
+
 def test_rescoring_refuses_a_checkpoint_older_than_the_record(tmp_path):
     from ganlab.checkpoint import CheckpointError
     from ganlab.evaluate.__main__ import rescore

@@ -115,8 +115,8 @@ WAITER = """
 import signal, sys, time
 from ganlab.stops import wait_for_sibling_runs
 started = time.monotonic()
-wait_for_sibling_runs(sys.argv[1], signal.SIGTERM)
-print(time.monotonic() - started)
+whole = wait_for_sibling_runs(sys.argv[1], signal.SIGTERM)
+print(time.monotonic() - started, whole)
 """
 
 
@@ -130,13 +130,15 @@ def test_a_stopped_worker_waits_for_its_siblings_only_when_the_whole_sweep_stops
     sibling = subprocess.Popen([sys.executable, "-c", SIBLING, str(tmp_path / "cell" / "seed=1"),
                                 "3"], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert sibling.stdout.readline().strip() == "held"
-    waited = float(subprocess.run([sys.executable, "-c", WAITER, str(tmp_path)], cwd=REPO,
-                                  capture_output=True, text=True, check=True).stdout)
+    waited, whole = subprocess.run([sys.executable, "-c", WAITER, str(tmp_path)], cwd=REPO,
+                                   capture_output=True, text=True, check=True).stdout.split()
     sibling.wait(timeout=30)
     if whole_sweep:
-        assert waited > 1.5  # it ended only once the sibling had let go of its run
-    else:  # a stop sent to this worker alone: it ends at once
-        assert waited < 1.0
+        assert float(waited) > 1.5  # it ended only once the sibling had let go of its run
+        assert whole == "True"  # and then the worker ends with the sweep
+    else:  # a stop sent to this worker alone: at once, and the worker stays for the next job
+        assert float(waited) < 1.0
+        assert whole == "False"
 
 
 @pytest.mark.heavy
@@ -203,6 +205,40 @@ def test_a_sweep_goes_on_when_a_worker_is_killed_and_resumes_its_runs(tmp_path):
     (third,) = records["seed=2"]["host"]["launches"]
     assert first[1]["started"] >= third["ended"] and second[1]["started"] >= first[1]["ended"]
     assert not any(_alive(r["host"]["pid"]) for r in records.values())
+
+
+@pytest.mark.heavy
+def test_sigterm_to_one_worker_stops_its_run_alone_and_the_pool_goes_on(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
+                             f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
+                            env={**os.environ, "WANDB_MODE": "offline"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cell = tmp_path / LOSES_A_WORKER_CELL
+    _wait_for(lambda: all(_evaluated(cell / f"seed={s}") for s in (0, 1)), timeout=180)
+    worker = _result(cell / "seed=0")["host"]["pid"]
+    os.kill(worker, signal.SIGTERM)  # e.g. a user stopping one run that goes nowhere
+    out, err = proc.communicate(timeout=600)
+    err += out
+    assert proc.returncode == 1, err[-3000:]  # the study is not whole: the sweep says so
+    assert "Traceback" not in err and "died without a word" not in err
+    assert "interrupted by SIGTERM" in err and "the sweep goes on" in err
+    assert (f"1 run(s) of this launch were stopped on their own before they finished "
+            f"(recorded `interrupted`, e.g. {cell / 'seed=0'})") in err
+    records = {s: _result(cell / f"seed={s}") for s in (0, 1, 2)}
+    assert records[0]["status"] == "interrupted" and 0 < records[0]["step"] < 1500
+    # the pool did not break: the sibling ran on in its one launch, and the stopped run's
+    # worker took the next job
+    assert [records[s]["status"] for s in (1, 2)] == ["completed", "completed"]
+    assert [len(records[s]["host"]["launches"]) for s in (1, 2)] == [1, 1]
+    assert records[2]["host"]["pid"] == worker
+    again = subprocess.run([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
+                            f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
+                           env={**os.environ, "WANDB_MODE": "offline"},
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    resumed = _result(cell / "seed=0")
+    assert resumed["status"] == "completed" and len(resumed["host"]["launches"]) == 2
+    assert resumed["host"]["launches"][1]["from_step"] > 0
 
 
 @pytest.mark.heavy

@@ -113,9 +113,13 @@ def table_record(t: Table) -> dict:
         "curves": table_curves(t)}
 
 
+WIDTH_KEYS = ("model.g_width", "model.d_width")
+
+
 def class_budget(runs: list[dict]) -> dict:
     """What one run of the class trained for: [min, max] over its completed runs of the
-    rounds, real images shown to D, G and D updates, training seconds and CPU threads."""
+    rounds, real images shown to D, G and D updates, training seconds, CPU threads and the
+    networks' widths."""
     done = [r for r in runs if r["status"] == "completed"]
     # the final round from the record itself; the rest from its last evaluation
     last = [{**(r["history"][-1] if r["history"] else {}), "step": r["step"]} for r in done]
@@ -126,6 +130,10 @@ def class_budget(runs: list[dict]) -> dict:
     # the CPU threads each run trained with: wall time means little without them
     threads = [t for r in done if isinstance(t := (r.get("host") or {}).get("threads"), int)]
     out["threads"] = [min(threads), max(threads)] if threads else None
+    # the networks' widths: a model family (`model.name`) comes in several sizes
+    for key in WIDTH_KEYS:
+        widths = [w for r in done if isinstance(w := (r.get("trick") or {}).get(key), int)]
+        out[key] = [min(widths), max(widths)] if widths else None
     return out
 
 
@@ -312,10 +320,11 @@ def variant_details(table: dict) -> str:
 
 
 def budget_words(budget: dict) -> str:
-    """One line: what a run of the class trained for, and on how many threads."""
+    """One line: what a run of the class trained for, on how many threads, at which widths."""
     names = {"step": "rounds", "images_seen": "real images seen", "g_updates": "G updates",
              "d_updates": "D updates", "wall_s": "training seconds per run",
-             "threads": "CPU threads per run"}
+             "threads": "CPU threads per run",
+             **{k: k for k in WIDTH_KEYS}}
     parts = []
     for k, name in names.items():
         span = budget.get(k)
@@ -324,7 +333,8 @@ def budget_words(budget: dict) -> str:
         lo, hi = (f"{v:,.1f}" if k == "wall_s" else f"{v:,.0f}" for v in span)
         if k == "threads" and span == [1, 1]:
             name = "CPU thread per run"
-        parts.append(f"{lo} {name}" if lo == hi else f"{lo}–{hi} {name}")
+        value = lo if lo == hi else f"{lo}–{hi}"
+        parts.append(f"{name} {value}" if k in WIDTH_KEYS else f"{value} {name}")
     return "budget: " + (", ".join(parts) if parts else "no completed run")
 
 
