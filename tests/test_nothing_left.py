@@ -161,6 +161,14 @@ LOSES_A_WORKER = ["-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1,2", "tra
 LOSES_A_WORKER_CELL = "eval.num_samples=100,train.steps=1500"
 
 
+def _losing_sweep(tmp_path: Path) -> subprocess.Popen:
+    """The sweep of LOSES_A_WORKER into `tmp_path` (the same command resumes it)."""
+    return subprocess.Popen([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
+                             f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
+                            env={**os.environ, "WANDB_MODE": "offline"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _kill_worker_of(run_dir: Path, not_pid: int | None = None) -> int:
     """SIGKILL to the worker process running `run_dir` (another than `not_pid`), once it has
     written a checkpoint: what the out-of-memory killer does."""
@@ -180,10 +188,7 @@ def _kill_worker_of(run_dir: Path, not_pid: int | None = None) -> int:
 
 @pytest.mark.heavy
 def test_a_sweep_goes_on_when_a_worker_is_killed_and_resumes_its_runs(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
-                             f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
-                            env={**os.environ, "WANDB_MODE": "offline"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _losing_sweep(tmp_path)
     killed = _kill_worker_of(tmp_path / LOSES_A_WORKER_CELL / "seed=0")
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, (out + err)[-3000:]
@@ -209,10 +214,7 @@ def test_a_sweep_goes_on_when_a_worker_is_killed_and_resumes_its_runs(tmp_path):
 
 @pytest.mark.heavy
 def test_sigterm_to_one_worker_stops_its_run_alone_and_the_pool_goes_on(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
-                             f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
-                            env={**os.environ, "WANDB_MODE": "offline"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _losing_sweep(tmp_path)
     cell = tmp_path / LOSES_A_WORKER_CELL
     _wait_for(lambda: all(_evaluated(cell / f"seed={s}") for s in (0, 1)), timeout=180)
     worker = _result(cell / "seed=0")["host"]["pid"]
@@ -231,11 +233,9 @@ def test_sigterm_to_one_worker_stops_its_run_alone_and_the_pool_goes_on(tmp_path
     assert [records[s]["status"] for s in (1, 2)] == ["completed", "completed"]
     assert [len(records[s]["host"]["launches"]) for s in (1, 2)] == [1, 1]
     assert records[2]["host"]["pid"] == worker
-    again = subprocess.run([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
-                            f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
-                           env={**os.environ, "WANDB_MODE": "offline"},
-                           capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    again = _losing_sweep(tmp_path)
+    tail = "".join(again.communicate(timeout=600))[-3000:]
+    assert again.returncode == 0, tail
     resumed = _result(cell / "seed=0")
     assert resumed["status"] == "completed" and len(resumed["host"]["launches"]) == 2
     assert resumed["host"]["launches"][1]["from_step"] > 0
@@ -244,10 +244,7 @@ def test_sigterm_to_one_worker_stops_its_run_alone_and_the_pool_goes_on(tmp_path
 @pytest.mark.heavy
 def test_a_run_killed_again_after_its_relaunch_is_left_interrupted_and_the_sweep_exits_1(
         tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
-                             f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
-                            env={**os.environ, "WANDB_MODE": "offline"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _losing_sweep(tmp_path)
     run_dir = tmp_path / LOSES_A_WORKER_CELL / "seed=0"
     first = _kill_worker_of(run_dir)
     _kill_worker_of(run_dir, not_pid=first)  # the out-of-memory killer, once more
@@ -266,11 +263,9 @@ def test_a_run_killed_again_after_its_relaunch_is_left_interrupted_and_the_sweep
     assert [r["status"] for r in others] == ["completed", "completed"]
     assert len(others[0]["host"]["launches"]) == 2
     # nothing is lost: the same command resumes it from its checkpoint and finishes it
-    again = subprocess.run([sys.executable, "-m", "ganlab.train", *LOSES_A_WORKER,
-                            f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
-                           env={**os.environ, "WANDB_MODE": "offline"},
-                           capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    again = _losing_sweep(tmp_path)
+    tail = "".join(again.communicate(timeout=600))[-3000:]
+    assert again.returncode == 0, tail
     assert _result(run_dir)["status"] == "completed"
     assert len(_result(run_dir)["host"]["launches"]) == 3
 
