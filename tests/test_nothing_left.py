@@ -177,8 +177,10 @@ def _kill_worker_of(run_dir: Path, not_pid: int | None = None) -> int:
             record = _result(run_dir)
         except (OSError, ValueError):
             return False
+        # the record may say step 250 a moment before the checkpoint of step 250 is written
         return (record["status"] == "running" and record["host"]["pid"] != not_pid
-                and record["step"] >= 250 and held_by_another(run_dir) is not None)
+                and record["step"] >= 250 and held_by_another(run_dir) is not None
+                and any((run_dir / "checkpoints").glob("*.pt")))
 
     _wait_for(running_in_a_new_worker, timeout=180)
     pid = _result(run_dir)["host"]["pid"]
