@@ -147,3 +147,12 @@ def test_the_budget_line_names_rounds_images_wall_time_threads_and_widths():
         "budget: 4,000 rounds, 256,000 real images seen, 4,000 G updates, 4,000 D updates, "
         "180.5–300.0 training seconds per run, 1–2 CPU threads per run, model.g_width 16, "
         "model.d_width 16–64")
+
+
+def test_a_curve_band_stops_at_the_metric_range():
+    from ganlab.compare.report import curve_band
+
+    points = [{"ci": [-5.3, 9.1]}, {"ci": [2.0, 7.5]}, {"ci": [6.0, 8.4]}]
+    assert curve_band(points, (0.0, 8.0)) == ([0.0, 2.0, 6.0], [8.0, 7.5, 8.0])
+    # a side nothing bounds (FID above) is left as the interval says
+    assert curve_band(points, (0.0, float("inf"))) == ([0.0, 2.0, 6.0], [9.1, 7.5, 8.4])

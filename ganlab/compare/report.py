@@ -119,6 +119,14 @@ def _delta_chart(t: Table, path: Path) -> bool:
     return True
 
 
+def curve_band(points: list[dict], bounds: tuple[float, float]) -> tuple[list, list]:
+    """A curve's interval band, kept inside the metric's range (a t interval over a few
+    seeds of a bounded count, e.g. modes covered, reaches past 0 or past the mode count;
+    no score can lie there, so the band stops at the bound as the tables' intervals do)."""
+    lo, hi = bounds
+    return ([max(lo, p["ci"][0]) for p in points], [min(hi, p["ci"][1]) for p in points])
+
+
 def _curves(record: dict, t: Table, path: Path) -> bool:
     """The metric over training: each variant's mean over seeds with its t interval (from
     report.json's `curves`: points scored on the final sample count only)."""
@@ -133,8 +141,8 @@ def _curves(record: dict, t: Table, path: Path) -> bool:
         line, = ax.plot(steps, [p["mean"] for p in points], marker=".",
                         label=f"{entry['variant']} ({points[-1]['n']} seeds)")
         if all(p["ci"] is not None for p in points):
-            ax.fill_between(steps, [p["ci"][0] for p in points], [p["ci"][1] for p in points],
-                            color=line.get_color(), alpha=0.15)
+            ax.fill_between(steps, *curve_band(points, t.bounds), color=line.get_color(),
+                            alpha=0.15)
         q = entry["last_quarter"]
         if q is not None:
             ax.axvspan(q["from"], q["to"], color="grey", alpha=0.04)
