@@ -327,10 +327,16 @@ def wait_for_sibling_runs(sweep_dir: Path | str, signum: int) -> bool:
     return True
 
 
+def _sweep_pid() -> int | None:
+    """The pid of the sweep this process works for (set by the sweep's process), if any."""
+    sweep = os.environ.get(SWEEP_PID_ENV, "")
+    return int(sweep) if sweep.isdigit() else None
+
+
 def _orphaned() -> bool:
     """This worker's sweep process has ended (watch_the_sweep stops its run then)."""
-    sweep = os.environ.get(SWEEP_PID_ENV, "")
-    return sweep.isdigit() and int(sweep) != os.getppid()
+    sweep = _sweep_pid()
+    return sweep is not None and sweep != os.getppid()
 
 
 def _run_holders() -> dict[Path, int]:
@@ -396,13 +402,13 @@ def watch_the_sweep() -> None:
     checkpoint, the record `interrupted`) and end this process, so that nothing outlives its
     sweep and no orphan holds a run dir a relaunch wants."""
     global _watching
-    sweep = os.environ.get(SWEEP_PID_ENV, "")
-    if _watching or not sweep.isdigit() or int(sweep) != os.getppid():
+    sweep = _sweep_pid()
+    if _watching or sweep is None or sweep != os.getppid():
         return
     _watching = True
 
     def watch() -> None:
-        while os.getppid() == int(sweep):
+        while os.getppid() == sweep:
             time.sleep(0.5)
         os.write(2, b"ganlab: the sweep's process has ended; stopping this run with a "
                     b"checkpoint\n")
