@@ -63,6 +63,9 @@ class Metric:
     upper: float | str | None = None  # the largest; "classes": the data's number of classes
     discrete: bool = False  # takes whole numbers only (modes covered)
     smallest_effect: str | None = None  # "1" (absolute) or "5%" (of the baseline's mean)
+    # scored on the evaluation's generated samples (eval.num_samples); False: measured
+    # otherwise, so a sample count says nothing about it (coupling: 8 latents in two batches)
+    from_samples: bool = True
 
     @property
     def better(self) -> str:
@@ -108,7 +111,7 @@ for _m in (
     Metric("eval/reverse_kl", "reverse KL of the mode histogram", -1, "log", ".3g", lower=0,
            smallest_effect="25%"),
     Metric("eval/coupling", "batch coupling", -1, "log", ".3g", lower=0,
-           smallest_effect="100%"),
+           smallest_effect="100%", from_samples=False),
 ):
     METRICS.register(_m.name)(_m)
 

@@ -156,3 +156,15 @@ def test_a_curve_band_stops_at_the_metric_range():
     assert curve_band(points, (0.0, 8.0)) == ([0.0, 2.0, 6.0], [8.0, 7.5, 8.0])
     # a side nothing bounds (FID above) is left as the interval says
     assert curve_band(points, (0.0, float("inf"))) == ([0.0, 2.0, 6.0], [9.1, 7.5, 8.4])
+
+
+def test_a_curve_title_gives_the_sample_count_only_for_metrics_scored_on_samples():
+    from ganlab.compare.report import curve_title
+    from ganlab.metrics import METRICS
+
+    fid = curve_title(METRICS.choose("eval/fid"), 0.95, {10000})
+    assert fid == "FID during training (mean over seeds, band: 95% t interval, 10000 samples a point)"
+    # coupling is measured on 8 latents inside two minibatches, whatever eval.num_samples is
+    coupling = curve_title(METRICS.choose("eval/coupling"), 0.95, {10000})
+    assert coupling == "batch coupling during training (mean over seeds, band: 95% t interval)"
+    assert curve_title(METRICS.choose("eval/fid"), 0.95, set()).endswith("t interval)")

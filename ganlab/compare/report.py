@@ -38,6 +38,7 @@ from ganlab.compare.document import (
     zero_tables,
 )
 from ganlab.compare.rows import Table
+from ganlab.metrics import Metric
 from ganlab.storage import atomic_write, atomic_write_json, save_figure
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,14 @@ def curve_band(points: list[dict], bounds: tuple[float, float]) -> tuple[list, l
     return ([max(lo, p["ci"][0]) for p in points], [min(hi, p["ci"][1]) for p in points])
 
 
+def curve_title(m: Metric, level: float, samples: set[int]) -> str:
+    """A learning curve's title: what the band is and, for a metric scored on the generated
+    samples, how many each point used (not for one measured otherwise, e.g. coupling)."""
+    scored = (f", {'/'.join(map(str, sorted(samples)))} samples a point"
+              if samples and m.from_samples else "")
+    return f"{m.label} during training (mean over seeds, band: {level:.0%} t interval{scored})"
+
+
 def _curves(record: dict, t: Table, path: Path) -> bool:
     """The metric over training: each variant's mean over seeds with its t interval (from
     report.json's `curves`: points scored on the final sample count only)."""
@@ -147,9 +156,7 @@ def _curves(record: dict, t: Table, path: Path) -> bool:
         if q is not None:
             ax.axvspan(q["from"], q["to"], color="grey", alpha=0.04)
     samples = {e["num_samples"] for e in record["curves"]} - {None}
-    scored = f", {'/'.join(map(str, sorted(samples)))} samples a point" if samples else ""
-    ax.set_title(f"{m.label} during training (mean over seeds, band: {t.level:.0%} "
-                 f"t interval{scored})")
+    ax.set_title(curve_title(m, t.level, samples))
     ax.set_xlabel("rounds (train.steps); shaded: the last quarter the knee rule reads")
     ax.set_ylabel(m.label)
     if m.scale == "log":
