@@ -644,6 +644,26 @@ def test_a_run_that_failed_before_evaluating_is_counted_where_its_protocol_says(
     assert labels[1].endswith("n=2500 (eval.hq_std=3.0)")
 
 
+def test_runs_that_failed_before_evaluating_join_the_class_their_auto_settings_resolve_to():
+    # a staged sweep's next seeds, failed at start (say, data missing): eval.features=auto
+    # was never resolved in their records; the completed runs say what it resolved to
+    def record(seed, status, features):
+        proto = {"metrics": "fid", "features": "classifier", "num_samples": 10000}
+        return {"status": status, "seed": seed, "trick": {"norm.g": "batch"},
+                "hparams": {}, "metrics": {}, "history": [], "step": 0,
+                "comparability": {**CLASS, "eval": proto if status == "completed" else None},
+                "eval_settings": {"num_samples": 10000, "features": features}}
+
+    runs = [record(0, "completed", "auto"), record(3, "failed", "auto"),
+            record(4, "failed", "auto")]
+    (only,) = group_runs(runs)
+    assert [r["seed"] for r in only.runs] == [0, 3, 4]
+    # a failed run whose settings fit no class gets its own, and the next one still homes
+    runs += [record(5, "failed", "inception"), record(6, "failed", "inception")]
+    classes = group_runs(runs)
+    assert sorted(len(c.runs) for c in classes) == [2, 3]
+
+
 @pytest.mark.heavy
 def test_sigterm_to_a_joblib_sweep_stops_its_workers_with_checkpoints(tmp_path):
     proc = _popen("-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=100000",

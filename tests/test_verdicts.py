@@ -285,7 +285,10 @@ def test_the_plan_adds_seeds_only_where_a_verdict_is_open(tmp_path):
     assert all(not v["decided"] for v in found["variants"] if not v["baseline"])
     base = next(e for e in found["add_seeds"] if e["variant"] == "base")
     assert base["baseline"] and base["cell"] == "base"
-    assert "seed=3,4" in "\n".join(found["lines"])
+    # one multirun for the stage: the cells differ in one key, so a launcher packs them all
+    (train,) = [line.strip() for line in found["lines"] if "ganlab.train" in line]
+    assert train == (f"python -m ganlab.train -m +study.variant=same,base,up fanout.seeds=auto "
+                     f"seed=3,4 hydra.sweep.dir={tmp_path}")
 
 
 def test_a_decided_variant_gets_no_more_seeds(tmp_path):
@@ -313,6 +316,30 @@ def test_failed_seeds_are_skipped_and_interrupted_ones_named_again(tmp_path):
     # seed 3 never pairs for "up" (its run failed): its next look takes seeds 4 and 5
     assert adds["up"] == [4, 5] and adds["same"] == [3, 4]
     assert adds["base"] == [3, 4, 5]
+    # seeds that differ between variants: a command each
+    trains = [line.strip() for line in found["lines"] if "ganlab.train" in line]
+    assert sorted(t.split()[4] + " " + t.split()[6] for t in trains) == [
+        "+study.variant=base seed=3,4,5", "+study.variant=same seed=3,4",
+        "+study.variant=up seed=4,5"]
+
+
+def test_stage_commands_merge_only_cells_that_differ_in_one_plain_value():
+    from ganlab.compare.plan import commands
+
+    def entry(overrides, seeds=(3, 4), sweep="s"):
+        return {"overrides": overrides, "seeds": list(seeds), "sweep_dir": sweep}
+
+    assert commands([entry(["norm.g=none", "model=dcgan_tiny"]),
+                     entry(["norm.g=batch", "model=dcgan_tiny"])]) == [
+        "python -m ganlab.train -m norm.g=none,batch model=dcgan_tiny seed=3,4 "
+        "hydra.sweep.dir=s"]
+    two_keys = [entry(["a=1", "b=1"]), entry(["a=2", "b=2"])]
+    lists = [entry(["a=[1,2]", "b=1"]), entry(["a=3", "b=1"])]
+    other_sweep = [entry(["a=1"]), entry(["a=2"], sweep="t")]
+    unknown = [entry(None), entry(["a=1"])]
+    for entries in (two_keys, lists, other_sweep):
+        assert len(commands(entries)) == 2
+    assert commands(unknown) == ["python -m ganlab.train -m a=1 seed=3,4 hydra.sweep.dir=s"]
 
 
 def test_at_the_maximum_nothing_more_is_planned(tmp_path):

@@ -129,16 +129,57 @@ def _variant_record(t: Table, row: Row, design: Design, target: int | None) -> d
             "more_seeds": row.more_seeds, "answer": row.answer}
 
 
+def _kept(entry: dict) -> list[str]:
+    return [o for o in entry["overrides"] if not o.lstrip("+~").startswith(_NOT_REPEATED)]
+
+
+def _train(overrides: list[str], seeds: list[int], sweep_dir: str) -> str:
+    return (f"python -m ganlab.train -m {' '.join(overrides)} seed={','.join(map(str, seeds))} "
+            f"hydra.sweep.dir={sweep_dir}")
+
+
 def command(entry: dict) -> str | None:
     """The train command that runs an entry's seeds into its sweep (None: the records do not
     say how the cell was launched)."""
     if entry["overrides"] is None:
         return None
-    kept = [o for o in entry["overrides"]
-            if not o.lstrip("+~").startswith(_NOT_REPEATED)]
-    seeds = ",".join(map(str, entry["seeds"]))
-    return (f"python -m ganlab.train -m {' '.join(kept)} seed={seeds} "
-            f"hydra.sweep.dir={entry['sweep_dir']}")
+    return _train(_kept(entry), entry["seeds"], entry["sweep_dir"])
+
+
+def commands(entries: list[dict]) -> list[str]:
+    """The train commands of a stage, as few as the records allow: entries into one sweep
+    with the same seeds whose overrides differ in one key's value only become one multirun
+    over that key (`norm.g=none,batch`), so a launcher packs all of the stage's runs at once
+    instead of waiting on each variant's slowest; any other entry keeps its own command."""
+    groups: dict[tuple, list[list[str]]] = {}
+    for e in entries:
+        if e["overrides"] is not None:
+            key = (e["sweep_dir"], tuple(e["seeds"]))
+            groups.setdefault(key, []).append(_kept(e))
+    out = []
+    for (sweep_dir, seeds), sets in groups.items():
+        merged = _merge(sets)
+        out += [_train(o, list(seeds), sweep_dir) for o in ([merged] if merged else sets)]
+    return list(dict.fromkeys(out))
+
+
+def _merge(sets: list[list[str]]) -> list[str] | None:
+    """One override list sweeping the single key in which `sets` differ, or None."""
+    if len(sets) < 2 or len({len(s) for s in sets}) > 1:
+        return None
+    split = [[o.split("=", 1) if "=" in o else [o, None] for o in s] for s in sets]
+    if len({tuple(k for k, _ in s) for s in split}) > 1:
+        return None  # not the same keys in the same order
+    differ = [i for i in range(len(split[0])) if len({s[i][1] for s in split}) > 1]
+    if len(differ) != 1:
+        return None
+    i = differ[0]
+    values = list(dict.fromkeys(s[i][1] for s in split))
+    if any(v is None or any(c in v for c in ",[]{}()'\" \\") for v in values):
+        return None  # a value Hydra's sweep syntax would read as a list or need quoted
+    merged = list(sets[0])
+    merged[i] = f"{split[0][i][0]}={','.join(values)}"
+    return merged
 
 
 def plan_lines(p: dict) -> list[str]:
@@ -171,5 +212,5 @@ def plan_lines(p: dict) -> list[str]:
     else:
         runs = sum(len(e["seeds"]) for e in p["add_seeds"])
         lines.append(f"next stage: {runs} run(s)")
-        lines += [f"  {c}" for c in dict.fromkeys(command(e) for e in p["add_seeds"]) if c]
+        lines += [f"  {c}" for c in commands(p["add_seeds"])]
     return lines

@@ -221,7 +221,8 @@ def group_runs(results: list[dict]) -> list[ComparisonClass]:
         # a run that failed before its evaluator existed joins the one class it belongs to:
         # same data, model and labels, a protocol resolved from the same eval.* settings
         homes = [k for k, runs in by_class.items()
-                 if _without_eval(runs[0]["comparability"]) == _without_eval(r["comparability"])
+                 if runs[0]["comparability"].get("eval") is not None  # not such a run's own
+                 and _without_eval(runs[0]["comparability"]) == _without_eval(r["comparability"])
                  and _settings_fit(r.get("eval_settings"), runs[0]["comparability"]["eval"])]
         by_class[homes[0] if len(homes) == 1 else key(r["comparability"])].append(r)
     classes = []
@@ -271,6 +272,8 @@ def _name_lone_variants(classes: list[ComparisonClass]) -> None:
 
 def _settings_fit(settings: dict | None, protocol: dict) -> bool:
     """Whether a resolved protocol came from these eval.* settings (records written before
-    settings were kept have none, and fit any)."""
+    settings were kept have none, and fit any; `auto`, e.g. eval.features, fits whatever the
+    evaluator resolved it to)."""
     return settings is None or all(key({"v": protocol.get(k)}) == key({"v": v})
-                                   for k, v in settings.items() if k in protocol)
+                                   for k, v in settings.items()
+                                   if k in protocol and v != "auto")
