@@ -252,7 +252,9 @@ class StagedSeeds:
             if found["decided"] or not jobs or again:
                 if again:
                     log.warning("fanout.seeds=auto: %d run(s) of the last stage did not "
-                                "finish; stopping here (relaunch to resume them)", len(again))
+                                "finish (interrupted, or failed before training: their "
+                                "result.json says why); stopping here (relaunch to resume or "
+                                "replace them)", len(again))
                 return returns
             stage += 1
             asked |= {tuple(j) for j in jobs}

@@ -32,11 +32,11 @@ RING = {"labels": "none", "data.name": "ring8", "data.num_classes": 8, "model.na
 
 
 def _write(root, variant: str, seed: int, metrics: dict, comparability=None, study=None,
-           status="completed", overrides=None):
+           status="completed", overrides=None, step=10):
     atomic_write_json(root / variant / f"seed={seed}" / "result.json", {
         "status": status, "error": None, "seed": seed, "trick": {},
         "hparams": {"study.variant": variant}, "comparability": comparability or RING,
-        "metrics": metrics if status == "completed" else {}, "history": [], "step": 10,
+        "metrics": metrics if status == "completed" else {}, "history": [], "step": step,
         "study": {"name": "t", "baselines": ["study.variant=base"], **(study or {})},
         "overrides": overrides})
 
@@ -321,6 +321,22 @@ def test_failed_seeds_are_skipped_and_interrupted_ones_named_again(tmp_path):
     assert sorted(t.split()[4] + " " + t.split()[6] for t in trains) == [
         "+study.variant=base seed=3,4,5", "+study.variant=same seed=3,4",
         "+study.variant=up seed=4,5"]
+
+
+def test_a_seed_whose_run_failed_before_training_is_named_again(tmp_path):
+    # stage 2 launched without its data: both seeds fail at their start, before any round;
+    # they say nothing of the trick, and a relaunch replaces them, so the plan asks again
+    _stage1(tmp_path)
+    for variant in ("base", "same", "up"):
+        for seed in (3, 4):
+            _write(tmp_path, variant, seed, {}, status="failed", step=0)
+    found = plan(load_results([tmp_path]))
+    adds = {e["variant"]: e["seeds"] for e in found["add_seeds"]}
+    assert adds == {"same": [3, 4], "up": [3, 4], "base": [3, 4]}
+    # one that failed once training had begun never pairs: its seed is passed over
+    _write(tmp_path, "up", 3, {}, status="failed", step=400)
+    adds = {e["variant"]: e["seeds"] for e in plan(load_results([tmp_path]))["add_seeds"]}
+    assert adds["up"] == [4, 5] and adds["base"] == [3, 4, 5]
 
 
 def test_stage_commands_merge_only_cells_that_differ_in_one_plain_value():

@@ -10,7 +10,9 @@ hand, and tests can drive the rule on synthetic records.
 
 Seeds are taken in order, skipping a seed whose run failed or diverged on either side of a
 pair (it can never pair); a seed whose run was interrupted is named again, since relaunching
-it resumes it. A variant stops at `seeds_max` runs, whatever became of them.
+it resumes it, and so is one whose run failed before its first round (data missing, a full
+disk: it says nothing of the trick, and a relaunch replaces it, ganlab.launch). A variant
+stops at `seeds_max` runs, whatever became of them.
 """
 
 from __future__ import annotations
@@ -94,9 +96,17 @@ def _completed(row: Row) -> set[int]:
     return {r["seed"] for r in row.runs if r["status"] == "completed"}
 
 
+def failed_at_start(record: dict) -> bool:
+    """A run that failed before training a round or scoring anything: a relaunch replaces it."""
+    return (record["status"] == "failed" and not record.get("history")
+            and not record.get("step"))
+
+
 def _next_seeds(row: Row, base: Row, count: int) -> list[int]:
-    """The first `count` seeds, in order, that neither side has failed or diverged on."""
-    bad = {r["seed"] for r in (*row.runs, *base.runs) if r["status"] in BAD}
+    """The first `count` seeds, in order, that neither side has failed (once training) or
+    diverged on."""
+    bad = {r["seed"] for r in (*row.runs, *base.runs)
+           if r["status"] in BAD and not failed_at_start(r)}
     seeds, s = [], 0
     while len(seeds) < count:
         if s not in bad:
