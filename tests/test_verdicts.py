@@ -339,7 +339,7 @@ def test_a_seed_whose_run_failed_before_training_is_named_again(tmp_path):
     assert adds["up"] == [4, 5] and adds["base"] == [3, 4, 5]
 
 
-def test_stage_commands_merge_only_cells_that_differ_in_one_plain_value():
+def test_stage_commands_merge_only_cells_that_make_a_whole_grid_of_plain_values():
     from ganlab.compare.plan import commands
 
     def entry(overrides, seeds=(3, 4), sweep="s"):
@@ -349,12 +349,18 @@ def test_stage_commands_merge_only_cells_that_differ_in_one_plain_value():
                      entry(["norm.g=batch", "model=dcgan_tiny"])]) == [
         "python -m ganlab.train -m norm.g=none,batch model=dcgan_tiny seed=3,4 "
         "hydra.sweep.dir=s"]
-    two_keys = [entry(["a=1", "b=1"]), entry(["a=2", "b=2"])]
+    # every combination of two keys' values (a 2 x 2 grid of cells): one sweep over both
+    grid = [entry([f"k={k}", f"w={w}", "data=ring8"]) for k in (1, 5) for w in (0.5, 2.0)]
+    assert commands(grid) == ["python -m ganlab.train -m k=1,5 w=0.5,2.0 data=ring8 "
+                              "seed=3,4 hydra.sweep.dir=s"]
+    # two cells on a diagonal: a sweep over both keys would add the two others
+    diagonal = [entry(["a=1", "b=1"]), entry(["a=2", "b=2"])]
     lists = [entry(["a=[1,2]", "b=1"]), entry(["a=3", "b=1"])]
     other_sweep = [entry(["a=1"]), entry(["a=2"], sweep="t")]
     unknown = [entry(None), entry(["a=1"])]
-    for entries in (two_keys, lists, other_sweep):
+    for entries in (diagonal, lists, other_sweep):
         assert len(commands(entries)) == 2
+    assert len(commands(grid[:3])) == 3  # three corners of the grid
     assert commands(unknown) == ["python -m ganlab.train -m a=1 seed=3,4 hydra.sweep.dir=s"]
 
 

@@ -17,6 +17,7 @@ stops at `seeds_max` runs, whatever became of them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ganlab.compare.rows import duplicate_lines, duplicate_records
@@ -158,9 +159,11 @@ def command(entry: dict) -> str | None:
 
 def commands(entries: list[dict]) -> list[str]:
     """The train commands of a stage, as few as the records allow: entries into one sweep
-    with the same seeds whose overrides differ in one key's value only become one multirun
-    over that key (`norm.g=none,batch`), so a launcher packs all of the stage's runs at once
-    instead of waiting on each variant's slowest; any other entry keeps its own command."""
+    with the same seeds whose overrides differ only in the values of some keys, and whose
+    cells are every combination of those values, become one multirun over those keys
+    (`norm.g=none,batch`; `train.d_steps=1,2 model.width_ratio=0.5,1.0`), so a launcher
+    packs the whole stage instead of waiting on each cell's slowest run; any other entry
+    keeps its own command."""
     groups: dict[tuple, list[list[str]]] = {}
     for e in entries:
         if e["overrides"] is not None:
@@ -174,21 +177,23 @@ def commands(entries: list[dict]) -> list[str]:
 
 
 def _merge(sets: list[list[str]]) -> list[str] | None:
-    """One override list sweeping the single key in which `sets` differ, or None."""
+    """One override list whose sweep is exactly the cells `sets` name, or None."""
     if len(sets) < 2 or len({len(s) for s in sets}) > 1:
         return None
     split = [[o.split("=", 1) if "=" in o else [o, None] for o in s] for s in sets]
     if len({tuple(k for k, _ in s) for s in split}) > 1:
         return None  # not the same keys in the same order
     differ = [i for i in range(len(split[0])) if len({s[i][1] for s in split}) > 1]
-    if len(differ) != 1:
-        return None
-    i = differ[0]
-    values = list(dict.fromkeys(s[i][1] for s in split))
-    if any(v is None or any(c in v for c in ",[]{}()'\" \\") for v in values):
+    cells = {tuple(s[i][1] for i in differ) for s in split}
+    values = {i: list(dict.fromkeys(s[i][1] for s in split)) for i in differ}
+    if len(cells) != len(sets) or len(cells) != math.prod(map(len, values.values())):
+        return None  # a cell named twice, or not every combination: a sweep would add cells
+    if any(v is None or any(c in v for c in ",[]{}()'\" \\") for vs in values.values()
+           for v in vs):
         return None  # a value Hydra's sweep syntax would read as a list or need quoted
     merged = list(sets[0])
-    merged[i] = f"{split[0][i][0]}={','.join(values)}"
+    for i in differ:
+        merged[i] = f"{split[0][i][0]}={','.join(values[i])}"
     return merged
 
 
