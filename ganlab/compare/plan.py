@@ -149,21 +149,14 @@ def _train(overrides: list[str], seeds: list[int], sweep_dir: str) -> str:
             f"hydra.sweep.dir={sweep_dir}")
 
 
-def command(entry: dict) -> str | None:
-    """The train command that runs an entry's seeds into its sweep (None: the records do not
-    say how the cell was launched)."""
-    if entry["overrides"] is None:
-        return None
-    return _train(_kept(entry), entry["seeds"], entry["sweep_dir"])
-
-
 def commands(entries: list[dict]) -> list[str]:
     """The train commands of a stage, as few as the records allow: entries into one sweep
     with the same seeds whose overrides differ only in the values of some keys, and whose
     cells are every combination of those values, become one multirun over those keys
     (`norm.g=none,batch`; `train.d_steps=1,2 model.width_ratio=0.5,1.0`), so a launcher
     packs the whole stage instead of waiting on each cell's slowest run; any other entry
-    keeps its own command."""
+    keeps its own command, and one whose records do not say how its cell was launched
+    (no overrides) gets none."""
     groups: dict[tuple, list[list[str]]] = {}
     for e in entries:
         if e["overrides"] is not None:
