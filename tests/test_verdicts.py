@@ -32,8 +32,8 @@ RING = {"labels": "none", "data.name": "ring8", "data.num_classes": 8, "model.na
 
 
 def _write(root, variant: str, seed: int, metrics: dict, comparability=None, study=None,
-           status="completed", overrides=None, step=10):
-    atomic_write_json(root / variant / f"seed={seed}" / "result.json", {
+           status="completed", overrides=None, step=10, host=None):
+    atomic_write_json(root / variant / f"seed={seed}" / "result.json", {"host": host or {},
         "status": status, "error": None, "seed": seed, "trick": {},
         "hparams": {"study.variant": variant}, "comparability": comparability or RING,
         "metrics": metrics if status == "completed" else {}, "history": [], "step": step,
@@ -362,6 +362,39 @@ def test_stage_commands_merge_only_cells_that_make_a_whole_grid_of_plain_values(
         assert len(commands(entries)) == 2
     assert len(commands(grid[:3])) == 3  # three corners of the grid
     assert commands(unknown) == ["python -m ganlab.train -m a=1 seed=3,4 hydra.sweep.dir=s"]
+
+
+def test_the_next_stage_runs_its_slowest_cells_first(tmp_path):
+    from ganlab.compare.plan import commands, run_seconds
+
+    # "up" took 900 s a run (two launches: killed once, resumed), "same" 300, base 600
+    took = {"base": [(0, 600)], "same": [(0, 300)], "up": [(0, 500), (1000, 1400)]}
+    for variant, vals in {"base": [6, 7, 8], "same": [6, 8, 7], "up": [7, 8, 8]}.items():
+        for seed, v in enumerate(vals):
+            launches = [{"started": a, "ended": b} for a, b in took[variant]]
+            _write(tmp_path, variant, seed, {"eval/modes_covered": v},
+                   study={"design": {"min": 3, "step": 2, "max": 7}},
+                   overrides=[f"+study.variant={variant}", "fanout.seeds=auto"],
+                   host={"launches": launches})
+    found = plan(load_results([tmp_path]))
+    # the auto sweeper launches its next stage in this order
+    assert [(e["variant"], e["seconds"]) for e in found["add_seeds"]] == [
+        ("up", 900.0), ("base", 600.0), ("same", 300.0)]
+    (train,) = [line.strip() for line in found["lines"] if "ganlab.train" in line]
+    assert "+study.variant=up,base,same " in train
+    # without launches, a run's training clock; without either, nothing
+    assert run_seconds({"history": [{"wall_s": 12.5}]}) == 12.5 and run_seconds({}) is None
+
+    # a grid: each key's values by the mean seconds of the cells holding them
+    def entry(k, w, seconds):
+        return {"overrides": [f"k={k}", f"w={w}"], "seeds": [3], "sweep_dir": "s",
+                "seconds": seconds}
+    grid = [entry(1, 0.5, 10), entry(1, 2.0, 50), entry(5, 0.5, 40), entry(5, 2.0, 100)]
+    assert commands(grid) == ["python -m ganlab.train -m k=5,1 w=2.0,0.5 seed=3 "
+                              "hydra.sweep.dir=s"]
+    # unknown costs keep the cells' order
+    assert commands([{**e, "seconds": None} for e in grid])[0].startswith(
+        "python -m ganlab.train -m k=1,5 w=0.5,2.0 ")
 
 
 def test_at_the_maximum_nothing_more_is_planned(tmp_path):

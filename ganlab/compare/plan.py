@@ -73,6 +73,9 @@ def plan(results, *, metric: str | None = None, baselines: list[dict] | None = N
                 if missing:
                     wanted.setdefault((t.class_label, id(r)), (t, r, set()))[2].update(missing)
     add = [_entry(t, r, sorted(seeds)) for t, r, seeds in wanted.values()]
+    # slowest cells first: a launcher that packs jobs onto slots in order then ends the stage
+    # with short runs, not with one long run alone (cells with no finished run go last)
+    add.sort(key=lambda e: -e["seconds"] if e["seconds"] is not None else math.inf)
     out = {"decided": not add, "metric": metric,
            "design": {"looks": list(design.looks), "min": design.looks[0],
                       "max": design.seeds_max, "source": source},
@@ -126,10 +129,29 @@ def _cell(row: Row) -> tuple[str | None, str | None, list[str] | None]:
     return str(run_dir.parent.parent), run_dir.parent.name, overrides
 
 
+def run_seconds(record: dict) -> float | None:
+    """The seconds a run's launches took from start to end (training and evaluation: what a
+    launcher waits on), else its training clock; None when its record says neither."""
+    spans = [la["ended"] - la["started"] for la in (record.get("host") or {}).get("launches", [])
+             if la.get("ended") is not None and la.get("started") is not None]
+    if spans:
+        return float(sum(spans))
+    history = record.get("history") or []
+    return float(history[-1]["wall_s"]) if history and "wall_s" in history[-1] else None
+
+
+def _seconds(row: Row) -> float | None:
+    """The mean seconds of a variant's completed runs (None without one)."""
+    known = [s for r in row.runs if r["status"] == "completed"
+             for s in [run_seconds(r)] if s is not None]
+    return round(sum(known) / len(known), 1) if known else None
+
+
 def _entry(t: Table, row: Row, seeds: list[int]) -> dict:
     sweep_dir, cell, overrides = _cell(row)
     return {"class": t.class_label, "variant": row.label, "baseline": row.is_baseline,
-            "seeds": seeds, "sweep_dir": sweep_dir, "cell": cell, "overrides": overrides}
+            "seeds": seeds, "sweep_dir": sweep_dir, "cell": cell, "overrides": overrides,
+            "seconds": _seconds(row)}
 
 
 def _variant_record(t: Table, row: Row, design: Design, target: int | None) -> dict:
@@ -156,21 +178,26 @@ def commands(entries: list[dict]) -> list[str]:
     (`norm.g=none,batch`; `train.d_steps=1,2 model.width_ratio=0.5,1.0`), so a launcher
     packs the whole stage instead of waiting on each cell's slowest run; any other entry
     keeps its own command, and one whose records do not say how its cell was launched
-    (no overrides) gets none."""
-    groups: dict[tuple, list[list[str]]] = {}
+    (no overrides) gets none. A merged sweep lists each key's values slowest first (by the
+    mean `seconds` of the cells holding the value, where entries say), since a multirun runs
+    its cells in that order."""
+    groups: dict[tuple, tuple[list[list[str]], list[float | None]]] = {}
     for e in entries:
         if e["overrides"] is not None:
-            key = (e["sweep_dir"], tuple(e["seeds"]))
-            groups.setdefault(key, []).append(_kept(e))
+            sets, costs = groups.setdefault((e["sweep_dir"], tuple(e["seeds"])), ([], []))
+            sets.append(_kept(e))
+            costs.append(e.get("seconds"))
     out = []
-    for (sweep_dir, seeds), sets in groups.items():
-        merged = _merge(sets)
+    for (sweep_dir, seeds), (sets, costs) in groups.items():
+        merged = _merge(sets, costs)
         out += [_train(o, list(seeds), sweep_dir) for o in ([merged] if merged else sets)]
     return list(dict.fromkeys(out))
 
 
-def _merge(sets: list[list[str]]) -> list[str] | None:
-    """One override list whose sweep is exactly the cells `sets` name, or None."""
+def _merge(sets: list[list[str]], costs: list[float | None] | None = None) -> list[str] | None:
+    """One override list whose sweep is exactly the cells `sets` name, or None; each key's
+    values ordered by the mean of the cells' `costs` holding them, highest first (unknown
+    costs count for nothing; ties keep the cells' order)."""
     if len(sets) < 2 or len({len(s) for s in sets}) > 1:
         return None
     split = [[o.split("=", 1) if "=" in o else [o, None] for o in s] for s in sets]
@@ -184,9 +211,13 @@ def _merge(sets: list[list[str]]) -> list[str] | None:
     if any(v is None or any(c in v for c in ",[]{}()'\" \\") for vs in values.values()
            for v in vs):
         return None  # a value Hydra's sweep syntax would read as a list or need quoted
+    costs = costs or [None] * len(sets)
     merged = list(sets[0])
     for i in differ:
-        merged[i] = f"{split[0][i][0]}={','.join(values[i])}"
+        def slower(v, i=i):
+            known = [c for s, c in zip(split, costs, strict=True) if s[i][1] == v and c is not None]
+            return -sum(known) / len(known) if known else math.inf
+        merged[i] = f"{split[0][i][0]}={','.join(sorted(values[i], key=slower))}"
     return merged
 
 
