@@ -214,10 +214,13 @@ def _merge(sets: list[list[str]], costs: list[float | None] | None = None) -> li
     costs = costs or [None] * len(sets)
     merged = list(sets[0])
     for i in differ:
-        def slower(v, i=i):
-            known = [c for s, c in zip(split, costs, strict=True) if s[i][1] == v and c is not None]
-            return -sum(known) / len(known) if known else math.inf
-        merged[i] = f"{split[0][i][0]}={','.join(sorted(values[i], key=slower))}"
+        by_value: dict[str, list[float]] = {}
+        for s, c in zip(split, costs, strict=True):
+            if c is not None:
+                by_value.setdefault(s[i][1], []).append(c)
+        order = sorted(values[i], key=lambda v: -sum(by_value[v]) / len(by_value[v])
+                       if v in by_value else math.inf)
+        merged[i] = f"{split[0][i][0]}={','.join(order)}"
     return merged
 
 
