@@ -149,6 +149,20 @@ def stage_jobs(found: dict, cells: dict[str, list[str]]) -> tuple[list[list[str]
     return jobs, lost
 
 
+def design_stage(found: dict) -> str:
+    """The next stage as the design counts it (its looks), not as this launch does: after
+    a relaunch the plan's "after stage 2 of 3" is followed by "stage 3 of 3", whatever
+    this launch ran before."""
+    looks = found["design"]["looks"]
+    targets = sorted({v["next_look"] for v in found["variants"] if v.get("next_look")})
+    if not targets or any(n not in looks for n in targets):
+        return "next stage"
+    stages = ", ".join(str(looks.index(n) + 1) for n in targets)
+    seeds = ", ".join(map(str, targets))
+    return (f"stage{'s' if len(targets) > 1 else ''} {stages} of {len(looks)} (to {seeds} "
+            "paired seeds)")
+
+
 def read_stages(sweep_dir: Path) -> list[dict]:
     path = sweep_dir / STAGES_FILE
     try:
@@ -258,7 +272,7 @@ class StagedSeeds:
                 return returns
             stage += 1
             asked |= {tuple(j) for j in jobs}
-            log.info("stage %d: %d run(s)", stage, len(jobs))
+            log.info("%s: %d run(s)", design_stage(found), len(jobs))
             started = time.time()
             returns += s.launch_stage(jobs)
 

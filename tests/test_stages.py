@@ -56,12 +56,24 @@ def test_stage_jobs_are_the_cells_overrides_with_the_planned_seeds():
     assert lost == ["lost (gone)"]
 
 
+def test_the_log_counts_stages_as_the_design_does():
+    from ganlab.sweeper import design_stage
+
+    design = {"looks": [3, 5, 7]}
+    found = {"design": design, "variants": [{"next_look": 7}, {"next_look": None}, {}]}
+    assert design_stage(found) == "stage 3 of 3 (to 7 paired seeds)"
+    found["variants"].append({"next_look": 5})  # a variant a failed seed held back
+    assert design_stage(found) == "stages 2, 3 of 3 (to 5, 7 paired seeds)"
+    assert design_stage({"design": design, "variants": []}) == "next stage"
+
+
 def test_a_staged_sweep_adds_seeds_where_open_and_records_each_stage(tmp_path):
     sweep = tmp_path / "sweep"
     out = run_here(*STAGED, *TINY, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
-    assert "stage 1 runs seeds 0-2 of every cell" in log and "stage 2: 2 run(s)" in log
+    assert "stage 1 runs seeds 0-2 of every cell" in log
+    assert "stage 2 of 2 (to 4 paired seeds): 2 run(s)" in log
     # at 4 rounds nothing covers a mode: both are open after stage 1, so each gets seed 3,
     # and at the design's maximum the sweep stops
     assert _seeds(sweep) == {"smoothing=none": [0, 1, 2, 3], "smoothing=one_sided": [0, 1, 2, 3]}
