@@ -382,7 +382,9 @@ def test_the_next_stage_runs_its_slowest_cells_first(tmp_path):
         ("up", 900.0), ("base", 600.0), ("same", 300.0)]
     (train,) = [line.strip() for line in found["lines"] if "ganlab.train" in line]
     assert "+study.variant=up,base,same " in train
-    # without launches, a run's training clock; without either, nothing
+    # a record from before launches were kept: its one host; without launches, a run's
+    # training clock; without either, nothing
+    assert run_seconds({"host": {"started": 10, "ended": 70}}) == 60.0
     assert run_seconds({"history": [{"wall_s": 12.5}]}) == 12.5 and run_seconds({}) is None
 
     # a grid: each key's values by the mean seconds of the cells holding them

@@ -30,6 +30,7 @@ from ganlab.compare.tables import (
     study_design,
 )
 from ganlab.metrics import Effect, metric_key
+from ganlab.result import launches_of
 
 # the defaults of fanout.seeds_min / seeds_step / seeds_max (ganlab.config.FanoutConfig)
 DEFAULT_DESIGN = (3, 2, 15)
@@ -132,7 +133,7 @@ def _cell(row: Row) -> tuple[str | None, str | None, list[str] | None]:
 def run_seconds(record: dict) -> float | None:
     """The seconds a run's launches took from start to end (training and evaluation: what a
     launcher waits on), else its training clock; None when its record says neither."""
-    spans = [la["ended"] - la["started"] for la in (record.get("host") or {}).get("launches", [])
+    spans = [la["ended"] - la["started"] for la in launches_of(record)
              if la.get("ended") is not None and la.get("started") is not None]
     if spans:
         return float(sum(spans))
@@ -194,7 +195,7 @@ def commands(entries: list[dict]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _merge(sets: list[list[str]], costs: list[float | None] | None = None) -> list[str] | None:
+def _merge(sets: list[list[str]], costs: list[float | None]) -> list[str] | None:
     """One override list whose sweep is exactly the cells `sets` name, or None; each key's
     values ordered by the mean of the cells' `costs` holding them, highest first (unknown
     costs count for nothing; ties keep the cells' order)."""
@@ -211,7 +212,6 @@ def _merge(sets: list[list[str]], costs: list[float | None] | None = None) -> li
     if any(v is None or any(c in v for c in ",[]{}()'\" \\") for vs in values.values()
            for v in vs):
         return None  # a value Hydra's sweep syntax would read as a list or need quoted
-    costs = costs or [None] * len(sets)
     merged = list(sets[0])
     for i in differ:
         by_value: dict[str, list[float]] = {}
