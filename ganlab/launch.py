@@ -161,10 +161,12 @@ def apply_thread_budget(requested: int, launcher: dict | None) -> int:
 
 def _host_record() -> dict:
     """Where and when the run ran (a launcher's device assignment shows up here), and the
-    CPU threads it had."""
+    CPU threads it had, at what scheduling priority (`niceness`: 0 unless something lowered
+    it; a niced run on shared cores is a slow run)."""
     return {"hostname": socket.gethostname(), "pid": os.getpid(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "threads": torch.get_num_threads(), "threads_from": _THREADS_FROM,
+            "niceness": os.nice(0),
             # the scheduler's own names for where it ran (a cluster's nodes may share a
             # hostname; a requeued job keeps its id)
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),

@@ -4,6 +4,7 @@ that lose no run, and exact re-runs."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,8 @@ def test_local_launcher_packs_runs_per_gpu_with_one_device_each(tmp_path):
                  if r["host"]["cuda_visible_devices"] == device]
         assert _overlaps(spans) <= 2
     assert len({r["host"]["pid"] for r in results}) == 5  # a fresh process per run
+    # at the launching shell's priority, not Ray's default niceness of 15 for workers
+    assert {r["host"]["niceness"] for r in results} == {os.nice(0)}
 
 
 @pytest.mark.heavy
