@@ -32,7 +32,9 @@ from pathlib import Path
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server"]
 RAY_PORT = 6390
 NODES = {"n1": 17001, "n2": 17002}
-ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+# RAY_worker_niceness: the runs are the work; at Ray's default niceness of 15 they starve
+# beside anything else on the cores (conf/launcher/ray.yaml)
+ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}
 # the head notices a lost node in a few seconds, not the default half minute
 HEAD_ENV = {**ENV, "RAY_health_check_initial_delay_ms": "1000",
             "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}

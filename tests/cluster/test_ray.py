@@ -42,6 +42,7 @@ def test_a_ray_sweep_runs_on_both_nodes(cluster, tmp_path):
     assert {r["status"] for _, r in records.values()} == {"completed"}
     assert len({r["host"]["ray_node"] for _, r in records.values()}) == 2
     assert {r["host"]["threads"] for _, r in records.values()} == {1}  # fanout.cpus_per_run
+    assert {r["host"]["niceness"] for _, r in records.values()} == {os.nice(0)}  # RAY_worker_niceness
 
 
 def test_runs_share_a_gpu_by_fraction_and_each_sees_one_device(cluster, tmp_path):
