@@ -186,3 +186,19 @@ def test_a_clean_sweep_reads_as_before(tmp_path, capsys):
     (c,) = json.loads((root / "report.json").read_text())["classes"]
     assert c["unfinished_runs"] == [] and c["duplicate_seeds"] == []
     assert c["status_counts"] == {"completed": 8}
+
+
+def test_the_thin_evidence_note_counts_ended_seeds_not_runs_still_going(tmp_path, capsys):
+    # minimax: two seeds done, two still training; four runs, but two seeds of evidence
+    for seed in range(4):
+        _complete(tmp_path, NON_SATURATING, seed, 5.0 + seed)
+    for seed in range(2):
+        _complete(tmp_path, MINIMAX, seed, 6.0 + seed)
+    for seed in (2, 3):
+        _unfinished(tmp_path, "running", seed)
+    assert main([str(tmp_path), *BASELINE, "--no-wandb"]) == 0
+    printed = capsys.readouterr().out
+    assert "(as few as 2 ended seeds in a variant: the evidence is thin" in printed
+    (c,) = json.loads((tmp_path / "report.json").read_text())["classes"]
+    assert c["seeds"] == 2 and c["thin"]
+    assert "with 2 ended seeds only large" in (tmp_path / "report.html").read_text()

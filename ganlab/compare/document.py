@@ -41,6 +41,7 @@ from ganlab.compare.curves import table_curves
 from ganlab.compare.rows import (
     ALPHA,
     MIN_PAIRS,
+    UNFINISHED,
     Table,
     change,
     change_ci,
@@ -199,7 +200,9 @@ def build_document(results, classes: list[list[Table]], *, dirs, match: str,
     for tables in classes:
         main = tables[0]
         counts = count_statuses(main.runs)
-        seeds = min((len(r.runs) for r in main.rows), default=0)
+        # a run still going (or interrupted, to resume) is no evidence yet
+        seeds = min((sum(x["status"] not in UNFINISHED for x in r.runs) for r in main.rows),
+                    default=0)
         doc["classes"].append({
             "label": main.class_label, "comparability": main.comparability,
             "status_counts": {s: counts[s] for s in STATUSES if counts[s]},
@@ -373,7 +376,7 @@ def format_text(doc: dict) -> str:
                 *([details] if details else []), *aligned(table_lines(table)),
                 *class_warnings(c), ""]
         if c["thin"]:
-            out.append(f"  ({c['seeds']} seeds per variant: the evidence is thin; only large "
-                       "differences can be detected)")
+            out.append(f"  (as few as {c['seeds']} ended seed{'s' * (c['seeds'] != 1)} in a "
+                       "variant: the evidence is thin; only large differences can be detected)")
             out.append("")
     return "\n".join(out)

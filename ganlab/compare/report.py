@@ -344,12 +344,13 @@ def write_report(doc: dict, classes: list[list[Table]], out: Path,
         counts = ", ".join([*(f"{v} {k}" for k, v in record["status_counts"].items()),
                             *([f"{left} duplicate{'s' * (left > 1)} of a seed"] if left else [])])
         page.heading(2, f"Class: {record['label']}")
-        page.para(f"Runs: {counts}; {record['seeds']} or more seeds per variant; "
+        page.para(f"Runs: {counts}; {record['seeds']} or more ended seeds per variant; "
                   f"{budget_words(record['budget'])}.")
         for warning in class_warnings(record):
             page.para(warning, strong=True)
         if record["thin"]:
-            page.para(f"The evidence is thin: with {record['seeds']} seeds only large "
+            page.para(f"The evidence is thin: with {record['seeds']} ended seed"
+                      f"{'s' * (record['seeds'] != 1)} only large "
                       "differences can be told apart (see 'detectable Δ').", strong=True)
         zero = zero_tables(record)
         for ti, (table, t) in enumerate(zip(record["tables"], tables, strict=True)):
