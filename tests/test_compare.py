@@ -12,6 +12,7 @@ from scipy import stats
 
 from ganlab.compare.__main__ import main
 from ganlab.compare.document import validate_document
+from ganlab.compare.rows import percent
 from ganlab.compare.runs import load_results
 from ganlab.compare.stats import holm, t_interval
 from ganlab.compare.tables import (
@@ -260,3 +261,9 @@ def test_g_steps_match_g_updates_not_rounds(tmp_path):
     rows = {r.settings["train.d_steps"]: r for r in t.rows}
     assert rows[1].values == {0: 40.0, 1: 41.0, 2: 42.0}  # its round 200
     assert rows[2].values == {0: 45.0, 1: 46.0, 2: 47.0}  # its round 100
+
+
+def test_a_change_in_percent_reads_as_a_number_at_any_size():
+    # a row 18 times its baseline is +1,737 %, not +1.74e+03 %
+    assert [percent(v) for v in (1737.4, -4.25, 36.2, 102.4, 12345.6)] == [
+        "+1,737", "-4.25", "+36.2", "+102", "+12,346"]

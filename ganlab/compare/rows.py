@@ -103,8 +103,14 @@ def change(row: Row, metric: Metric) -> str:
         return "—"
     if metric.scale == "log":
         return f"×{row.delta:.3g}"
-    pct = "" if row.delta_pct is None else f" ({row.delta_pct:+.3g} %)"
+    pct = "" if row.delta_pct is None else f" ({percent(row.delta_pct)} %)"
     return f"{row.delta:+{metric.fmt}}{pct}"
+
+
+def percent(value: float) -> str:
+    """A signed percentage to 3 significant digits, whole numbers from 1,000 on (+1,737,
+    not +1.74e+03)."""
+    return f"{value:+,.0f}" if abs(value) >= 1000 else f"{value:+.3g}"
 
 
 def change_ci(row: Row, metric: Metric) -> str:
