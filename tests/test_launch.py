@@ -116,10 +116,11 @@ def _overlaps(intervals: list[tuple[float, float]]) -> int:
 
 @pytest.mark.heavy
 def test_local_launcher_packs_runs_per_gpu_with_one_device_each(tmp_path):
-    # Ray started with 2 logical GPUs on this CPU machine; 5 runs, 2 per GPU: one waits
+    # Ray started with 2 logical GPUs on this CPU machine; 5 runs, 2 per GPU: one waits.
+    # $RAY_ADDRESS naming a cluster (here none is there) does not pull launcher=local into it
     out = run_cli("-m", "launcher=local", "fanout.gpus=2", "fanout.runs_per_gpu=2",
                   "seed=0,1,2,3,4", *TINY, f"hydra.sweep.dir={tmp_path}",
-                  env={"RAY_AUTH_MODE": "disabled"})
+                  env={"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "127.0.0.1:1"})
     assert out.returncode == 0, out.stderr[-3000:]
     results = _results(tmp_path)
     assert len(results) == 5 and all(r["status"] == "completed" for r in results)
