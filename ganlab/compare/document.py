@@ -41,7 +41,6 @@ from ganlab.compare.curves import table_curves
 from ganlab.compare.rows import (
     ALPHA,
     MIN_PAIRS,
-    UNFINISHED,
     Table,
     change,
     change_ci,
@@ -201,8 +200,7 @@ def build_document(results, classes: list[list[Table]], *, dirs, match: str,
         main = tables[0]
         counts = count_statuses(main.runs)
         # a run still going (or interrupted, to resume) is no evidence yet
-        seeds = min((sum(x["status"] not in UNFINISHED for x in r.runs) for r in main.rows),
-                    default=0)
+        seeds = min((len(r.runs) - r.unfinished for r in main.rows), default=0)
         doc["classes"].append({
             "label": main.class_label, "comparability": main.comparability,
             "status_counts": {s: counts[s] for s in STATUSES if counts[s]},
