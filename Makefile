@@ -36,7 +36,7 @@ test-slow: $(STAMP)
 CLUSTER_STATE ?= /tmp/ganlab-cluster
 test-cluster: $(STAMP)
 	$(PY) tests/cluster/daemons.py install
-	rm -rf $(CLUSTER_STATE); status=0; \
+	status=0; \
 	GANLAB_CLUSTER_STATE=$(CLUSTER_STATE) $(PY) -m pytest -m cluster tests/cluster \
 		-p no:cacheprovider || status=$$?; \
 	$(PY) tests/cluster/daemons.py down $(CLUSTER_STATE); exit $$status

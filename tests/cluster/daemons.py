@@ -3,7 +3,7 @@ slurmctld, two slurmd nodes on this host) and a two-node Ray cluster, each daemo
 this script and stopped by its own PID.
 
     python tests/cluster/daemons.py install      # Debian packages, where missing (root)
-    python tests/cluster/daemons.py up STATE      # start everything; PIDs in STATE/pids.json
+    python tests/cluster/daemons.py up STATE      # start afresh; PIDs in STATE/pids.json
     python tests/cluster/daemons.py down STATE    # stop every PID recorded there
 
 `make test-cluster` runs `install`, then pytest on tests/cluster, whose session fixture calls
@@ -57,17 +57,34 @@ def install() -> None:
 
 
 # -- pids ----------------------------------------------------------------------------------------
-def _pids(state: Path) -> dict[str, int]:
+# pids.json: {name: [pid, start]}, where start is the process's start time (clock ticks after
+# boot, /proc/PID/stat field 22): a PID the kernel has since given to another process is not
+# ours, and nothing here ever signals it.
+def _start_time(pid: int) -> int | None:
     try:
-        return json.loads((state / "pids.json").read_text())
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _records(state: Path) -> dict[str, list]:
+    try:
+        records = json.loads((state / "pids.json").read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+    return {k: v for k, v in records.items() if isinstance(v, list) and len(v) == 2}
+
+
+def _pids(state: Path) -> dict[str, int]:
+    """The recorded daemons that are still the processes this script started."""
+    return {name: pid for name, (pid, start) in _records(state).items()
+            if _start_time(pid) == start}
 
 
 def _remember(state: Path, name: str, pid: int) -> None:
-    pids = _pids(state)
-    pids[name] = pid
-    (state / "pids.json").write_text(json.dumps(pids, indent=1))
+    records = _records(state)
+    records[name] = [pid, _start_time(pid)]
+    (state / "pids.json").write_text(json.dumps(records, indent=1))
 
 
 def _start(state: Path, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -118,11 +135,29 @@ def kill(state: Path, name: str) -> None:
             time.sleep(0.1)
 
 
-def down(state: Path) -> None:
-    """Stop every daemon recorded in STATE, the last started first."""
-    for name in reversed(list(_pids(state))):
+def down(state: Path) -> list[str]:
+    """Stop every daemon recorded in STATE that is still running, the last started first;
+    returns their names."""
+    running = list(_pids(state))
+    for name in reversed(running):
         stop(state, name)
-    log(f"stopped {', '.join(_pids(state)) or 'nothing'}")
+    return running
+
+
+# every port the daemons listen on (MariaDB's is Debian's default)
+PORTS = {16817: "slurmctld", 16819: "slurmdbd", **{p: f"slurmd {n}" for n, p in NODES.items()},
+         3306: "MariaDB"}
+
+
+def busy_ports(ports: dict[int, str]) -> list[str]:
+    """The ports something already listens on, each with the daemon that wants it."""
+    busy = []
+    for port, what in ports.items():
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                busy.append(f"{port} ({what})")
+    return busy
 
 
 def _wait(what: str, ready, timeout: float = 90) -> None:
@@ -285,7 +320,20 @@ def restart_ray_worker(state: Path) -> None:
 
 
 def up(state: Path) -> dict[str, str]:
+    """Start everything afresh in STATE: daemons an interrupted earlier `up` left running there
+    are stopped first; a port taken by anything else stops it with a message naming the port."""
+    left = down(state)
+    if left:
+        log(f"stopped {', '.join(left)}, left running in {state} by an earlier run")
+    shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
+    busy = busy_ports({**PORTS, RAY_PORT: "the Ray head"})
+    if busy:
+        ports = "ports " + ", ".join(busy) + " are" if len(busy) > 1 else f"port {busy[0]} is"
+        raise RuntimeError(
+            f"{ports} already in use: a cluster from an earlier run that was not stopped? "
+            "`python tests/cluster/daemons.py down STATE` stops the daemons recorded in that "
+            "run's STATE folder; otherwise stop what holds the port")
     try:
         env = {**start_slurm(state), **start_ray(state)}
     except BaseException:
@@ -306,7 +354,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "up":
         print(json.dumps(up(state)))
     else:
-        down(state)
+        log(f"stopped {', '.join(down(state)) or 'nothing'}")
     return 0
 
 

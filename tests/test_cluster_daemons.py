@@ -1,0 +1,107 @@
+"""The cluster tests' daemon bookkeeping (tests/cluster/daemons.py), without the daemons: a
+cluster left running by an interrupted run is stopped by the next `up`, a PID the kernel has
+given to another process is never signalled, and a port something else holds stops `up` with a
+message naming it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.cluster import daemons
+
+
+def _sleeper(state, name):
+    return daemons._start(state, name, ["sleep", "60"])
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gone(proc, timeout=10):
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    return proc.poll() is not None
+
+
+def test_down_stops_what_it_started_and_only_that(tmp_path):
+    a, b = _sleeper(tmp_path, "a"), _sleeper(tmp_path, "b")
+    assert set(daemons._pids(tmp_path)) == {"a", "b"}
+    assert daemons.down(tmp_path) == ["a", "b"]
+    assert _gone(a) and _gone(b)
+    assert daemons.down(tmp_path) == []  # nothing left running: nothing to stop
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path):
+    other = subprocess.Popen(["sleep", "60"])  # not started by daemons: stands for a reused PID
+    try:
+        # the record names this PID, but with the start time of the process it used to be
+        start = daemons._start_time(other.pid)
+        (tmp_path / "pids.json").write_text(json.dumps({"slurmd-n1": [other.pid, start - 1]}))
+        assert daemons._pids(tmp_path) == {}
+        assert daemons.down(tmp_path) == []
+        daemons.stop(tmp_path, "slurmd-n1")
+        daemons.kill(tmp_path, "slurmd-n1")
+        time.sleep(0.2)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_records_in_an_older_format_are_ignored(tmp_path):
+    (tmp_path / "pids.json").write_text(json.dumps({"munged": 1}))  # {name: pid}: PID 1!
+    assert daemons._pids(tmp_path) == {}
+    (tmp_path / "pids.json").write_text("{not json")
+    assert daemons._pids(tmp_path) == {}
+
+
+def test_busy_ports_names_the_listening_ones():
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: nothing answers
+        busy, free = listening.getsockname()[1], closed.getsockname()[1]
+        assert daemons.busy_ports({busy: "slurmctld", free: "slurmdbd"}) == [
+            f"{busy} (slurmctld)"]
+
+
+def test_up_stops_a_cluster_left_running_then_refuses_a_taken_port(tmp_path, monkeypatch,
+                                                                   capsys):
+    left = _sleeper(tmp_path, "ray-head")  # an interrupted run's daemon, in the same STATE
+    (tmp_path / "slurm.conf").write_text("old")
+    started = []
+    monkeypatch.setattr(daemons, "start_slurm", lambda state: started.append("slurm"))
+    monkeypatch.setattr(daemons, "start_ray", lambda state: started.append("ray"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        monkeypatch.setattr(daemons, "PORTS", {port: "slurmctld"})
+        monkeypatch.setattr(daemons, "RAY_PORT", _free_port())
+        with pytest.raises(RuntimeError, match=rf"^port {port} \(slurmctld\) is already in use"
+                                               r".*daemons\.py down STATE"):
+            daemons.up(tmp_path)
+    assert _gone(left)
+    assert "stopped ray-head, left running in" in capsys.readouterr().err
+    assert started == []  # refused before starting anything
+    assert not (tmp_path / "slurm.conf").exists()  # the old state is gone: a fresh start
+
+
+def test_up_starts_when_the_ports_are_free(tmp_path, monkeypatch):
+    free = _free_port()
+    monkeypatch.setattr(daemons, "PORTS", {free: "slurmctld"})
+    monkeypatch.setattr(daemons, "RAY_PORT", free)
+    monkeypatch.setattr(daemons, "start_slurm", lambda state: {"SLURM_CONF": "c"})
+    monkeypatch.setattr(daemons, "start_ray", lambda state: {"RAY_ADDRESS": "a"})
+    assert daemons.up(tmp_path) == {"SLURM_CONF": "c", "RAY_ADDRESS": "a"}
+    assert json.loads((tmp_path / "env.json").read_text()) == {"SLURM_CONF": "c",
+                                                                "RAY_ADDRESS": "a"}
