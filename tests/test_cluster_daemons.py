@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +56,19 @@ def test_a_reused_pid_is_never_signalled(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_stopped_daemon_not_yet_reaped_is_not_running(tmp_path):
+    proc = _sleeper(tmp_path, "slurmctld")
+    proc.kill()
+    stat = Path(f"/proc/{proc.pid}/stat")
+    deadline = time.time() + 10  # a zombie until its parent (this test) reaps it
+    while stat.read_text().rsplit(") ", 1)[1][:1] != "Z" and time.time() < deadline:
+        time.sleep(0.05)
+    assert daemons._start_time(proc.pid) is not None  # still in the process table
+    assert daemons._pids(tmp_path) == {}
+    assert daemons.down(tmp_path) == []  # nothing to stop, and not said to be stopped
+    proc.wait()
 
 
 def test_records_in_an_older_format_are_ignored(tmp_path):

@@ -76,9 +76,10 @@ def _records(state: Path) -> dict[str, list]:
 
 
 def _pids(state: Path) -> dict[str, int]:
-    """The recorded daemons that are still the processes this script started."""
+    """The recorded daemons still running as the processes this script started (a zombie,
+    stopped but not yet reaped, is not running)."""
     return {name: pid for name, (pid, start) in _records(state).items()
-            if _start_time(pid) == start}
+            if _start_time(pid) == start and _alive(pid)}
 
 
 def _remember(state: Path, name: str, pid: int) -> None:
