@@ -145,9 +145,9 @@ def down(state: Path) -> list[str]:
     return running
 
 
-# every port the daemons listen on (MariaDB's is Debian's default)
-PORTS = {16817: "slurmctld", 16819: "slurmdbd", **{p: f"slurmd {n}" for n, p in NODES.items()},
-         3306: "MariaDB"}
+# the ports of the daemons that cannot share a host with another of their kind (a MariaDB
+# already running on the host is not among them: slurmdbd can keep its database there)
+PORTS = {16817: "slurmctld", 16819: "slurmdbd", **{p: f"slurmd {n}" for n, p in NODES.items()}}
 
 
 def busy_ports(ports: dict[int, str]) -> list[str]:
