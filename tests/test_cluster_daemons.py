@@ -119,3 +119,18 @@ def test_up_starts_when_the_ports_are_free(tmp_path, monkeypatch):
     assert daemons.up(tmp_path) == {"SLURM_CONF": "c", "RAY_ADDRESS": "a"}
     assert json.loads((tmp_path / "env.json").read_text()) == {"SLURM_CONF": "c",
                                                                 "RAY_ADDRESS": "a"}
+
+
+def test_the_command_line_refuses_a_taken_port_in_one_line(tmp_path, monkeypatch, capsys):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        monkeypatch.setattr(daemons, "PORTS", {port: "slurmd n1"})
+        monkeypatch.setattr(daemons, "RAY_PORT", _free_port())
+        assert daemons.main(["up", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"[cluster] up: port {port} (slurmd n1) is already in use: a cluster from "
+                   "an earlier run that was not stopped? `python tests/cluster/daemons.py down "
+                   "STATE` stops the daemons recorded in that run's STATE folder; otherwise "
+                   "stop what holds the port"]

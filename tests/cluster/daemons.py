@@ -353,7 +353,11 @@ def main(argv: list[str]) -> int:
         return 0
     state = Path(argv[1] if len(argv) > 1 else "/tmp/ganlab-cluster").absolute()
     if argv[0] == "up":
-        print(json.dumps(up(state)))
+        try:
+            print(json.dumps(up(state)))
+        except RuntimeError as e:  # a daemon that did not come up, a port taken: one line
+            log(f"up: {e}")
+            return 1
     else:
         log(f"stopped {', '.join(down(state)) or 'nothing'}")
     return 0
