@@ -5,6 +5,7 @@ message naming it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -24,6 +25,18 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _held_port(monkeypatch, daemon):
+    """A port something else listens on, named as `daemon`'s only port (Ray's is free)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        monkeypatch.setattr(daemons, "PORTS", {port: daemon})
+        monkeypatch.setattr(daemons, "RAY_PORT", _free_port())
+        yield port
 
 
 def _gone(proc, timeout=10):
@@ -95,12 +108,7 @@ def test_up_stops_a_cluster_left_running_then_refuses_a_taken_port(tmp_path, mon
     started = []
     monkeypatch.setattr(daemons, "start_slurm", lambda state: started.append("slurm"))
     monkeypatch.setattr(daemons, "start_ray", lambda state: started.append("ray"))
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        monkeypatch.setattr(daemons, "PORTS", {port: "slurmctld"})
-        monkeypatch.setattr(daemons, "RAY_PORT", _free_port())
+    with _held_port(monkeypatch, "slurmctld") as port:
         with pytest.raises(RuntimeError, match=rf"^port {port} \(slurmctld\) is already in use"
                                                r".*daemons\.py down STATE"):
             daemons.up(tmp_path)
@@ -122,12 +130,7 @@ def test_up_starts_when_the_ports_are_free(tmp_path, monkeypatch):
 
 
 def test_the_command_line_refuses_a_taken_port_in_one_line(tmp_path, monkeypatch, capsys):
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        monkeypatch.setattr(daemons, "PORTS", {port: "slurmd n1"})
-        monkeypatch.setattr(daemons, "RAY_PORT", _free_port())
+    with _held_port(monkeypatch, "slurmd n1") as port:
         assert daemons.main(["up", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"[cluster] up: port {port} (slurmd n1) is already in use: a cluster from "
