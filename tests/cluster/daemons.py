@@ -109,8 +109,8 @@ def _alive(pid: int) -> bool:
 
 def stop(state: Path, name: str, timeout: float = 15) -> None:
     """Stop one daemon by its PID: SIGTERM to its process group, then SIGKILL."""
-    pid = _pids(state).get(name)
-    if not pid or not _alive(pid):
+    pid = _pids(state).get(name)  # running, and the process this script started
+    if not pid:
         return
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -128,8 +128,8 @@ def stop(state: Path, name: str, timeout: float = 15) -> None:
 
 def kill(state: Path, name: str) -> None:
     """SIGKILL a daemon's whole process group at once (a node that is lost, not stopped)."""
-    pid = _pids(state).get(name)
-    if pid and _alive(pid):
+    pid = _pids(state).get(name)  # running, and the process this script started
+    if pid:
         os.killpg(pid, signal.SIGKILL)
         deadline = time.time() + 10
         while _alive(pid) and time.time() < deadline:
