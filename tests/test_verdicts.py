@@ -362,6 +362,13 @@ def test_stage_commands_merge_only_cells_that_make_a_whole_grid_of_plain_values(
         assert len(commands(entries)) == 2
     assert len(commands(grid[:3])) == 3  # three corners of the grid
     assert commands(unknown) == ["python -m ganlab.train -m a=1 seed=3,4 hydra.sweep.dir=s"]
+    # the launcher and its settings are the stage's own: kept; a stacked job's seeds are not
+    launched = [entry(["norm.g=none", "launcher=joblib", "fanout.n_jobs=2",
+                       "fanout.group_seeds=[0,1]"]),
+                entry(["norm.g=batch", "launcher=joblib", "fanout.n_jobs=2",
+                       "fanout.group_seeds=[0,1]"])]
+    assert commands(launched) == ["python -m ganlab.train -m norm.g=none,batch launcher=joblib "
+                                  "fanout.n_jobs=2 seed=3,4 hydra.sweep.dir=s"]
 
 
 def test_the_next_stage_runs_its_slowest_cells_first(tmp_path):

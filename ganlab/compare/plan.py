@@ -36,8 +36,10 @@ from ganlab.result import launches_of
 DEFAULT_DESIGN = (3, 2, 15)
 BAD = ("failed", "diverged")  # a seed with such a run never pairs
 ENDED = ("completed", *BAD)  # runs spent from a variant's budget of seeds_max
-# infrastructure overrides a by-hand command need not repeat (the stage's own launcher)
-_NOT_REPEATED = ("fanout.group_seeds", "hydra.", "launcher")
+# overrides a by-hand command must not repeat: the seeds of a stacked job (the seed list
+# replaces them) and Hydra's own (the command names its sweep dir). The launcher and its
+# fanout.* settings stay, so the stage runs where and as its first stage did.
+_NOT_REPEATED = ("fanout.group_seeds", "hydra.")
 
 
 def resolve_design(results, design: Design | None = None) -> tuple[Design, str]:
