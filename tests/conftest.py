@@ -43,6 +43,16 @@ def pytest_configure(config):
         import tempfile
 
         os.environ["GANLAB_CACHE"] = tempfile.mkdtemp(prefix="ganlab-test-cache-")
+        config._ganlab_cache = os.environ["GANLAB_CACHE"]  # made here: removed at the end
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_ganlab_cache", None)
+    if made:
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("GANLAB_CACHE", None)
 
 
 def pytest_collection_modifyitems(config, items):
