@@ -393,6 +393,12 @@ def test_the_next_stage_runs_its_slowest_cells_first(tmp_path):
     # training clock; without either, nothing
     assert run_seconds({"host": {"started": 10, "ended": 70}}) == 60.0
     assert run_seconds({"history": [{"wall_s": 12.5}]}) == 12.5 and run_seconds({}) is None
+    # a launch killed before writing its end: its training is in the clock, not in a span
+    killed = {"host": {"launches": [{"started": 0, "status": "running"},
+                                    {"started": 5000, "ended": 5051, "status": "completed"}]},
+              "history": [{"wall_s": 3512.0}]}
+    assert run_seconds(killed) == 3512.0
+    assert run_seconds({**killed, "history": []}) == 51.0  # no clock: the span it has
 
     # a grid: each key's values by the mean seconds of the cells holding them
     def entry(k, w, seconds):

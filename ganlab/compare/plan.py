@@ -134,13 +134,18 @@ def _cell(row: Row) -> tuple[str | None, str | None, list[str] | None]:
 
 def run_seconds(record: dict) -> float | None:
     """The seconds a run's launches took from start to end (training and evaluation: what a
-    launcher waits on), else its training clock; None when its record says neither."""
-    spans = [la["ended"] - la["started"] for la in launches_of(record)
+    launcher waits on), else its training clock; None when its record says neither. A launch
+    killed before it could write its end has no span: then the larger of the known spans and
+    the training clock (which counts the killed launch's training up to its checkpoint)."""
+    launches = launches_of(record)
+    spans = [la["ended"] - la["started"] for la in launches
              if la.get("ended") is not None and la.get("started") is not None]
-    if spans:
+    if spans and len(spans) == len(launches):
         return float(sum(spans))
     history = record.get("history") or []
-    return float(history[-1]["wall_s"]) if history and "wall_s" in history[-1] else None
+    clock = float(history[-1]["wall_s"]) if history and "wall_s" in history[-1] else None
+    known = [x for x in (float(sum(spans)) if spans else None, clock) if x is not None]
+    return max(known) if known else None
 
 
 def _seconds(row: Row) -> float | None:
