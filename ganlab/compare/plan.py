@@ -140,11 +140,12 @@ def run_seconds(record: dict) -> float | None:
     launches = launches_of(record)
     spans = [la["ended"] - la["started"] for la in launches
              if la.get("ended") is not None and la.get("started") is not None]
-    if spans and len(spans) == len(launches):
-        return float(sum(spans))
+    spanned = float(sum(spans)) if spans else None
+    if spanned is not None and len(spans) == len(launches):
+        return spanned
     history = record.get("history") or []
     clock = float(history[-1]["wall_s"]) if history and "wall_s" in history[-1] else None
-    known = [x for x in (float(sum(spans)) if spans else None, clock) if x is not None]
+    known = [x for x in (spanned, clock) if x is not None]
     return max(known) if known else None
 
 
