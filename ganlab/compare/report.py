@@ -156,7 +156,7 @@ def _curves(record: dict, t: Table, path: Path) -> bool:
         if q is not None:
             ax.axvspan(q["from"], q["to"], color="grey", alpha=0.04)
     samples = {e["num_samples"] for e in record["curves"]} - {None}
-    ax.set_title(curve_title(m, t.level, samples))
+    ax.set_title("\n".join(textwrap.wrap(curve_title(m, t.level, samples), 95)), fontsize=10)
     ax.set_xlabel("rounds (train.steps); shaded: the last quarter the knee rule reads")
     ax.set_ylabel(m.label)
     if m.scale == "log":
