@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -152,3 +153,65 @@ def test_a_killed_staged_sweep_resumes_where_it_stopped(tmp_path):
     assert {r["status"] for r in load_results([sweep])} == {"completed"}
     stages = json.loads((sweep / "stages.json").read_text())
     assert stages[-1]["decided"] is True and stages[-1]["launch"] == 2  # the relaunch's
+
+
+
+def test_a_study_goes_on_from_its_records_alone(tmp_path):
+    """`python -m ganlab.records` (results and configs; no checkpoints, samples, logs or the
+    machine's paths): a sweep restored from it compares as before, its runs are complete,
+    and the next stage adds only the new seeds."""
+    sweep = tmp_path / "made" / "study"
+    first = run_here(*STAGED, "seed=0,1,2", *TINY, f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert any(sweep.rglob("checkpoints/*")) and any(sweep.rglob("samples/*"))
+    archive = tmp_path / "records.tar.gz"
+    packed = run_here(str(sweep), str(archive), module="ganlab.records")
+    assert packed.returncode == 0, packed.stderr
+    assert "6 runs' records" in packed.stdout
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        text = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
+    assert all(n.startswith("study/") for n in names) and "study/multirun.yaml" in names
+    assert {n.rsplit("/", 1)[-1] for n in names if "seed=" in n} == {
+        "result.json", "config.yaml", "overrides.yaml"}
+    assert str(tmp_path).encode() not in text and b"runtime:" not in text
+    restored_root = tmp_path / "restored"
+    restored_root.mkdir()
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(restored_root)], check=True)
+    restored = restored_root / "study"
+    assert len(list(restored.rglob("result.json"))) == 6
+
+    assert compare_main([str(sweep), "--no-wandb"]) == 0
+    assert compare_main([str(restored), "--no-wandb"]) == 0
+    made, back = (json.loads((d / "report.json").read_text())["classes"]
+                  for d in (sweep, restored))
+    assert [[(r["variant"], r["values"]) for r in t["rows"]] for t in made[0]["tables"]] == \
+           [[(r["variant"], r["values"]) for r in t["rows"]] for t in back[0]["tables"]]
+
+    before = {p: p.read_bytes() for p in restored.rglob("result.json")}
+    on = run_here(*STAGED, *TINY, f"hydra.sweep.dir={restored}")
+    assert on.returncode == 0, on.stderr[-3000:]
+    # at 4 rounds both variants are open after 3 seeds: seed 3 of each is trained; the
+    # restored runs are complete and left exactly as they were
+    assert _seeds(restored) == {"smoothing=none": [0, 1, 2, 3],
+                                "smoothing=one_sided": [0, 1, 2, 3]}
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert len(list(restored.rglob("checkpoints"))) == 2
+
+
+def test_records_refuse_a_damaged_run_and_keep_the_archive_they_had(tmp_path):
+    sweep = tmp_path / "study"
+    out = run_here("-m", "smoothing=none", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    archive = tmp_path / "records.tar.gz"
+    assert run_here(str(sweep), str(archive), module="ganlab.records").returncode == 0
+    good = archive.read_bytes()
+    damaged = sorted(sweep.rglob("result.json"))[1]
+    damaged.write_text('{"status": "comple')
+    refused = run_here(str(sweep), str(archive), module="ganlab.records")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert str(damaged) in refused.stderr and "unreadable" in refused.stderr
+    assert archive.read_bytes() == good
+    missing = run_here(str(tmp_path / "typo"), str(archive), module="ganlab.records")
+    assert missing.returncode == 2 and "no such directory" in missing.stderr
+    assert archive.read_bytes() == good
