@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import posixpath
 import sys
 import tarfile
 from pathlib import Path
@@ -75,10 +76,10 @@ def pack(sweep_dir: Path, out: Path) -> int:
             rel = path.relative_to(sweep_dir).as_posix()
             _add(tar, f"{root}/{rel}", _without_machine(path, root))
         for run in runs:
-            rel = run.relative_to(sweep_dir).as_posix()
-            for name in RUN_FILES:
+            folder = posixpath.normpath(f"{root}/{run.relative_to(sweep_dir).as_posix()}")
+            for name in RUN_FILES:  # a single run's dir archives as itself
                 if (run / name).is_file():
-                    _add(tar, f"{root}/{rel}/{name}", (run / name).read_bytes())
+                    _add(tar, f"{folder}/{name}", (run / name).read_bytes())
     atomic_write(Path(out), buf.getvalue())
     return len(runs)
 
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     size = args.out.stat().st_size
-    print(f"{args.out}: {n} runs' records, {size / 1024:.0f} kB; restore with "
+    whose = "1 run's" if n == 1 else f"{n} runs'"
+    print(f"{args.out}: {whose} records, {size / 1024:.0f} kB; restore with "
           f"`tar -xzf {args.out} -C <dir>` (makes <dir>/{args.sweep_dir.resolve().name})")
     return 0
 

@@ -212,6 +212,12 @@ def test_records_refuse_a_damaged_run_and_keep_the_archive_they_had(tmp_path):
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert str(damaged) in refused.stderr and "unreadable" in refused.stderr
     assert archive.read_bytes() == good
+    one = run_here(str(damaged.parent.parent / "seed=0"), str(tmp_path / "one.tgz"),
+                   module="ganlab.records")
+    assert one.returncode == 0 and "1 run's records" in one.stdout
+    with tarfile.open(tmp_path / "one.tgz") as tar:
+        assert sorted(tar.getnames()) == ["seed=0/.hydra/config.yaml",
+                                          "seed=0/.hydra/overrides.yaml", "seed=0/result.json"]
     missing = run_here(str(tmp_path / "typo"), str(archive), module="ganlab.records")
     assert missing.returncode == 2 and "no such directory" in missing.stderr
     assert archive.read_bytes() == good
