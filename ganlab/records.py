@@ -5,12 +5,14 @@ that made them.
     python -m ganlab.records outputs/sweeps/smoothing-mnist-tiny records.tar.gz
     mkdir -p outputs/sweeps && tar -xzf records.tar.gz -C outputs/sweeps    # restore
 
-Kept, under the sweep dir's own name: every run's `result.json` and `.hydra/config.yaml`,
-`.hydra/overrides.yaml`, and the sweep's `stages.json` and `multirun.yaml` (the latter
-without `hydra.runtime`, the launching machine's working directory and config paths, and
-with the sweep dir's name for its path). A restored run is complete: relaunching the sweep leaves it alone, so a study can
-go on with its next stage where its checkpoints are gone; extending a run (a larger
-`train.steps`) needs its checkpoint, which the archive does not hold.
+Kept, under the sweep dir's own name: every finished, diverged or failed run's
+`result.json`, `.hydra/config.yaml` and `.hydra/overrides.yaml`, and the sweep's
+`stages.json` and `multirun.yaml` (the latter without `hydra.runtime`, the launching
+machine's working directory and config paths, and with the sweep dir's name for its path).
+A run still running or interrupted is left out, named: without its checkpoint a relaunch
+trains it again. A restored finished run is complete: relaunching the sweep leaves it
+alone, so a study can go on with its next stage where its checkpoints are gone; extending
+a run (a larger `train.steps`) needs its checkpoint, which the archive does not hold.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ganlab.storage import StorageError, atomic_write
 
 RUN_FILES = ("result.json", ".hydra/config.yaml", ".hydra/overrides.yaml")
 SWEEP_FILES = ("stages.json",)
+UNFINISHED = ("running", "interrupted")
 
 
 def _without_machine(path: Path, name: str) -> bytes:
@@ -54,18 +57,22 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def pack(sweep_dir: Path, out: Path) -> int:
+def pack(sweep_dir: Path, out: Path) -> tuple[int, list[Path]]:
     """Write the archive of `sweep_dir`'s records to `out` (atomically: a failure leaves an
-    earlier archive as it was); returns the number of runs kept. A run whose result.json
-    cannot be read is refused, naming it: an archive is for records that compare."""
+    earlier archive as it was); returns the number of runs kept and the runs left out: those
+    still running or interrupted, whose record is worth nothing without their checkpoint (a
+    relaunch trains them again). A run whose result.json cannot be read is refused, naming
+    it: an archive is for records that compare."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a sweep dir (no such directory)")
-    runs = sorted(p.parent for p in sweep_dir.rglob("result.json"))
-    if not runs:
+    found = sorted(p.parent for p in sweep_dir.rglob("result.json"))
+    if not found:
         raise FileNotFoundError(f"{sweep_dir} holds no run (no result.json below it)")
-    for run in runs:
-        read_result(run)  # raises RecordError naming a damaged record
+    runs, unfinished = [], []
+    for run in found:
+        record = read_result(run)  # raises RecordError naming a damaged record
+        (unfinished if record["status"] in UNFINISHED else runs).append(run)
     root = sweep_dir.resolve().name
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -81,7 +88,7 @@ def pack(sweep_dir: Path, out: Path) -> int:
                 if (run / name).is_file():
                     _add(tar, f"{folder}/{name}", (run / name).read_bytes())
     atomic_write(Path(out), buf.getvalue())
-    return len(runs)
+    return len(runs), unfinished
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="the archive to write, e.g. records.tar.gz")
     args = ap.parse_args(argv)
     try:
-        n = pack(args.sweep_dir, args.out)
+        n, unfinished = pack(args.sweep_dir, args.out)
     except (FileNotFoundError, RecordError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     whose = "1 run's" if n == 1 else f"{n} runs'"
     print(f"{args.out}: {whose} records, {size / 1024:.0f} kB; restore with "
           f"`tar -xzf {args.out} -C <dir>` (makes <dir>/{args.sweep_dir.resolve().name})")
+    for run in unfinished:
+        print(f"left out, not finished (a relaunch trains it again): {run}")
     return 0
 
 

@@ -207,6 +207,7 @@ def test_records_refuse_a_damaged_run_and_keep_the_archive_they_had(tmp_path):
     assert run_here(str(sweep), str(archive), module="ganlab.records").returncode == 0
     good = archive.read_bytes()
     damaged = sorted(sweep.rglob("result.json"))[1]
+    one_record = damaged.read_text()
     damaged.write_text('{"status": "comple')
     refused = run_here(str(sweep), str(archive), module="ganlab.records")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
@@ -218,6 +219,12 @@ def test_records_refuse_a_damaged_run_and_keep_the_archive_they_had(tmp_path):
     with tarfile.open(tmp_path / "one.tgz") as tar:
         assert sorted(tar.getnames()) == ["seed=0/.hydra/config.yaml",
                                           "seed=0/.hydra/overrides.yaml", "seed=0/result.json"]
+    # a run still in progress (its checkpoint would not travel) is left out, by name
+    damaged.write_text(json.dumps({**json.loads(one_record), "status": "running"}))
+    partial = run_here(str(sweep), str(tmp_path / "partial.tgz"), module="ganlab.records")
+    assert partial.returncode == 0 and "1 run's records" in partial.stdout
+    assert f"left out, not finished (a relaunch trains it again): {damaged.parent}" in \
+        partial.stdout
     missing = run_here(str(tmp_path / "typo"), str(archive), module="ganlab.records")
     assert missing.returncode == 2 and "no such directory" in missing.stderr
     assert archive.read_bytes() == good
