@@ -1,24 +1,30 @@
 """A sweep's records as one small archive: what `compare` reads and what a staged sweep needs
-to add its next stage, without checkpoints, sample grids, logs or anything of the machine
-that made them.
+to add its next stage, without checkpoints, sample grids or logs.
 
     python -m ganlab.records outputs/sweeps/smoothing-mnist-tiny records.tar.gz
-    mkdir -p outputs/sweeps && tar -xzf records.tar.gz -C outputs/sweeps    # restore
+    mkdir -p outputs/sweeps && tar -xzf records.tar.gz -C outputs/sweeps --keep-old-files
 
 Kept, under the sweep dir's own name: every finished, diverged or failed run's
-`result.json`, `.hydra/config.yaml` and `.hydra/overrides.yaml`, and the sweep's
-`stages.json` and `multirun.yaml` (the latter without `hydra.runtime`, the launching
-machine's working directory and config paths, and with the sweep dir's name for its path).
+`result.json` (the bytes that were checked), `.hydra/config.yaml` and
+`.hydra/overrides.yaml`, and each sweep's `stages.json` and `multirun.yaml` (a folder with
+a multirun.yaml is a sweep, nested ones too). Hydra's multirun.yaml loses `hydra.runtime`
+(the launching machine's working directory and config paths) and gets the archive's own
+path for the sweep dir; any other absolute path of the machine a kept file names (an
+error message, a `data.root=` override) stays as written, and is listed.
+
 A run still running or interrupted is left out, named: without its checkpoint a relaunch
-trains it again. A restored finished run is complete: relaunching the sweep leaves it
+would train it again from the start, and so would a kept failed run's (named too: the
+comparer counts it). A restored finished run is complete: relaunching the sweep leaves it
 alone, so a study can go on with its next stage where its checkpoints are gone; extending
 a run (a larger `train.steps`) needs its checkpoint, which the archive does not hold.
+`--keep-old-files` makes tar stop rather than overwrite records already there.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import posixpath
 import sys
 import tarfile
@@ -26,69 +32,136 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ganlab.result import RecordError, read_result
-from ganlab.storage import StorageError, atomic_write
+from ganlab.result import RecordError, parse_result
 
-RUN_FILES = ("result.json", ".hydra/config.yaml", ".hydra/overrides.yaml")
-SWEEP_FILES = ("stages.json",)
+RUN_FILES = (".hydra/config.yaml", ".hydra/overrides.yaml")
 UNFINISHED = ("running", "interrupted")
 
 
-def _without_machine(path: Path, name: str) -> bytes:
-    """multirun.yaml without what belongs to the launching machine: `hydra.runtime` (its
-    working directory and config paths) and the sweep dir's path (the archive's top folder,
-    `name`, stands for it); the rest as Hydra wrote it."""
-    conf = OmegaConf.load(path)
-    hydra = conf.get("hydra")
-    if hydra is not None:
-        hydra.pop("runtime", None)
-        if OmegaConf.select(conf, "hydra.sweep.dir") is not None:
-            hydra.sweep.dir = name
-        given = OmegaConf.select(conf, "hydra.overrides.hydra")
-        if given is not None:
-            hydra.overrides.hydra = [o for o in given
-                                     if not str(o).startswith("hydra.sweep.dir=")]
-    return OmegaConf.to_yaml(conf).encode()
+class PackError(RuntimeError):
+    """The archive could not be made; the message says which file and why, in one line."""
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o644, 0
-    tar.addfile(info, io.BytesIO(data))
+class Packed:
+    """What `pack` wrote: the runs kept, the runs left out (unfinished), the kept runs that
+    failed, and the kept files that still name a path of this machine."""
+
+    def __init__(self) -> None:
+        self.kept: list[Path] = []
+        self.unfinished: list[Path] = []
+        self.failed: list[Path] = []
+        self.machine_paths: dict[str, str] = {}  # archive name -> the path it names
 
 
-def pack(sweep_dir: Path, out: Path) -> tuple[int, list[Path]]:
-    """Write the archive of `sweep_dir`'s records to `out` (atomically: a failure leaves an
-    earlier archive as it was); returns the number of runs kept and the runs left out: those
-    still running or interrupted, whose record is worth nothing without their checkpoint (a
-    relaunch trains them again). A run whose result.json cannot be read is refused, naming
-    it: an archive is for records that compare."""
-    sweep_dir = Path(sweep_dir)
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise PackError(f"{path} is unreadable ({e.strerror or e})") from None
+
+
+def _multirun(path: Path, sweep_name: str) -> bytes:
+    """multirun.yaml without `hydra.runtime` and with `sweep_name` (its path in the archive)
+    for the sweep dir; the rest as Hydra wrote it."""
+    try:
+        conf = OmegaConf.load(path)
+        hydra = conf.get("hydra") if OmegaConf.is_dict(conf) else None
+        if hydra is not None and OmegaConf.is_dict(hydra):
+            hydra.pop("runtime", None)
+            if OmegaConf.select(conf, "hydra.sweep.dir") is not None:
+                hydra.sweep.dir = sweep_name
+            given = OmegaConf.select(conf, "hydra.overrides.hydra")
+            if given is not None:
+                hydra.overrides.hydra = [o for o in given
+                                         if not str(o).startswith("hydra.sweep.dir=")]
+        return OmegaConf.to_yaml(conf).encode()
+    except OSError as e:
+        raise PackError(f"{path} is unreadable ({e.strerror or e})") from None
+    except Exception as e:  # not YAML, or not Hydra's: one line, naming the file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PackError(f"{path} is not a readable multirun.yaml ({first})") from None
+
+
+def _machine_paths(sweep_dir: Path) -> list[str]:
+    """Absolute paths of this machine a kept file should not need to name, longest first."""
+    candidates = {str(sweep_dir.resolve().parent), str(Path.cwd()), str(Path.home())}
+    return sorted((c for c in candidates if len(Path(c).parts) > 1), key=len, reverse=True)
+
+
+def _write(out: Path, data: bytes) -> None:
+    """`data` to `out` whole or not at all: an archive already there stays on any failure."""
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise PackError(f"could not write {out} ({e.strerror or e}); an archive already "
+                        f"there is left as it was") from None
+
+
+def pack(sweep_dir: Path, out: Path) -> Packed:
+    """Write the archive of `sweep_dir`'s records to `out` (whole or not at all). A damaged
+    record or an unreadable file is refused, naming it: an archive is for records that
+    compare."""
+    sweep_dir, out = Path(sweep_dir), Path(out)
+    if out.is_dir():
+        raise PackError(f"{out} is a directory: name the archive, e.g. {out / 'records.tar.gz'}")
+    if not sweep_dir.exists():
+        raise PackError(f"{sweep_dir} is not a sweep dir (no such directory)")
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir} is not a sweep dir (no such directory)")
+        raise PackError(f"{sweep_dir} is a file, not a sweep dir (give hydra.sweep.dir)")
     found = sorted(p.parent for p in sweep_dir.rglob("result.json"))
     if not found:
-        raise FileNotFoundError(f"{sweep_dir} holds no run (no result.json below it)")
-    runs, unfinished = [], []
-    for run in found:
-        record = read_result(run)  # raises RecordError naming a damaged record
-        (unfinished if record["status"] in UNFINISHED else runs).append(run)
+        raise PackError(f"{sweep_dir} holds no run (no result.json below it)")
     root = sweep_dir.resolve().name
+    packed, files = Packed(), []
+
+    def name_of(folder: Path) -> str:  # a folder's path inside the archive
+        return posixpath.normpath(f"{root}/{folder.relative_to(sweep_dir).as_posix()}")
+
+    for multirun in sorted(sweep_dir.rglob("multirun.yaml")):
+        sweep = multirun.parent
+        files.append((f"{name_of(sweep)}/multirun.yaml", _multirun(multirun, name_of(sweep))))
+        if (sweep / "stages.json").is_file():
+            files.append((f"{name_of(sweep)}/stages.json", _read(sweep / "stages.json")))
+    for run in found:
+        raw = _read(run / "result.json")
+        try:
+            record = parse_result(run / "result.json", raw)
+        except RecordError as e:
+            raise PackError(str(e)) from None
+        if record["status"] in UNFINISHED:
+            packed.unfinished.append(run)
+            continue
+        packed.kept.append(run)
+        if record["status"] == "failed":
+            packed.failed.append(run)
+        files.append((f"{name_of(run)}/result.json", raw))  # a single run archives as itself
+        files += [(f"{name_of(run)}/{name}", _read(run / name))
+                  for name in RUN_FILES if (run / name).is_file()]
+    if not packed.kept:
+        raise PackError(f"{sweep_dir}: no run has finished yet ({len(packed.unfinished)} "
+                        f"running or interrupted); nothing to keep")
+    needles = _machine_paths(sweep_dir)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in SWEEP_FILES:
-            if (sweep_dir / name).is_file():
-                _add(tar, f"{root}/{name}", (sweep_dir / name).read_bytes())
-        for path in sorted(sweep_dir.rglob("multirun.yaml")):
-            rel = path.relative_to(sweep_dir).as_posix()
-            _add(tar, f"{root}/{rel}", _without_machine(path, root))
-        for run in runs:
-            folder = posixpath.normpath(f"{root}/{run.relative_to(sweep_dir).as_posix()}")
-            for name in RUN_FILES:  # a single run's dir archives as itself
-                if (run / name).is_file():
-                    _add(tar, f"{folder}/{name}", (run / name).read_bytes())
-    atomic_write(Path(out), buf.getvalue())
-    return len(runs), unfinished
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+            hit = next((n for n in needles if n.encode() in data), None)
+            if hit:
+                packed.machine_paths[name] = hit
+    _write(out, buf.getvalue())
+    return packed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,16 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="the archive to write, e.g. records.tar.gz")
     args = ap.parse_args(argv)
     try:
-        n, unfinished = pack(args.sweep_dir, args.out)
-    except (FileNotFoundError, RecordError, StorageError) as e:
+        packed = pack(args.sweep_dir, args.out)
+    except PackError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    size = args.out.stat().st_size
+    n, size = len(packed.kept), args.out.stat().st_size
     whose = "1 run's" if n == 1 else f"{n} runs'"
-    print(f"{args.out}: {whose} records, {size / 1024:.0f} kB; restore with "
-          f"`tar -xzf {args.out} -C <dir>` (makes <dir>/{args.sweep_dir.resolve().name})")
-    for run in unfinished:
+    print(f"{args.out}: {whose} records, {size / 1024:.0f} kB; restore with `mkdir -p <dir> && "
+          f"tar -xzf {args.out} -C <dir> --keep-old-files` (makes "
+          f"<dir>/{args.sweep_dir.resolve().name})")
+    for run in packed.unfinished:
         print(f"left out, not finished (a relaunch trains it again): {run}")
+    for run in packed.failed:
+        print(f"kept, failed (the comparer counts it; a relaunch of the restored sweep "
+              f"trains it again from the start): {run}")
+    for name, path in packed.machine_paths.items():
+        print(f"note: {name} names {path}, a path of this machine (kept as written)")
     return 0
 
 

@@ -91,8 +91,17 @@ def read_result(run_dir: Path | str) -> dict | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise RecordError(f"{path} is unreadable ({e})") from None
+    return parse_result(path, raw)
+
+
+def parse_result(path: Path, raw: bytes) -> dict:
+    """The record in `raw`, the bytes of `path`; RecordError if they are not a record."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RecordError(f"{path} is unreadable ({e})") from None
     missing = [k for k in REQUIRED if not isinstance(data, dict) or k not in data]
     if missing:

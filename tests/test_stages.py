@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from ganlab.compare.__main__ import main as compare_main
 from ganlab.compare.plan import plan
@@ -156,6 +157,11 @@ def test_a_killed_staged_sweep_resumes_where_it_stopped(tmp_path):
 
 
 
+def _archive(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
 def test_a_study_goes_on_from_its_records_alone(tmp_path):
     """`python -m ganlab.records` (results and configs; no checkpoints, samples, logs or the
     machine's paths): a sweep restored from it compares as before, its runs are complete,
@@ -164,22 +170,34 @@ def test_a_study_goes_on_from_its_records_alone(tmp_path):
     first = run_here(*STAGED, "seed=0,1,2", *TINY, f"hydra.sweep.dir={sweep}")
     assert first.returncode == 0, first.stderr[-3000:]
     assert any(sweep.rglob("checkpoints/*")) and any(sweep.rglob("samples/*"))
+    (sweep / "stages.json").write_text("[]")  # what a staged launch leaves (not seed=0,1,2)
     archive = tmp_path / "records.tar.gz"
     packed = run_here(str(sweep), str(archive), module="ganlab.records")
     assert packed.returncode == 0, packed.stderr
-    assert "6 runs' records" in packed.stdout
-    with tarfile.open(archive) as tar:
-        names = tar.getnames()
-        text = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
-    assert all(n.startswith("study/") for n in names) and "study/multirun.yaml" in names
-    assert {n.rsplit("/", 1)[-1] for n in names if "seed=" in n} == {
-        "result.json", "config.yaml", "overrides.yaml"}
-    assert str(tmp_path).encode() not in text and b"runtime:" not in text
+    assert "6 runs' records" in packed.stdout and "note:" not in packed.stdout
+    files = _archive(archive)
+    runs = {n.split("/seed=")[0] + "/seed=" + n.split("/seed=")[1].split("/")[0]
+            for n in files if "/seed=" in n}
+    assert len(runs) == 6
+    for run in runs:  # every run with its record and both config files, nothing else
+        assert sorted(n[len(run) + 1:] for n in files if n.startswith(run + "/")) == [
+            ".hydra/config.yaml", ".hydra/overrides.yaml", "result.json"]
+        assert files[f"{run}/result.json"] == (sweep.parent / run / "result.json").read_bytes()
+    assert set(files) - {n for n in files if "/seed=" in n} == {
+        "study/multirun.yaml", "study/stages.json"}
+    multirun = OmegaConf.create(files["study/multirun.yaml"].decode())
+    assert multirun.hydra.sweep.dir == "study" and "runtime" not in multirun.hydra
+    assert not any(str(tmp_path).encode() in data for data in files.values())
     restored_root = tmp_path / "restored"
     restored_root.mkdir()
-    subprocess.run(["tar", "-xzf", str(archive), "-C", str(restored_root)], check=True)
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(restored_root), "--keep-old-files"],
+                   check=True)
     restored = restored_root / "study"
     assert len(list(restored.rglob("result.json"))) == 6
+    # restoring over records already there stops instead of overwriting them
+    again = subprocess.run(["tar", "-xzf", str(archive), "-C", str(restored_root),
+                            "--keep-old-files"], capture_output=True)
+    assert again.returncode != 0
 
     assert compare_main([str(sweep), "--no-wandb"]) == 0
     assert compare_main([str(restored), "--no-wandb"]) == 0
@@ -199,32 +217,68 @@ def test_a_study_goes_on_from_its_records_alone(tmp_path):
     assert len(list(restored.rglob("checkpoints"))) == 2
 
 
-def test_records_refuse_a_damaged_run_and_keep_the_archive_they_had(tmp_path):
+def test_records_refuse_what_they_cannot_keep_and_keep_the_archive_they_had(tmp_path):
     sweep = tmp_path / "study"
     out = run_here("-m", "smoothing=none", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
     archive = tmp_path / "records.tar.gz"
     assert run_here(str(sweep), str(archive), module="ganlab.records").returncode == 0
     good = archive.read_bytes()
+
+    def refused(target: Path, needle: str, out: Path = archive) -> None:
+        got = run_here(str(target), str(out), module="ganlab.records")
+        assert got.returncode == 2 and "Traceback" not in got.stderr, got.stderr
+        assert needle in got.stderr and len(got.stderr.strip().splitlines()) == 1, got.stderr
+        assert archive.read_bytes() == good
+
     damaged = sorted(sweep.rglob("result.json"))[1]
     one_record = damaged.read_text()
     damaged.write_text('{"status": "comple')
-    refused = run_here(str(sweep), str(archive), module="ganlab.records")
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert str(damaged) in refused.stderr and "unreadable" in refused.stderr
-    assert archive.read_bytes() == good
+    refused(sweep, f"{damaged} is unreadable")
+    refused(tmp_path / "typo", "no such directory")
+    refused(damaged, "is a file, not a sweep dir")
+    refused(sweep, "is a directory: name the archive", out=tmp_path)
+    damaged.write_text(one_record)
+    (sweep / "multirun.yaml").write_text("hydra: {unclosed")
+    refused(sweep, f"{sweep / 'multirun.yaml'} is not a readable multirun.yaml")
+    (sweep / "multirun.yaml").unlink()
+
     one = run_here(str(damaged.parent.parent / "seed=0"), str(tmp_path / "one.tgz"),
                    module="ganlab.records")
     assert one.returncode == 0 and "1 run's records" in one.stdout
-    with tarfile.open(tmp_path / "one.tgz") as tar:
-        assert sorted(tar.getnames()) == ["seed=0/.hydra/config.yaml",
-                                          "seed=0/.hydra/overrides.yaml", "seed=0/result.json"]
-    # a run still in progress (its checkpoint would not travel) is left out, by name
-    damaged.write_text(json.dumps({**json.loads(one_record), "status": "running"}))
+    assert sorted(_archive(tmp_path / "one.tgz")) == [
+        "seed=0/.hydra/config.yaml", "seed=0/.hydra/overrides.yaml", "seed=0/result.json"]
+    # a run in progress (its checkpoint would not travel) is left out, by name; a failed one
+    # is kept (the comparer counts it) and named, as is a path of this machine it names
+    record = json.loads(one_record)
+    damaged.write_text(json.dumps({**record, "status": "running"}))
     partial = run_here(str(sweep), str(tmp_path / "partial.tgz"), module="ganlab.records")
     assert partial.returncode == 0 and "1 run's records" in partial.stdout
     assert f"left out, not finished (a relaunch trains it again): {damaged.parent}" in \
         partial.stdout
-    missing = run_here(str(tmp_path / "typo"), str(archive), module="ganlab.records")
-    assert missing.returncode == 2 and "no such directory" in missing.stderr
-    assert archive.read_bytes() == good
+    for other in sorted(sweep.rglob("result.json"))[:1]:
+        other.write_text(json.dumps({**json.loads(other.read_text()), "status": "running"}))
+    refused(sweep, "no run has finished yet (2 running or interrupted)")
+    error = f"no space left to write {damaged.parent}/checkpoints/last.pt"
+    damaged.write_text(json.dumps({**record, "status": "failed", "error": error}))
+    kept = run_here(str(sweep), str(tmp_path / "failed.tgz"), module="ganlab.records")
+    assert kept.returncode == 0 and "1 run's records" in kept.stdout
+    assert "kept, failed (the comparer counts it; " in kept.stdout
+    name = f"study/{damaged.parent.relative_to(sweep).as_posix()}/result.json"
+    assert f"note: {name} names {tmp_path}" in kept.stdout
+
+
+def test_records_keep_each_nested_sweep_with_its_own_path(tmp_path):
+    top = tmp_path / "top"
+    for part in ("a", "b"):
+        out = run_here("-m", "smoothing=none", "seed=0", *TINY,
+                       f"hydra.sweep.dir={top / part}")
+        assert out.returncode == 0, out.stderr[-3000:]
+        (top / part / "stages.json").write_text(f'["{part}"]')
+    packed = run_here(str(top), str(tmp_path / "r.tgz"), module="ganlab.records")
+    assert packed.returncode == 0 and "2 runs' records" in packed.stdout, packed.stderr
+    files = _archive(tmp_path / "r.tgz")
+    for part in ("a", "b"):
+        assert files[f"top/{part}/stages.json"] == f'["{part}"]'.encode()
+        conf = OmegaConf.create(files[f"top/{part}/multirun.yaml"].decode())
+        assert conf.hydra.sweep.dir == f"top/{part}"
