@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import posixpath
 import sys
 import tarfile
@@ -33,6 +32,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ganlab.result import RecordError, parse_result
+from ganlab.storage import StorageError, atomic_write
 
 RUN_FILES = (".hydra/config.yaml", ".hydra/overrides.yaml")
 UNFINISHED = ("running", "interrupted")
@@ -90,21 +90,11 @@ def _machine_paths(sweep_dir: Path) -> list[str]:
 
 def _write(out: Path, data: bytes) -> None:
     """`data` to `out` whole or not at all: an archive already there stays on any failure."""
-    tmp = out.with_name(f".{out.name}.partial")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise PackError(f"could not write {out} ({e.strerror or e}); an archive already "
-                        f"there is left as it was") from None
+        atomic_write(out, data)
+    except StorageError as e:
+        raise PackError(f"could not write {out} ({e.strerror}); an archive already there "
+                        f"is left as it was") from None
 
 
 def pack(sweep_dir: Path, out: Path) -> Packed:

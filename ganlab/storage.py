@@ -20,7 +20,12 @@ ELSEWHERE = "write elsewhere: hydra.run.dir=... for a run, --out for ganlab.reru
 
 
 class StorageError(RuntimeError):
-    """A file could not be written; the message names the path and what to do."""
+    """A file could not be written; the message names the path and what to do, `strerror`
+    the system's reason (for a caller that words its own message)."""
+
+    def __init__(self, message: str, strerror: str | None = None) -> None:
+        super().__init__(message)
+        self.strerror = strerror
 
 
 def explain(err: OSError, path: Path) -> str:
@@ -50,7 +55,7 @@ def atomic_write(path: Path | str, data: bytes) -> None:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        raise StorageError(explain(e, path)) from None
+        raise StorageError(explain(e, path), e.strerror or str(e)) from None
 
 
 def json_safe(value: Any) -> Any:

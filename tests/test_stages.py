@@ -4,6 +4,7 @@ through another launcher with vectorised seed groups."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -217,7 +218,8 @@ def test_a_study_goes_on_from_its_records_alone(tmp_path):
     assert len(list(restored.rglob("checkpoints"))) == 2
 
 
-def test_records_refuse_what_they_cannot_keep_and_keep_the_archive_they_had(tmp_path):
+def test_records_refuse_what_they_cannot_keep_and_keep_the_archive_they_had(tmp_path,
+                                                                           monkeypatch):
     sweep = tmp_path / "study"
     out = run_here("-m", "smoothing=none", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -242,6 +244,16 @@ def test_records_refuse_what_they_cannot_keep_and_keep_the_archive_they_had(tmp_
     (sweep / "multirun.yaml").write_text("hydra: {unclosed")
     refused(sweep, f"{sweep / 'multirun.yaml'} is not a readable multirun.yaml")
     (sweep / "multirun.yaml").unlink()
+
+    def full(path, data):  # the disk fills while the archive is written
+        Path(path).write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr("ganlab.storage._write_file", full)
+        refused(sweep, f"could not write {archive} (No space left on device); an archive "
+                       f"already there is left as it was")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["records.tar.gz", "study"]
 
     one = run_here(str(damaged.parent.parent / "seed=0"), str(tmp_path / "one.tgz"),
                    module="ganlab.records")
