@@ -51,6 +51,7 @@ class Packed:
         self.unfinished: list[Path] = []
         self.failed: list[Path] = []
         self.machine_paths: dict[str, str] = {}  # archive name -> the path it names
+        self.top = ""  # the archive's top folder: what a restore makes under its target
 
 
 def _read(path: Path) -> bytes:
@@ -63,8 +64,9 @@ def _read(path: Path) -> bytes:
 def _multirun(path: Path, sweep_name: str) -> bytes:
     """multirun.yaml without `hydra.runtime` and with `sweep_name` (its path in the archive)
     for the sweep dir; the rest as Hydra wrote it."""
+    text = _read(path)
     try:
-        conf = OmegaConf.load(path)
+        conf = OmegaConf.create(text.decode())
         hydra = conf.get("hydra") if OmegaConf.is_dict(conf) else None
         if hydra is not None and OmegaConf.is_dict(hydra):
             hydra.pop("runtime", None)
@@ -75,9 +77,7 @@ def _multirun(path: Path, sweep_name: str) -> bytes:
                 hydra.overrides.hydra = [o for o in given
                                          if not str(o).startswith("hydra.sweep.dir=")]
         return OmegaConf.to_yaml(conf).encode()
-    except OSError as e:
-        raise PackError(f"{path} is unreadable ({e.strerror or e})") from None
-    except Exception as e:  # not YAML, or not Hydra's: one line, naming the file
+    except Exception as e:  # not text, not YAML, or not Hydra's: one line, naming the file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PackError(f"{path} is not a readable multirun.yaml ({first})") from None
 
@@ -111,8 +111,8 @@ def pack(sweep_dir: Path, out: Path) -> Packed:
     found = sorted(p.parent for p in sweep_dir.rglob("result.json"))
     if not found:
         raise PackError(f"{sweep_dir} holds no run (no result.json below it)")
-    root = sweep_dir.resolve().name
     packed, files = Packed(), []
+    root = packed.top = sweep_dir.resolve().name
 
     def name_of(folder: Path) -> str:  # a folder's path inside the archive
         return posixpath.normpath(f"{root}/{folder.relative_to(sweep_dir).as_posix()}")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     whose = "1 run's" if n == 1 else f"{n} runs'"
     print(f"{args.out}: {whose} records, {size / 1024:.0f} kB; restore with `mkdir -p <dir> && "
           f"tar -xzf {args.out} -C <dir> --keep-old-files` (makes "
-          f"<dir>/{args.sweep_dir.resolve().name})")
+          f"<dir>/{packed.top})")
     for run in packed.unfinished:
         print(f"left out, not finished (a relaunch trains it again): {run}")
     for run in packed.failed:

@@ -224,7 +224,9 @@ def test_records_refuse_what_they_cannot_keep_and_keep_the_archive_they_had(tmp_
     out = run_here("-m", "smoothing=none", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
     archive = tmp_path / "records.tar.gz"
-    assert run_here(str(sweep), str(archive), module="ganlab.records").returncode == 0
+    made = run_here(str(sweep), str(archive), module="ganlab.records")
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert f"--keep-old-files` (makes <dir>/{sweep.name})" in made.stdout, made.stdout
     good = archive.read_bytes()
 
     def refused(target: Path, needle: str, out: Path = archive) -> None:
@@ -243,7 +245,12 @@ def test_records_refuse_what_they_cannot_keep_and_keep_the_archive_they_had(tmp_
     damaged.write_text(one_record)
     (sweep / "multirun.yaml").write_text("hydra: {unclosed")
     refused(sweep, f"{sweep / 'multirun.yaml'} is not a readable multirun.yaml")
+    (sweep / "multirun.yaml").write_bytes(b"hydra:\n  sweep: \xff\xfe\n")  # not text
+    refused(sweep, f"{sweep / 'multirun.yaml'} is not a readable multirun.yaml")
     (sweep / "multirun.yaml").unlink()
+    (sweep / "multirun.yaml").mkdir()  # a folder where the file should be
+    refused(sweep, f"{sweep / 'multirun.yaml'} is unreadable")
+    (sweep / "multirun.yaml").rmdir()
 
     def full(path, data):  # the disk fills while the archive is written
         Path(path).write_bytes(data[: len(data) // 2])
