@@ -118,7 +118,7 @@ def build_gan(cfg: DictConfig, device: torch.device) -> GAN:
     schedule = Schedule(t.batch_size, t.d_steps, t.g_steps, cfg.norm.d_batches,
                         d_couples=NORMS.choose(cfg.norm.d).batch_statistics)
     return GAN(G, D, opt_g, opt_d, game, data, schedule,
-               noise_seed=derive_seed(cfg.seed, "noise"), device=device)
+               noise_seed=derive_seed(cfg.seed, "noise"), device=device, ema=cfg.eval.ema)
 
 
 # -- will it fit? ----------------------------------------------------------------------------

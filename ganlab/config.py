@@ -193,6 +193,9 @@ class EvalConfig:
     kid_subset_size: int = keyed(1000, at_least=1)  # KID: samples per subset
     pr_k: int = keyed(3, at_least=1)  # k-th neighbour radius of improved precision/recall
     classifier_epochs: int = keyed(2, at_least=1)  # training of the classifier feature extractor
+    # score an exponential moving average of G's weights with this decay (e.g. 0.999) in
+    # place of G (ganlab.average; training is unchanged); 0 scores G itself
+    ema: float = keyed(0.0, at_least=0)
 
 
 @dataclass
@@ -302,7 +305,10 @@ def keys_with_role(cfg: DictConfig, roles: frozenset[Role] | set[Role]) -> dict[
 
 def eval_settings(cfg: DictConfig) -> dict[str, Any]:
     """The `eval.*` keys that make up an evaluation protocol (role `eval`), without prefix."""
-    return {k.removeprefix("eval."): v for k, v in keys_with_role(cfg, {Role.EVAL}).items()}
+    settings = {k.removeprefix("eval."): v for k, v in keys_with_role(cfg, {Role.EVAL}).items()}
+    if "ema" in settings and not settings["ema"]:
+        settings["ema"] = False  # G itself, as every protocol said before eval.ema existed
+    return settings
 
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
@@ -392,6 +398,11 @@ def validate(cfg: DictConfig | Config) -> None:
         betas = list(select(cfg, key))
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"{key}={betas!r} is not allowed; it must be two numbers in [0, 1)")
+
+    if not 0 <= cfg.eval.ema < 1:
+        raise ConfigError(f"eval.ema={cfg.eval.ema!r} is not allowed; it is the decay of the "
+                          "average of G's weights and must be in [0, 1) (0: score G itself; "
+                          "e.g. 0.999)")
 
     real, fake = cfg.smoothing.real_target, cfg.smoothing.fake_target
     if not 0 < real <= 1:

@@ -227,6 +227,16 @@ def _check_option(group: str, option) -> None:
 
 
 @functools.cache
+def schema_default(key: str):
+    """The schema's default of a dotted key (None for a key it does not have)."""
+    return OmegaConf.select(_defaults(), key, default=None)
+
+
+@functools.cache
+def _defaults() -> DictConfig:
+    return OmegaConf.structured(schema())
+
+
 def _schema_keys() -> tuple[str, ...]:
     base = OmegaConf.structured(schema())
     sections = [k for k in base if OmegaConf.is_config(base[k])]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ganlab.average import WeightAverage
 from ganlab.config import D_BATCHES
 from ganlab.data.base import restore_stream, stream_state
 from ganlab.extras import Extra
@@ -88,9 +89,12 @@ def play_round(schedule: Schedule, d_step: Callable[[], dict], g_step: Callable[
 class GAN:
     def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, game: Game, data, schedule: Schedule, *,
-                 noise_seed: int, device: torch.device):
-        """G and D already on `device`, with their optimisers."""
+                 noise_seed: int, device: torch.device, ema: float = 0.0):
+        """G and D already on `device`, with their optimisers; `ema` > 0 keeps an average
+        of G's weights with that decay (ganlab.average), which evaluation then scores."""
         self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
+        # copied before the plug-ins bind to G: the average is G's network alone
+        self.average = WeightAverage(G, ema) if ema > 0 else None
         self.loss, self.labels, self.extras = game.loss, game.labels, game.extras
         self.data, self.schedule, self.device = data, schedule, device
         self.z_dim, self.num_classes = G.z_dim, data.num_classes
@@ -235,7 +239,15 @@ class GAN:
     def g_step(self) -> dict[str, torch.Tensor]:
         total, stats = self.g_cost(self.G, self.D, *self.g_inputs(), draw_real=self._real_batch)
         self._update("g", total, self.opt_g)
+        if self.average is not None:
+            self.average.update(self.G)
         return stats
+
+    @property
+    def scored(self) -> nn.Module:
+        """The generator evaluation scores: the average of G's weights where the run keeps
+        one (eval.ema), else G."""
+        return self.G if self.average is None else self.average.net
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One round: k D updates then g_steps G updates; the last values of each.
@@ -257,11 +269,13 @@ class GAN:
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator, batch_size: int,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
-        """n samples in eval mode from a caller's generator (training streams untouched).
+        """n samples of the scored generator (`scored`) in eval mode, from a caller's
+        generator (training streams untouched).
 
         A conditional G gets `labels` (or uniform labels from `generator`)."""
-        was_training = self.G.training
-        self.G.eval()
+        G = self.scored
+        was_training = G.training
+        G.eval()
         out = []
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
@@ -271,15 +285,16 @@ class GAN:
                 y = (labels[start:start + m] if labels is not None
                      else torch.randint(self.num_classes, (m,), generator=generator))
                 y = y.to(self.device)
-            out.append(self.G(z, y).float().cpu())
-        self.G.train(was_training)
+            out.append(G(z, y).float().cpu())
+        G.train(was_training)
         return torch.cat(out)
 
     def state_dict(self) -> dict:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "noise": stream_state(self.noise), "data": self.data.state_dict(),
-                "extras": {e.name: e.state_dict() for e in self.extras}}
+                "extras": {e.name: e.state_dict() for e in self.extras},
+                **({} if self.average is None else {"G_average": self.average.state_dict()})}
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
@@ -290,3 +305,8 @@ class GAN:
         self.data.load_state_dict(state["data"])
         for extra in self.extras:
             extra.load_state_dict(state["extras"][extra.name])
+        if self.average is not None:
+            if "G_average" not in state:
+                raise ValueError("the checkpoint holds no average of G's weights (its run "
+                                 "had eval.ema=0)")
+            self.average.load_state_dict(state["G_average"])

@@ -54,6 +54,9 @@ def uncapturable(cfg: DictConfig, device: torch.device) -> list[str]:
     problems += [f"extras.{name} (its state is updated by Python between steps)"
                  for name, options in resolve_options(cfg.extras).items()
                  if EXTRAS[name].active(options) and stateful(EXTRAS[name])]
+    if cfg.eval.ema > 0:
+        problems.append(f"eval.ema={cfg.eval.ema} (the average's decay warms up by a count "
+                        "kept on the host)")
     if len(cfg.fanout.group_seeds) > 1:
         problems.append(f"fanout.group_seeds={list(cfg.fanout.group_seeds)} (stacked seeds are "
                         "not captured yet)")

@@ -27,6 +27,7 @@ from ganlab.config import (
     flatten,
     keys_with_role,
 )
+from ganlab.configure import schema_default
 from ganlab.evaluate import build_evaluator
 from ganlab.evaluate.score import EvaluationStopped, score
 from ganlab.graphs import GraphedRound, refuse_uncapturable
@@ -73,6 +74,8 @@ def experiment_config(cfg: DictConfig) -> dict:
 
 
 def refuse_drift(run_dir: Path, saved: dict, current: dict, what: str) -> None:
+    # a key that did not exist when `saved` was written ran as its default (eval.ema=0)
+    saved = {**{k: schema_default(k) for k in current if k not in saved}, **saved}
     changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
                for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
     if changed:

@@ -11,6 +11,8 @@ exactly as its own optimiser would, and a seed whose loss turns NaN cannot touch
 The members' own networks and optimisers are left behind during training; `unstack(i)`
 copies seed i's state back into them before anything reads them (evaluation, checkpoints),
 so a member's checkpoint is exactly a single run's and `rerun` of one seed runs it alone.
+The average of G's weights (`eval.ema`) is stacked the same way and moves after each G
+update exactly as a single run's (ganlab.average).
 
 Which configs can be stacked is decided by `unsupported` (one line naming what cannot).
 """
@@ -24,6 +26,7 @@ import torch
 from omegaconf import DictConfig
 from torch.func import functional_call, stack_module_state, vmap
 
+from ganlab.average import decay_at
 from ganlab.gan import GAN, logged_values, play_round
 from ganlab.optim import Adam
 
@@ -66,6 +69,16 @@ class SeedStack:
                                 [getattr(g, net) for g in self.gans])
             self.opts[net] = stacked
         self.g_reads_real = lead.g_reads_real
+        # the average of G's weights (eval.ema): stacked, updated after each G update
+        self.average = None
+        if lead.average is not None:
+            members = [g.average for g in self.gans]
+            if len({a.updates for a in members}) > 1:
+                raise ValueError("members of a seed stack must have averaged G equally often")
+            params, buffers = stack_module_state([a.net for a in members])
+            self.average = ({k: v.detach() for k, v in params.items()},
+                            {k: v.detach() for k, v in buffers.items()})
+            self.average_updates = members[0].updates
 
     def _stack_moments(self, stacked: torch.optim.Optimizer, opts, nets) -> None:
         """Adam's state of resumed members, stacked (they stepped equally often)."""
@@ -112,7 +125,21 @@ class SeedStack:
         def cost(G, D, z, y_fake, real=None, y_real=None):
             return self.lead.g_cost(G, D, z, y_fake, draw_real=lambda: (real, y_real))
 
-        return self._update("G", cost, inputs)
+        stats = self._update("G", cost, inputs)
+        if self.average is not None:
+            self._update_average()
+        return stats
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """Every member's average one step toward its G (ganlab.average.WeightAverage)."""
+        (params, buffers), (avg_params, avg_buffers) = self.state["G"], self.average
+        d = decay_at(self.lead.average.decay, self.average_updates)
+        torch._foreach_lerp_(list(avg_params.values()),
+                             [params[k].detach() for k in avg_params], 1.0 - d)
+        for k, b in avg_buffers.items():
+            b.copy_(buffers[k])
+        self.average_updates += 1
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One round for every member; each stat stacked along the seed dimension."""
@@ -145,6 +172,13 @@ class SeedStack:
                 p.copy_(params[key][i])
             for key, b in net.named_buffers():
                 b.copy_(buffers[key][i])
+            if name == "G" and self.average is not None:
+                average, (avg_params, avg_buffers) = gan.average, self.average
+                for key, p in average.net.named_parameters():
+                    p.copy_(avg_params[key][i])
+                for key, b in average.net.named_buffers():
+                    b.copy_(avg_buffers[key][i])
+                average.updates = self.average_updates
             opt, stacked = getattr(gan, opt_name), self.opts[name]
             for p, sp in zip(net.parameters(), stacked.param_groups[0]["params"], strict=True):
                 state = stacked.state.get(sp)

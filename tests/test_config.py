@@ -120,6 +120,8 @@ def test_defaults_are_the_documented_ones(make_cfg):
     (["extras.minibatch_discrimination.kernels=-1"], "kernels=-1", ">= 0"),
     (["extras.feature_matching.weight=-1"], "extras.feature_matching.weight=-1", ">= 0"),
     (["labels.class_weight=-1"], "labels.class_weight=-1", ">= 0"),
+    (["eval.ema=1"], "eval.ema=1.0", "decay of the average of G's weights and must be in [0, 1)"),
+    (["eval.ema=-0.1"], "eval.ema=-0.1", ">= 0"),
     (["train.device=tpu"], "train.device='tpu'", "auto, cpu, cuda"),
     (["norm.g=batch", "train.batch_size=1"], "train.batch_size=1", ">= 2"),
 ])

@@ -106,9 +106,9 @@ def test_same_seed_same_weights_other_seed_other_weights(make_cfg, tmp_path):
 
 COMMON = ["logger=none", "train.progress=false", "train.device=cpu"]
 RESUME_CASES = {
-    # batch norm's running statistics and the 2-D data stream
+    # batch norm's running statistics, the 2-D data stream and the average of G's weights
     "mlp": (["train.steps=120", "train.checkpoint_every=40", "eval.every=40",
-             "eval.num_samples=500", "norm=batch"], 80),
+             "eval.num_samples=500", "norm=batch", "eval.ema=0.99"], 80),
     # real MNIST's epoch order, conv nets (image metrics off: the run is about resuming)
     "dcgan": (["data=mnist", "data.download=false", "train.steps=6",
                "train.batch_size=8", "train.checkpoint_every=3", "eval.every=3",

@@ -44,6 +44,7 @@ TRICKS = {
     "smoothing, k=3, g=2, minimax": ["smoothing=one_sided", "train.d_steps=3",
                                      "train.g_steps=2", "loss=minimax"],
     "pacgan D, fixed set": ["model=pacgan_mlp", "data=grid25", "data.train_size=300"],
+    "average of G's weights, batch norm in G": ["eval.ema=0.9", "norm.g=batch"],
 }
 
 
@@ -88,6 +89,10 @@ def test_a_stacked_seed_equals_the_seed_run_alone(make_cfg, float64, case, impl)
         for net in ("G", "D"):
             assert _max_diff(getattr(solo, net).state_dict(),
                              getattr(member, net).state_dict()) <= 1e-8, (case, net, i)
+        if solo.average is not None:  # the average of G's weights (eval.ema)
+            assert member.average.updates == solo.average.updates == ROUNDS
+            assert _max_diff(solo.average.net.state_dict(),
+                             member.average.net.state_dict()) <= 1e-8, (case, i)
         for opt in ("opt_g", "opt_d"):  # Adam's moments and step count
             a, b = getattr(solo, opt).state_dict(), getattr(member, opt).state_dict()
             for p in a["state"]:

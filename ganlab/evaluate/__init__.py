@@ -56,7 +56,7 @@ class ModeEvaluator:
         # modes_rule: how a mode counts as covered (above a uniform cloud's chance level);
         # records without it counted a mode with mode_min_count samples, and never compare
         return {**self.settings, "metrics": "modes2d", "features": None, "g_mode": "eval",
-                "ema": False, "modes_rule": "above_uniform_chance", "modes_chance": CHANCE}
+                "modes_rule": "above_uniform_chance", "modes_chance": CHANCE}
 
     def num_samples(self, final: bool) -> int:
         return self.cfg.num_samples
@@ -98,7 +98,7 @@ class NoImageMetrics(ModeEvaluator):
     """`eval.features=none`: sample grids only (fast runs, smoke tests, benchmarks)."""
 
     def protocol(self) -> dict:
-        return {**self.settings, "metrics": "none", "g_mode": "eval", "ema": False}
+        return {**self.settings, "metrics": "none", "g_mode": "eval"}
 
     keys = ()
 
@@ -125,7 +125,7 @@ class ImageEvaluator:
         # hash, and the size of the real reference set actually used
         return {**self.settings, "metrics": "fid,is,kid,precision_recall",
                 **self.extractor.protocol(), "real_split": self.reference.split,
-                "real_num_samples": self.reference.count, "g_mode": "eval", "ema": False}
+                "real_num_samples": self.reference.count, "g_mode": "eval"}
 
     def num_samples(self, final: bool) -> int:
         return self.cfg.final_num_samples if final else self.cfg.num_samples

@@ -2,7 +2,8 @@
 members of its minibatch are redrawn.
 
 Measured in train mode, the mode G trains in (in eval mode batch norm uses running
-statistics and nothing couples); G's buffers (running statistics) are restored afterwards,
+statistics and nothing couples); the scored generator is measured (G, or the
+average of its weights with `eval.ema`), and its buffers (running statistics) are restored afterwards,
 so the measurement never changes the run. The value is the mean absolute change of the
 fixed samples' outputs relative to their mean absolute value: ~0 when each sample is
 computed on its own (none, reference, virtual norm), clearly > 0 with batch norm.
@@ -18,7 +19,7 @@ def coupled_outputs(gan, batch_size: int, generator: torch.Generator,
                     n_fixed: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """G's outputs for the same `n_fixed` latents (and labels) inside two minibatches of
     `batch_size` whose other members differ, in train mode; G's buffers are restored."""
-    G = gan.G
+    G = gan.scored  # the generator evaluation scores (G, or its weight average)
     n_fixed = max(1, min(n_fixed, batch_size // 2))
     n_other = batch_size - n_fixed
     buffers = [(b, b.clone()) for b in G.buffers()]

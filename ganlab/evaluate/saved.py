@@ -19,7 +19,14 @@ def load_run_config(run_dir: Path, overrides: list[str]):
         raise ConfigError(f"{', '.join(bad)}: only evaluation, schedule and infrastructure "
                           "keys (eval.*, data.root, train.device, ...) may change when "
                           "re-scoring a run; anything else would describe another model")
+    saved = load_config(run_dir, [])
     cfg = load_config(run_dir, overrides)
+    if cfg.eval.ema != saved.eval.ema:
+        raise ConfigError(f"eval.ema={cfg.eval.ema} is not allowed when re-scoring {run_dir}: "
+                          "the average of G's weights is built during training, and this run "
+                          + (f"built it with eval.ema={saved.eval.ema}" if saved.eval.ema else
+                             "kept none (eval.ema=0)") + "; to score another average, train "
+                          f"it: python -m ganlab.rerun {run_dir} eval.ema={cfg.eval.ema}")
     if any(o.startswith("eval.num_samples=") for o in overrides):
         cfg.eval.final_num_samples = cfg.eval.num_samples
     check(cfg)
