@@ -226,7 +226,6 @@ def _check_option(group: str, option) -> None:
                           f"{', '.join(options)}{_did_you_mean(str(option), options)}")
 
 
-@functools.cache
 def schema_default(key: str):
     """The schema's default of a dotted key (None for a key it does not have)."""
     return OmegaConf.select(_defaults(), key, default=None)
@@ -237,6 +236,7 @@ def _defaults() -> DictConfig:
     return OmegaConf.structured(schema())
 
 
+@functools.cache
 def _schema_keys() -> tuple[str, ...]:
     base = OmegaConf.structured(schema())
     sections = [k for k in base if OmegaConf.is_config(base[k])]
