@@ -32,6 +32,15 @@ def decay_at(decay: float, updates: int) -> float:
     return min(decay, (1 + updates) / (10 + updates))
 
 
+@torch.no_grad()
+def move_toward(average, source, average_buffers, source_buffers, decay: float) -> None:
+    """One update of an average: its parameters toward `source`'s by 1 - decay, its buffers
+    set to `source_buffers` (a single run's, or a seed stack's stacked tensors)."""
+    torch._foreach_lerp_(list(average), list(source), 1.0 - decay)
+    for mine, theirs in zip(average_buffers, source_buffers, strict=True):
+        mine.copy_(theirs)
+
+
 class WeightAverage:
     """The average of a network's weights: `net` is a copy of it that holds the average
     (no gradients), `update(source)` moves it toward `source`'s weights."""
@@ -42,13 +51,9 @@ class WeightAverage:
         self.decay, self.updates = decay, 0
         self.net = copy.deepcopy(net).requires_grad_(False)
 
-    @torch.no_grad()
     def update(self, source: nn.Module) -> None:
-        d = decay_at(self.decay, self.updates)
-        average = list(self.net.parameters())
-        torch._foreach_lerp_(average, [p.detach() for p in source.parameters()], 1.0 - d)
-        for mine, theirs in zip(self.net.buffers(), source.buffers(), strict=True):
-            mine.copy_(theirs)
+        move_toward(self.net.parameters(), [p.detach() for p in source.parameters()],
+                    self.net.buffers(), source.buffers(), decay_at(self.decay, self.updates))
         self.updates += 1
 
     def state_dict(self) -> dict:

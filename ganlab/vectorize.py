@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 from torch.func import functional_call, stack_module_state, vmap
 
-from ganlab.average import decay_at
+from ganlab.average import decay_at, move_toward
 from ganlab.gan import GAN, logged_values, play_round
 from ganlab.optim import Adam
 
@@ -130,15 +130,12 @@ class SeedStack:
             self._update_average()
         return stats
 
-    @torch.no_grad()
     def _update_average(self) -> None:
         """Every member's average one step toward its G (ganlab.average.WeightAverage)."""
         (params, buffers), (avg_params, avg_buffers) = self.state["G"], self.average
-        d = decay_at(self.lead.average.decay, self.average_updates)
-        torch._foreach_lerp_(list(avg_params.values()),
-                             [params[k].detach() for k in avg_params], 1.0 - d)
-        for k, b in avg_buffers.items():
-            b.copy_(buffers[k])
+        move_toward(avg_params.values(), [params[k].detach() for k in avg_params],
+                    avg_buffers.values(), [buffers[k] for k in avg_buffers],
+                    decay_at(self.lead.average.decay, self.average_updates))
         self.average_updates += 1
 
     def train_step(self) -> dict[str, torch.Tensor]:
@@ -167,21 +164,22 @@ class SeedStack:
         """Copy member i's networks and Adam state out of the stack into its own GAN."""
         gan = self.gans[i]
         for name, opt_name in (("G", "opt_g"), ("D", "opt_d")):
-            net, params, buffers = getattr(gan, name), *self.state[name]
-            for key, p in net.named_parameters():
-                p.copy_(params[key][i])
-            for key, b in net.named_buffers():
-                b.copy_(buffers[key][i])
+            net = getattr(gan, name)
+            _copy_member(net, *self.state[name], i)
             if name == "G" and self.average is not None:
-                average, (avg_params, avg_buffers) = gan.average, self.average
-                for key, p in average.net.named_parameters():
-                    p.copy_(avg_params[key][i])
-                for key, b in average.net.named_buffers():
-                    b.copy_(avg_buffers[key][i])
-                average.updates = self.average_updates
+                _copy_member(gan.average.net, *self.average, i)
+                gan.average.updates = self.average_updates
             opt, stacked = getattr(gan, opt_name), self.opts[name]
             for p, sp in zip(net.parameters(), stacked.param_groups[0]["params"], strict=True):
                 state = stacked.state.get(sp)
                 if state:
                     opt.state[p] = {k: v.clone() if k == "step" else v[i].clone()
                                     for k, v in state.items()}
+
+
+def _copy_member(net, params: dict, buffers: dict, i: int) -> None:
+    """Member i's slice of stacked weights and buffers into its own network."""
+    for key, p in net.named_parameters():
+        p.copy_(params[key][i])
+    for key, b in net.named_buffers():
+        b.copy_(buffers[key][i])

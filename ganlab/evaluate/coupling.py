@@ -2,9 +2,9 @@
 members of its minibatch are redrawn.
 
 Measured in train mode, the mode G trains in (in eval mode batch norm uses running
-statistics and nothing couples); the scored generator is measured (G, or the
-average of its weights with `eval.ema`), and its buffers (running statistics) are restored afterwards,
-so the measurement never changes the run. The value is the mean absolute change of the
+statistics and nothing couples), on the generator evaluation scores (G, or the average of
+its weights with `eval.ema`); its buffers (running statistics) are restored afterwards, so
+the measurement never changes the run. The value is the mean absolute change of the
 fixed samples' outputs relative to their mean absolute value: ~0 when each sample is
 computed on its own (none, reference, virtual norm), clearly > 0 with batch norm.
 """
