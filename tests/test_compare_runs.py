@@ -12,7 +12,7 @@ import pytest
 
 from ganlab.compare.__main__ import main
 from ganlab.compare.runs import group_runs, load_results
-from ganlab.compare.tables import format_brief
+from ganlab.compare.tables import brief_cell, format_brief
 from ganlab.storage import atomic_write_json
 
 TRICK = {"labels.name": "none", "loss.name": "minimax", "smoothing.real_target": 1.0,
@@ -92,22 +92,35 @@ def test_brief_pools_seeds_per_variant_without_diverged_runs(sweep):
     header = next(line for line in lines if line.startswith("variant"))
     assert header.split() == ["variant", "runs", "done/div/fail", "hq_pct", "modes_covered",
                               "reverse_kl"]
-    hq, kl = HQ["minimax"], KL["minimax"]
-    # minimax coverage 6, 7, 8: mean 7 and sample sd 1 (the diverged 0 left out)
+    hq = HQ["minimax"]
+    # minimax coverage 6, 7, 8: mean 7 and sample sd 1 (the diverged 0 left out); reverse KL
+    # is on a log scale: 0.31, 0.12, 0.05 -> geometric mean 0.1231, SD of the logs 0.9148
     assert cells(lines, "loss=minimax") == [
         "loss=minimax", "4", "3/1/0",
         f"{statistics.fmean(hq):.3g} ± {statistics.stdev(hq):.2g}",
         "7 ± 1",
-        f"{statistics.fmean(kl):.3g} ± {statistics.stdev(kl):.2g}"]
-    # the NaN KL was stored as null and is left out: two values remain
+        "0.123 ×/÷ 2.5"]
+    # the NaN KL was stored as null and is left out: 0.02 and 0.04 remain, geometric mean
+    # sqrt(0.0008) = 0.02828, geometric SD exp(ln 2 / sqrt 2) = 1.632
     assert cells(lines, "loss=non_saturating") == [
         "loss=non_saturating", "3", "3/0/0",
         f"{statistics.fmean(HQ['non_saturating']):.3g} ± "
         f"{statistics.stdev(HQ['non_saturating']):.2g}",
         f"{statistics.fmean([8, 8, 5]):.3g} ± {statistics.stdev([8, 8, 5]):.2g}",
-        f"{0.03:.3g} ± {statistics.stdev([0.02, 0.04]):.2g}"]
+        "0.0283 ×/÷ 1.6"]
     assert cells(lines, "(one variant)") == [
-        "(one variant)", "1", "1/0/0", "99 ± 0", "8 ± 0", "0.01 ± 0"]
+        "(one variant)", "1", "1/0/0", "99 ± 0", "8 ± 0", "0.01 ×/÷ 1"]
+    assert ("reverse_kl: log scale, geometric mean ×/÷ geometric SD (as the report's tables; "
+            "± where a value is 0)") in lines
+
+
+def test_brief_cell_on_a_log_scale_metric_falls_back_to_the_mean_with_a_zero():
+    # KID of three seeds a decade apart: the arithmetic mean 0.037 is 3.7x the centre the
+    # report's tables use; with an exact 0 the log form is undefined, as in the tables
+    assert brief_cell("eval/kid", [0.001, 0.01, 0.1]) == "0.01 ×/÷ 10"
+    assert brief_cell("eval/kid", [0.0, 0.01]) == f"0.005 ± {statistics.stdev([0, 0.01]):.2g}"
+    assert brief_cell("eval/fid", [10.0, 20.0]) == f"15 ± {statistics.stdev([10, 20]):.2g}"
+    assert brief_cell("eval/kid", []) == "—"
 
 
 def test_brief_cli_prints_each_class_and_writes_nothing(sweep, capsys):

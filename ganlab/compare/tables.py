@@ -365,7 +365,8 @@ def aligned(lines: list[list[str]]) -> list[str]:
 
 
 def format_brief(results: list[dict], metrics: list[str] | None = None) -> str:
-    """A quick look: per class, mean ± std over seeds of every eval metric per variant
+    """A quick look: per class, mean ± std over seeds of every eval metric per variant (on a
+    log-scale metric, the geometric mean ×/÷ its geometric SD: `brief_cell`)
     (completed runs only, one per seed), with each variant's runs by status: completed,
     diverged, failed, and, where a class has any, unfinished (running or interrupted) and
     duplicates (runs of a seed another run of the variant stands for), so that the counts
@@ -388,14 +389,33 @@ def format_brief(results: list[dict], metrics: list[str] | None = None) -> str:
                        *([v.left_out] if duplicates else [])]
             cells = [v.label, str(len(v.runs) + v.left_out), "/".join(map(str, numbers))]
             for m in names:
-                values = [r["metrics"][m] for r in v.runs if r["status"] == "completed"
-                          and r["metrics"].get(m) is not None]
-                sd = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.fmean(values):.3g} ± {sd:.2g}" if values else "—")
+                cells.append(brief_cell(m, [r["metrics"][m] for r in v.runs
+                                            if r["status"] == "completed"
+                                            and r["metrics"].get(m) is not None]))
             lines.append(cells)
+        logs = [m.split("/", 1)[1] for m in names if metric_info(m).scale == "log"]
         out += [f"class [{group.label}]", *aligned(lines), *unfinished_lines(unfinished),
-                *duplicate_lines(duplicates), ""]
+                *duplicate_lines(duplicates)]
+        if logs:
+            out.append(f"{', '.join(logs)}: log scale, geometric mean ×/÷ geometric SD "
+                       "(as the report's tables; ± where a value is 0)")
+        out.append("")
     return "\n".join(out)
+
+
+def brief_cell(name: str, values: list[float]) -> str:
+    """One metric's seeds in a brief: mean ± SD, or on a log-scale metric (ganlab.metrics)
+    the geometric mean ×/÷ the geometric SD, the centre the report's tables use (an
+    arithmetic mean of KIDs spanning a decade sits far above it). A zero among the values
+    falls back to the linear form, as the tables do."""
+    if not values:
+        return "—"
+    if metric_info(name).scale == "log" and min(values) > 0:
+        logs = [math.log(v) for v in values]
+        factor = math.exp(statistics.stdev(logs)) if len(logs) > 1 else 1.0
+        return f"{math.exp(statistics.fmean(logs)):.3g} ×/÷ {factor:.2g}"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3g} ± {sd:.2g}"
 
 
 def default_metric(results: list[dict]) -> str:
