@@ -43,39 +43,60 @@ def save_image_grid(images: torch.Tensor, path: Path) -> None:
 
 
 def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: str,
-                 size: int = 450) -> None:
-    """Generated points (blue) over the true modes (red crosses), drawn with PIL: a run
-    saves one at every evaluation, and matplotlib would add a second to each."""
+                 std: float | None = None, hq_std: float = 3.0, size: int = 450
+                 ) -> list[bool]:
+    """Generated points (blue) drawn over the true modes, with PIL: a run saves one at every
+    evaluation, and matplotlib would add a second to each. Each mode is a ring of radius
+    hq_std * std (eval.hq_std, the high-quality radius of ganlab.evaluate.modes), grey where a
+    shown sample lies inside it, red with a cross where none does, so a mode G dropped is seen at a glance even when
+    every sample sits on a mode; the samples go on top, so none hides under a marker. Returns
+    which modes hold a shown sample (all, without `std`)."""
     from PIL import ImageDraw
 
     margin, top = 30, 24
     span = float(modes.abs().max()) * 1.5 + 0.5  # the axes show [-span, span]^2
     inner = size - 2 * margin
+    scale = inner / (2 * span)  # pixels per data unit
 
     def to_px(xy: np.ndarray) -> np.ndarray:
-        px = (xy + span) / (2 * span) * inner
+        px = (xy + span) * scale
         return np.stack([margin + px[:, 0], size - margin - px[:, 1] + top / 2], axis=1)
 
+    pts = samples[torch.isfinite(samples).all(dim=1)].double()
+    centres = modes.double()
+    if std is not None and len(pts):
+        held = (torch.cdist(centres, pts) <= hq_std * std).any(dim=1).tolist()
+    else:
+        held = [True] * len(centres)
     image = Image.new("RGBA", (size, size), "white")
-    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    pts = samples[torch.isfinite(samples).all(dim=1)].double().numpy()
-    for x, y in to_px(pts):
-        draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=(31, 119, 180, 170))
-    image = Image.alpha_composite(image, layer)
     draw = ImageDraw.Draw(image)
     y0, y1 = to_px(np.array([[-span, -span], [span, span]]))[:, 1]
     draw.rectangle((margin, y1, size - margin, y0), outline="black")
-    for x, y in to_px(modes.double().numpy()):
-        draw.line((x - 6, y - 6, x + 6, y + 6), fill=(214, 39, 40), width=3)
-        draw.line((x - 6, y + 6, x + 6, y - 6), fill=(214, 39, 40), width=3)
-    draw.text((margin, 6), f"{title}   (blue: generated, red: true modes; "
-                           f"axes [-{span:.3g}, {span:.3g}])", fill="black")
+    ring = max(5.0, hq_std * std * scale) if std is not None else 6.0
+    for (x, y), ok in zip(to_px(centres.numpy()), held, strict=True):
+        colour = (150, 150, 150) if ok else (214, 39, 40)
+        draw.ellipse((x - ring, y - ring, x + ring, y + ring), outline=colour,
+                     width=1 if ok else 2)
+        if not ok:
+            draw.line((x - 4, y - 4, x + 4, y + 4), fill=colour, width=2)
+            draw.line((x - 4, y + 4, x + 4, y - 4), fill=colour, width=2)
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    dots = ImageDraw.Draw(layer)
+    for x, y in to_px(pts.numpy()):
+        dots.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=(31, 119, 180, 170))
+    image = Image.alpha_composite(image, layer)
+    draw = ImageDraw.Draw(image)
+    count = f"{sum(held)}/{len(held)} modes hold a sample; " if std is not None else ""
+    draw.text((margin, 2), f"{title}   (axes [-{span:.3g}, {span:.3g}])", fill="black")
+    draw.text((margin, 13), f"{count}blue: generated, ring: a true mode's {hq_std:g} std"
+                            f"{', red: none there' if std is not None else ''}", fill="black")
     save_png(image, path)
+    return held
 
 
-def save_samples(samples: torch.Tensor, data, path: Path, title: str, grid_size: int) -> None:
+def save_samples(samples: torch.Tensor, data, path: Path, title: str, grid_size: int,
+                 hq_std: float = 3.0) -> None:
     if data.kind == "toy2d":
-        save_scatter(samples, data.modes, path, title)
+        save_scatter(samples, data.modes, path, title, getattr(data, "std", None), hq_std)
     else:
         save_image_grid(samples[:grid_size], path)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ganlab.data.toy import GaussianMixture2D
-from ganlab.plots import image_grid, save_samples
+from ganlab.plots import image_grid, save_samples, save_scatter
 
 
 def five_grey_images() -> torch.Tensor:
@@ -54,6 +54,28 @@ def test_image_grid_without_padding_is_a_plain_mosaic():
     assert grid[..., 0].tolist() == [[0, 255], [255, 0]]
 
 
+def _red(px: np.ndarray) -> np.ndarray:
+    return (px[..., 0] > 180) & (px[..., 1] < 90) & (px[..., 2] < 90)
+
+
+def _blue(px: np.ndarray) -> np.ndarray:  # the samples' blue, alone or blended on white
+    return (px[..., 2] > 150) & (px[..., 2] - px[..., 0] > 60)
+
+
+def _near(pixels: np.ndarray, xy: tuple[float, float], kind, reach: int = 9) -> int:
+    """How many pixels of a kind (`_red`, `_blue`) lie within `reach` px of `xy`."""
+    x, y = round(xy[0]), round(xy[1])
+    return int(kind(pixels[y - reach:y + reach + 1, x - reach:x + reach + 1].astype(int)).sum())
+
+
+def _mode_px(mode: torch.Tensor, modes: torch.Tensor) -> tuple[float, float]:
+    # the picture's axes: [-span, span]^2 inside a 30 px margin, shifted down 12 px for the
+    # two title lines (ganlab.plots.save_scatter)
+    span = float(modes.abs().max()) * 1.5 + 0.5
+    scale = (450 - 60) / (2 * span)
+    return 30 + (float(mode[0]) + span) * scale, 450 - 30 - (float(mode[1]) + span) * scale + 12
+
+
 def test_save_samples_scatter_for_2d_data(tmp_path):
     data = GaussianMixture2D("ring8", seed=0, device=torch.device("cpu"))
     samples, _ = data.sample(300)
@@ -64,11 +86,31 @@ def test_save_samples_scatter_for_2d_data(tmp_path):
         assert img.format == "PNG"
         assert img.size == (450, 450)  # 4.5 in at 100 dpi
         assert img.mode == "RGBA"
-        pixels = np.asarray(img.convert("RGB")).reshape(-1, 3).astype(int)
-    # something was drawn: red mode markers and blue samples on the white background
-    red = (pixels[:, 0] > 180) & (pixels[:, 1] < 90) & (pixels[:, 2] < 90)
-    blue = (pixels[:, 2] > 150) & (pixels[:, 0] < 120)
-    assert red.sum() > 20 and blue.sum() > 20
+        pixels = np.asarray(img.convert("RGB")).astype(int)
+    # every mode holds samples: grey rings, no red; the samples are drawn
+    assert _red(pixels).sum() == 0 and _blue(pixels).sum() > 20
+
+
+def test_a_mode_without_samples_is_marked_red_and_samples_are_not_hidden(tmp_path):
+    data = GaussianMixture2D("grid25", seed=0, device=torch.device("cpu"))
+    samples, labels = data.sample(2000)
+    kept = labels < 20  # G dropped the last five modes
+    path = tmp_path / "step_100.png"
+    held = save_scatter(samples[kept], data.modes, path, "grid25", data.std)
+    assert held == [True] * 20 + [False] * 5
+    # a sample just outside a dropped mode's 3-std disc does not count for it
+    near = data.modes[24:25] + torch.tensor([[3.2 * data.std, 0.0]])
+    assert save_scatter(near, data.modes, tmp_path / "near.png", "", data.std)[24] is False
+    assert save_scatter(near, data.modes, tmp_path / "wide.png", "", data.std,
+                        hq_std=4.0)[24] is True
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    for i, mode in enumerate(data.modes):
+        at = _mode_px(mode, data.modes)
+        if held[i]:  # its samples sit on top of its ring: blue at the centre, no red
+            assert _near(pixels, at, _blue, reach=3) > 0
+            assert _near(pixels, at, _red) == 0
+        else:  # a red ring and cross where G puts nothing
+            assert _near(pixels, at, _red) > 10
 
 
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])

@@ -56,5 +56,5 @@ def score(gan, evaluator, *, seed: int, step: int, final: bool, eval_cfg, coupli
                 shown = part
     metrics = tally.result()
     metrics["eval/coupling"] = batch_coupling(gan, coupling_batch, gen)  # SCORE_KEYS
-    save_samples(shown, gan.data, picture, title, eval_cfg.grid_size)
+    save_samples(shown, gan.data, picture, title, eval_cfg.grid_size, eval_cfg.hq_std)
     return metrics, n
