@@ -1,0 +1,115 @@
+"""Every seed's final samples of a 2-D sweep side by side: one row per variant, one column
+per seed, so that which seeds dropped modes, and which modes, can be seen at once.
+
+    python experiments/smoothing/seed_pictures.py SWEEP_DIR --out FILE.png [--key KEY]
+        [--order A,B,...]
+
+Each completed run is re-scored (`ganlab.evaluate`) in a scratch copy of its dir, so the
+sweep is left as it is: the picture is of the generator its record scored (the average of
+G's weights where `eval.ema` is set), from its last checkpoint and the final evaluation's
+own latents, drawn by today's ganlab.plots (a ring at each mode, red where no sample is).
+A run whose re-scored metrics differ from its record is refused: the picture would not be
+of the run the table reports. `--key` names the setting that labels the rows (default:
+the one key the cells' folder names differ in); `--order` lists its values in the order
+the rows take (default: sorted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ganlab.evaluate.__main__ import rescore  # noqa: E402
+from ganlab.result import read_result  # noqa: E402
+
+SHOWN = ("eval/modes_covered", "eval/hq_pct")
+
+
+def cell_settings(cell: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in cell.split(","))
+
+
+def row_key(cells: list[str]) -> str:
+    settings = [cell_settings(c) for c in cells]
+    varying = [k for k in settings[0] if len({s.get(k) for s in settings}) > 1]
+    if len(varying) != 1:
+        raise SystemExit(f"the cells differ in {varying or 'nothing'}: name the row key "
+                         "with --key")
+    return varying[0]
+
+
+def picture(run_dir: Path, scratch: Path) -> tuple[Path, dict]:
+    """The re-scored picture of a run and its record, after checking the scores agree."""
+    record = read_result(run_dir)
+    copy = scratch / f"{run_dir.parent.name}-{run_dir.name}"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("samples", "wandb"))
+    scores = rescore(copy, [])
+    for key in (k for k in record["metrics"] if k.startswith("eval/")):
+        if key in scores and scores[key] != record["metrics"][key]:
+            raise SystemExit(f"{run_dir}: re-scored {key} = {scores[key]} but the record holds "
+                             f"{record['metrics'][key]}; not the run the table reports")
+    return copy / "samples" / f"evaluate_step_{scores['step']:07d}.png", record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--key", default=None)
+    parser.add_argument("--order", default=None, help="row labels, comma-separated")
+    args = parser.parse_args(argv)
+    runs = [p.parent for p in sorted(args.sweep.glob("*/seed=*/result.json"))
+            if (read_result(p.parent) or {}).get("status") == "completed"]
+    if not runs:
+        parser.error(f"no completed run in {args.sweep}")
+    cells = sorted({r.parent.name for r in runs})
+    key = args.key or (row_key(cells) if len(cells) > 1 else None)
+    label = {c: cell_settings(c).get(key, c) if key else "" for c in cells}
+    if args.order:
+        order = args.order.split(",")
+        unknown = sorted(set(label.values()) - set(order))
+        if unknown:
+            parser.error(f"--order leaves out {', '.join(unknown)} (rows: "
+                         f"{', '.join(sorted(label.values()))})")
+        cells.sort(key=lambda c: order.index(label[c]))
+    seeds = sorted({int(r.name.split("=", 1)[1]) for r in runs})
+    fig, axes = plt.subplots(len(cells), len(seeds), figsize=(1.9 * len(seeds),
+                                                              2.1 * len(cells)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, run in enumerate(runs, 1):
+            png, record = picture(run, Path(scratch))
+            ax = axes[cells.index(run.parent.name), seeds.index(record["seed"])]
+            # the scatter's box without its two title lines (ganlab.plots.save_scatter)
+            ax.imshow(np.asarray(Image.open(png).convert("RGB"))[38:425, 26:424])
+            m = record["metrics"]
+            ax.set_title(f"seed {record['seed']}: {m[SHOWN[0]]:g} modes, {m[SHOWN[1]]:.0f} % HQ",
+                         fontsize=7)
+            print(f"[{i}/{len(runs)}] {run.parent.name}/{run.name}: "
+                  f"{m[SHOWN[0]]:g} modes, {m[SHOWN[1]]:.1f} % HQ (re-scored: equal)")
+    for c in cells:
+        axes[cells.index(c), 0].text(-0.08, 0.5, label[c], transform=axes[cells.index(c), 0]
+                                     .transAxes, rotation=90, ha="right", va="center",
+                                     fontsize=9)
+    fig.suptitle(f"final samples per seed ({key or cells[0]}; rings: each mode's high-quality radius, "
+                 "red: no sample there)", fontsize=9)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=90)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
