@@ -48,9 +48,10 @@ def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: 
     """Generated points (blue) drawn over the true modes, with PIL: a run saves one at every
     evaluation, and matplotlib would add a second to each. Each mode is a ring of radius
     hq_std * std (eval.hq_std, the high-quality radius of ganlab.evaluate.modes), grey where a
-    shown sample lies inside it, red with a cross where none does, so a mode G dropped is seen at a glance even when
-    every sample sits on a mode; the samples go on top, so none hides under a marker. Returns
-    which modes hold a shown sample (all, without `std`)."""
+    shown sample lies inside it, red with a cross where none does, so a mode G dropped is
+    seen at a glance even when every sample sits on a mode; the samples go on top, so none
+    hides under a marker. Returns which modes hold a shown sample (all, without `std`).
+    (The test is the scorer's radius, written here: ganlab.evaluate sits above this module.)"""
     from PIL import ImageDraw
 
     margin, top = 30, 24

@@ -410,10 +410,11 @@ def brief_cell(name: str, values: list[float]) -> str:
     falls back to the linear form, as the tables do."""
     if not values:
         return "—"
-    if metric_info(name).scale == "log" and min(values) > 0:
-        logs = [math.log(v) for v in values]
-        factor = math.exp(statistics.stdev(logs)) if len(logs) > 1 else 1.0
-        return f"{math.exp(statistics.fmean(logs)):.3g} ×/÷ {factor:.2g}"
+    m = metric_info(name)
+    if m.scale == "log" and min(values) > 0:
+        x = [m.to_scale(v) for v in values]
+        factor = m.from_scale(statistics.stdev(x)) if len(x) > 1 else 1.0
+        return f"{m.from_scale(statistics.fmean(x)):.3g} ×/÷ {factor:.2g}"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):.3g} ± {sd:.2g}"
 
