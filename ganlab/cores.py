@@ -14,7 +14,10 @@ started it:
 
 A stacked group of seeds (`fanout.vectorize_seeds`) is one job and counts once.
 `train.threads=N` overrides it. "Cores the process may use" are its CPU affinity, capped by
-a cgroup's CPU quota (a container limited to 2 CPUs on a 64-core host gets 2). The budget is
+a cgroup's CPU quota (a container limited to 2 CPUs on a 64-core host gets 2). An
+`OMP_NUM_THREADS` set in the environment caps the share (never raises it): the launcher only
+knows its own runs, so two sweeps launched side by side, each with `fanout.n_jobs=1` on two
+cores, would each take both cores; `OMP_NUM_THREADS=1` in front of each keeps them to one. The budget is
 applied with `torch.set_num_threads` before the run's first operation and recorded in
 result.json's `host` (`threads`, `threads_from`).
 """
@@ -49,13 +52,28 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def omp_cap() -> int | None:
+    """The environment's OMP_NUM_THREADS as a thread count (its first level where it lists
+    several, as OpenMP's nested form does); None where it is unset or not a positive number."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else None
+
+
 def thread_budget(requested: int, launcher: dict | None, cores: int | None = None
                   ) -> tuple[int, str]:
     """(threads for one run, why): `requested` (train.threads) if > 0, else the launcher's
-    share of the cores (module docstring). `launcher` is the job's `hydra.launcher` config."""
+    share of the cores, capped by OMP_NUM_THREADS where it is set (module docstring).
+    `launcher` is the job's `hydra.launcher` config."""
     if requested > 0:
         return requested, "train.threads"
-    cores = cores or available_cores()
+    threads, why = _share(launcher, cores or available_cores())
+    cap = omp_cap()
+    if cap is not None and cap < threads:
+        return cap, f"OMP_NUM_THREADS={cap} (below {why}: {threads})"
+    return threads, why
+
+
+def _share(launcher: dict | None, cores: int) -> tuple[int, str]:
     target = str((launcher or {}).get("_target_", ""))
     if "Joblib" in target:
         jobs = runs_at_once(launcher, cores)

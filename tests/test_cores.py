@@ -31,14 +31,48 @@ BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 def test_each_launcher_gives_a_run_its_share_of_the_cores(launcher, cores, expected,
                                                           monkeypatch):
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     threads, why = thread_budget(0, launcher, cores)
     assert threads == expected and why
     assert thread_budget(5, launcher, cores) == (5, "train.threads")  # the override
 
 
 def test_a_slurm_job_uses_its_allocation(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
     assert thread_budget(0, {"_target_": BASIC}, 64) == (3, "SLURM_CPUS_PER_TASK=3")
+
+
+@pytest.mark.parametrize("omp, expected", [
+    ("1", (1, "OMP_NUM_THREADS=1 (below 8 cores / 2 joblib jobs: 4)")),
+    ("3", (3, "OMP_NUM_THREADS=3 (below 8 cores / 2 joblib jobs: 4)")),
+    ("2,1", (2, "OMP_NUM_THREADS=2 (below 8 cores / 2 joblib jobs: 4)")),  # nested: 1st level
+    ("16", (4, "8 cores / 2 joblib jobs")),  # a cap, never a raise above the share
+    ("4", (4, "8 cores / 2 joblib jobs")),
+    ("0", (4, "8 cores / 2 joblib jobs")),  # not a thread count: ignored
+    ("many", (4, "8 cores / 2 joblib jobs")),
+])
+def test_omp_num_threads_caps_the_share(omp, expected, monkeypatch):
+    """Two sweeps side by side with fanout.n_jobs=1 each take every core; the OMP_NUM_THREADS=1
+    in front of each command is what keeps them to one thread, so it caps the share."""
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert thread_budget(0, {"_target_": JOBLIB, "n_jobs": 2}, 8) == expected
+    assert thread_budget(6, {"_target_": JOBLIB, "n_jobs": 2}, 8) == (6, "train.threads")
+
+
+@pytest.mark.heavy
+def test_a_run_applies_and_records_the_omp_cap(tmp_path, monkeypatch):
+    import ganlab.cores as cores
+
+    monkeypatch.setattr(cores, "available_cores", lambda: 4)  # a share above the cap
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = run_here("train.steps=2", "eval.every=0", "eval.num_samples=100", "logger=none",
+                   "train.progress=false", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    host = json.loads((tmp_path / "result.json").read_text())["host"]
+    assert host["threads"] == 1
+    assert host["threads_from"] == "OMP_NUM_THREADS=1 (below 4 cores, one run at a time: 4)"
 
 
 def test_available_cores_respects_the_affinity():
@@ -48,7 +82,8 @@ def test_available_cores_respects_the_affinity():
 
 
 @pytest.mark.heavy
-def test_a_joblib_sweep_applies_and_records_the_budget(tmp_path):
+def test_a_joblib_sweep_applies_and_records_the_budget(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # joblib sets it in its workers
     out = run_here("-m", "launcher=joblib", "fanout.n_jobs=2", "seed=0,1", "train.steps=2",
                   "eval.every=0", "eval.num_samples=100", "logger=none",
                   "train.progress=false", f"hydra.sweep.dir={tmp_path}")
