@@ -477,3 +477,23 @@ def test_an_interrupted_run_at_the_maximum_is_resumed_not_counted_spent(tmp_path
     found = plan(load_results([tmp_path]))
     adds = {e["variant"]: e["seeds"] for e in found["add_seeds"]}
     assert adds["same"] == [3] and not found["decided"]
+
+
+def test_a_committed_reports_own_counts_keep_the_intervals_coverage():
+    """grid25 at 160,000 rounds: most seeds at the ceiling of 25, a few 5-11 below; the 3-5-7
+    design's intervals must still cover the resampled truth."""
+    from ganlab.compare.simulate import REPO, records_scenarios, run_study, summarise
+
+    found = records_scenarios(REPO / "experiments/smoothing/report_grid25_160k.json")
+    assert [s.name for s in found] == [
+        "grid25 mode counts (pooled), no effect", "grid25 mode counts: none vs one_sided",
+        "grid25 mode counts: none vs two_sided", "grid25 mode counts: none vs beta_only"]
+    truths = [s.truth["v1"] for s in found]
+    assert truths == pytest.approx([0.0, 3 / 7, -11 / 7, 20 / 7])  # the table's Δ column
+    assert all(s.classes == 25 and s.truth["v2"] == 0 for s in found)
+    design, studies = Design.sequential(3, 2, 7), 120
+    for s in (found[0], found[2]):
+        rng = np.random.default_rng(3)
+        r = summarise(s, [run_study(s, design, rng) for _ in range(studies)])
+        assert r["coverage"] >= 0.94 - 2.5 * math.sqrt(0.06 * 0.94 / (2 * studies)), r
+        assert r["false_better_worse"] <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / studies), r

@@ -18,7 +18,10 @@ scenario:
 
 Scenarios: normal paired differences; FID-like log-normal scores (linear metric, skewed);
 mode counts resampled from committed ring8/grid25 records (discrete and bounded, many at the
-ring's ceiling of 8). Records are plain dicts: no training, no torch.
+ring's ceiling of 8). `--records-only --records REPORT` resamples only that report's own mode
+counts (each class pooled, and its baseline against each variant), at the design it ran:
+the check for the counts a committed verdict came from. Records are plain dicts: no training,
+no torch.
 """
 
 from __future__ import annotations
@@ -199,6 +202,29 @@ def _resampled(name: str, classes: int, base: list[float], other: list[float]) -
                     {"v1": float(np.mean(other) - np.mean(base)), "v2": 0.0})
 
 
+def records_scenarios(path: Path) -> list[Scenario]:
+    """Every 2-D class of a study's report.json, resampled: its mode counts pooled over the
+    variants (no effect), and its baseline against each variant (the truth: their means'
+    difference). Checks the intervals on the very counts a committed verdict came from."""
+    doc = json.loads(Path(path).read_text())
+    out = []
+    for c in doc["classes"]:
+        table = next((t for t in c["tables"] if t["metric"] == "eval/modes_covered"), None)
+        if table is None:
+            continue
+        data = c["comparability"]["data.name"]
+        classes = int(c["comparability"]["data.num_classes"])
+        values = {r["variant"]: list(r["values"].values()) for r in table["rows"]}
+        base = next(r["variant"] for r in table["rows"] if r["is_baseline"])
+        pool = [v for vs in values.values() for v in vs]
+        out.append(_resampled(f"{data} mode counts (pooled), no effect", classes, pool, pool))
+        out += [_resampled(f"{data} mode counts: {base} vs {v}", classes, values[base], vs)
+                for v, vs in values.items() if v != base]
+    if not out:
+        raise SystemExit(f"{path}: no eval/modes_covered table to resample")
+    return out
+
+
 def scenarios(records: Path = RECORDS) -> list[Scenario]:
     modes = committed_modes(records)
     ring = [v for values in modes["ring8"].values() for v in values]
@@ -240,11 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--records", type=Path, default=RECORDS,
                         help="a report.json whose ring8/grid25 mode counts are resampled")
+    parser.add_argument("--records-only", action="store_true",
+                        help="only the report's own counts: each class pooled (no effect) and "
+                             "its baseline against each variant; no seeds-to-decide table")
     args = parser.parse_args(argv)
     design = Design.sequential(args.seeds_min, args.seeds_step, args.seeds_max)
     print(f"{design.describe()}; {args.studies} studies per scenario; a baseline and two "
           f"variants each; alpha {ALPHA}, {POWER:.0%} power", flush=True)
-    for s in scenarios(args.records):
+    for s in (records_scenarios(args.records) if args.records_only
+              else scenarios(args.records)):
         rng, start = np.random.default_rng(args.seed), time.time()
         outcomes = []
         for i in range(args.studies):
@@ -253,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {s.name}: {i + 1}/{args.studies} studies", file=sys.stderr,
                       flush=True)
         print(_line(summarise(s, outcomes), time.time() - start), flush=True)
+    if args.records_only:
+        return 0
     print("seeds to decide a true effect (normal, paired sd 1) vs a fixed design of the same "
           "power:", flush=True)
     for row in efficiency(design, EFFECTS, args.studies, args.seed):
