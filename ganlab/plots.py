@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ganlab.mixture import mode_counts
 from ganlab.storage import atomic_write, save_figure
 
 __all__ = ["image_grid", "save_figure", "save_png"]
@@ -50,8 +51,8 @@ def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: 
     hq_std * std (eval.hq_std, the high-quality radius of ganlab.evaluate.modes), grey where a
     shown sample lies inside it, red with a cross where none does, so a mode G dropped is
     seen at a glance even when every sample sits on a mode; the samples go on top, so none
-    hides under a marker. Returns which modes hold a shown sample (all, without `std`).
-    (The test is the scorer's radius, written here: ganlab.evaluate sits above this module.)"""
+    hides under a marker. Returns which modes hold a shown sample (all, without `std`): a
+    high-quality sample by the scorer's own test (ganlab.mixture.mode_counts)."""
     from PIL import ImageDraw
 
     margin, top = 30, 24
@@ -66,7 +67,7 @@ def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: 
     pts = samples[torch.isfinite(samples).all(dim=1)].double()
     centres = modes.double()
     if std is not None and len(pts):
-        held = (torch.cdist(centres, pts) <= hq_std * std).any(dim=1).tolist()
+        held = (mode_counts(pts, centres, std, hq_std)["hq_counts"] > 0).tolist()
     else:
         held = [True] * len(centres)
     image = Image.new("RGBA", (size, size), "white")

@@ -28,14 +28,12 @@ import math
 import torch
 from scipy import stats
 
+from ganlab.mixture import mode_counts, nearest_modes
+
+__all__ = ["CHANCE", "add_counts", "chance_count", "metrics_from_counts", "mode_counts",
+           "mode_metrics", "nearest_modes", "uniform_box"]
+
 CHANCE = 0.05  # a uniform cloud "covers" any mode with at most this probability
-
-
-def nearest_modes(samples: torch.Tensor, modes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(index of the nearest mode, distance to it) for each sample."""
-    dist = torch.cdist(samples.double(), modes.double())
-    d, idx = dist.min(dim=1)
-    return idx, d
 
 
 def uniform_box(modes: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,19 +57,6 @@ def chance_count(n: int, modes: torch.Tensor, std: float, hq_std: float = 3.0,
     lo, hi = uniform_box(modes, radius)
     p = min(1.0, math.pi * radius ** 2 / float((hi - lo).prod()))
     return _threshold(n, p, len(modes), chance)
-
-
-def mode_counts(samples: torch.Tensor, modes: torch.Tensor, std: float,
-                hq_std: float = 3.0) -> dict[str, torch.Tensor | int]:
-    """What mode coverage is computed from, for one chunk of samples; the counts of several
-    chunks add up (`add_counts`) to those of all of them at once."""
-    assert samples.ndim == 2 and samples.shape[1] == modes.shape[1], samples.shape
-    m = len(modes)
-    finite = torch.isfinite(samples).all(dim=1)
-    idx, dist = nearest_modes(samples[finite], modes)
-    hq = dist <= hq_std * std
-    return {"n": len(samples), "hq_counts": torch.bincount(idx[hq], minlength=m),
-            "counts": torch.bincount(idx, minlength=m)}
 
 
 def add_counts(a: dict | None, b: dict) -> dict:
