@@ -18,8 +18,8 @@ a cgroup's CPU quota (a container limited to 2 CPUs on a 64-core host gets 2). A
 `OMP_NUM_THREADS` set in the environment caps the share (never raises it): the launcher only
 knows its own runs, so two sweeps launched side by side, each with `fanout.n_jobs=1` on two
 cores, would each take both cores; `OMP_NUM_THREADS=1` in front of each keeps them to one.
-The budget is applied with `torch.set_num_threads` before the run's first operation and recorded in
-result.json's `host` (`threads`, `threads_from`).
+The budget is applied with `torch.set_num_threads` before the run's first operation and
+recorded in result.json's `host` (`threads`, `threads_from`).
 """
 
 from __future__ import annotations
