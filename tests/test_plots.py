@@ -126,3 +126,27 @@ def test_save_samples_grid_for_images(tmp_path, channels, mode):
         saved = np.asarray(img)
     expected = image_grid(samples[:4])
     np.testing.assert_array_equal(saved, expected[..., 0] if channels == 1 else expected)
+
+
+def test_seed_pictures_label_rows_by_what_their_cells_differ_in():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments/smoothing/seed_pictures.py"
+    spec = importlib.util.spec_from_file_location("seed_pictures", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    one = ["data=grid25,smoothing=none,train.steps=9",
+           "data=grid25,smoothing=one_sided,train.steps=9"]
+    assert mod.row_labels(one) == ("smoothing", {one[0]: "none", one[1]: "one_sided"})
+    two = ["data=grid25,model.width_ratio=1.0,train.d_steps=1",
+           "data=grid25,model.width_ratio=2.0,train.d_steps=1",
+           "data=grid25,model.width_ratio=1.0,train.d_steps=5"]
+    rows, labels = mod.row_labels(two)
+    assert rows == "width_ratio, d_steps"
+    assert [labels[c] for c in two] == ["width_ratio=1.0, d_steps=1",
+                                        "width_ratio=2.0, d_steps=1",
+                                        "width_ratio=1.0, d_steps=5"]
+    assert mod.row_labels(two, "train.d_steps")[1][two[2]] == "5"
+    with pytest.raises(SystemExit, match="differ in nothing"):
+        mod.row_labels([two[0], two[0]])

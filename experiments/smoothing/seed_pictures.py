@@ -10,8 +10,8 @@ G's weights where `eval.ema` is set), from its last checkpoint and the final eva
 own latents, drawn by today's ganlab.plots (a ring at each mode, red where no sample is).
 A run whose re-scored metrics differ from its record is refused: the picture would not be
 of the run the table reports. `--key` names the setting that labels the rows (default:
-the one key the cells' folder names differ in); `--order` lists its values in the order
-the rows take (default: sorted).
+the keys the cells' folder names differ in); `--order` lists the row labels in the order the
+rows take, comma-separated, or semicolon-separated where labels hold commas (default: sorted).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -38,13 +39,22 @@ def cell_settings(cell: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in cell.split(","))
 
 
-def row_key(cells: list[str]) -> str:
-    settings = [cell_settings(c) for c in cells]
-    varying = [k for k in settings[0] if len({s.get(k) for s in settings}) > 1]
-    if len(varying) != 1:
-        raise SystemExit(f"the cells differ in {varying or 'nothing'}: name the row key "
-                         "with --key")
-    return varying[0]
+def row_labels(cells: list[str], key: str | None = None) -> tuple[str, dict[str, str]]:
+    """(what the rows are, each cell's row label): the value of `key`, or of the one key the
+    cells' folder names differ in, or, where they differ in several (balance: k and the width
+    ratio), each of those as `name=value` by the key's last part (`d_steps=5,
+    width_ratio=1.0`)."""
+    settings = {c: cell_settings(c) for c in cells}
+    if key:
+        return key, {c: s.get(key, c) for c, s in settings.items()}
+    varying = [k for k in settings[cells[0]] if len({s.get(k) for s in settings.values()}) > 1]
+    if not varying:
+        raise SystemExit(f"the cells differ in nothing: name the row key with --key ({cells})")
+    if len(varying) == 1:
+        return varying[0], {c: s[varying[0]] for c, s in settings.items()}
+    short = {k: k.rsplit(".", 1)[-1] for k in varying}
+    return ", ".join(short.values()), {c: ", ".join(f"{short[k]}={s.get(k)}" for k in varying)
+                                       for c, s in settings.items()}
 
 
 def picture(run_dir: Path, scratch: Path) -> tuple[Path, dict]:
@@ -66,21 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--key", default=None)
-    parser.add_argument("--order", default=None, help="row labels, comma-separated")
+    parser.add_argument("--order", default=None,
+                        help="row labels, comma- (or, where labels hold commas, semicolon-) "
+                             "separated")
     args = parser.parse_args(argv)
     runs = [p.parent for p in sorted(args.sweep.glob("*/seed=*/result.json"))
             if (read_result(p.parent) or {}).get("status") == "completed"]
     if not runs:
         parser.error(f"no completed run in {args.sweep}")
     cells = sorted({r.parent.name for r in runs})
-    key = args.key or (row_key(cells) if len(cells) > 1 else None)
-    label = {c: cell_settings(c).get(key, c) if key else "" for c in cells}
+    rows, label = row_labels(cells, args.key) if len(cells) > 1 else (cells[0], {cells[0]: ""})
     if args.order:
-        order = args.order.split(",")
+        order = [o.strip() for o in args.order.split(";" if ";" in args.order else ",")]
         unknown = sorted(set(label.values()) - set(order))
         if unknown:
-            parser.error(f"--order leaves out {', '.join(unknown)} (rows: "
-                         f"{', '.join(sorted(label.values()))})")
+            parser.error(f"--order leaves out {'; '.join(unknown)} (rows: "
+                         f"{'; '.join(sorted(label.values()))})")
         cells.sort(key=lambda c: order.index(label[c]))
     seeds = sorted({int(r.name.split("=", 1)[1]) for r in runs})
     fig, axes = plt.subplots(len(cells), len(seeds), figsize=(1.9 * len(seeds),
@@ -102,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         axes[cells.index(c), 0].text(-0.08, 0.5, label[c], transform=axes[cells.index(c), 0]
                                      .transAxes, rotation=90, ha="right", va="center",
                                      fontsize=9)
-    fig.suptitle(f"final samples per seed ({key or cells[0]}; rings: each mode's high-quality radius, "
-                 "red: no sample there)", fontsize=9)
+    title = (f"final samples per seed ({rows}; rings: each mode's high-quality radius, "
+             "red: no sample there)")
+    fig.suptitle(textwrap.fill(title, int(1.9 * len(seeds) * 12)), fontsize=9)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)
