@@ -497,3 +497,17 @@ def test_a_committed_reports_own_counts_keep_the_intervals_coverage():
         r = summarise(s, [run_study(s, design, rng) for _ in range(studies)])
         assert r["coverage"] >= 0.94 - 2.5 * math.sqrt(0.06 * 0.94 / (2 * studies)), r
         assert r["false_better_worse"] <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / studies), r
+
+
+def test_records_only_reads_the_design_the_report_ran_and_refuses_a_missing_file(capsys):
+    from ganlab.compare.simulate import REPO, main, records_design
+
+    smoothing = REPO / "experiments/smoothing/report_grid25_160k.json"
+    assert records_design(smoothing).looks == (3, 5, 7)
+    assert records_design(REPO / "experiments/balance/report_g_steps.json") is None  # fixed
+    assert main(["--records-only", "--records", str(smoothing), "--studies", "2"]) == 0
+    assert "analyses at 3, 5, 7 paired seeds" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["--records-only", "--records", str(REPO / "no-such-report.json")])
+    assert exit_.value.code == 2
+    assert "--records" in capsys.readouterr().err

@@ -19,8 +19,9 @@ scenario:
 Scenarios: normal paired differences; FID-like log-normal scores (linear metric, skewed);
 mode counts resampled from committed ring8/grid25 records (discrete and bounded, many at the
 ring's ceiling of 8). `--records-only --records REPORT` resamples only that report's own mode
-counts (each class pooled, and its baseline against each variant), at the design it ran:
-the check for the counts a committed verdict came from. Records are plain dicts: no training,
+counts (each class pooled, and its baseline against each variant), at the design its tables
+record unless --seeds-* say otherwise: the check for the counts a committed verdict came
+from. Records are plain dicts: no training,
 no torch.
 """
 
@@ -225,6 +226,17 @@ def records_scenarios(path: Path) -> list[Scenario]:
     return out
 
 
+def records_design(path: Path) -> Design | None:
+    """The design a report's mode counts were analysed under (its tables' recorded looks),
+    or None where the report records none."""
+    doc = json.loads(Path(path).read_text())
+    for c in doc["classes"]:
+        for t in c["tables"]:
+            if t["metric"] == "eval/modes_covered" and t.get("design"):
+                return Design(tuple(int(n) for n in t["design"]))
+    return None
+
+
 def scenarios(records: Path = RECORDS) -> list[Scenario]:
     modes = committed_modes(records)
     ring = [v for values in modes["ring8"].values() for v in values]
@@ -260,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=1000, help="studies per scenario")
-    parser.add_argument("--seeds-min", type=int, default=3)
-    parser.add_argument("--seeds-step", type=int, default=2)
-    parser.add_argument("--seeds-max", type=int, default=15)
+    parser.add_argument("--seeds-min", type=int, default=None, help="default 3")
+    parser.add_argument("--seeds-step", type=int, default=None, help="default 2")
+    parser.add_argument("--seeds-max", type=int, default=None,
+                        help="default 15; with --records-only the report's own design")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--records", type=Path, default=RECORDS,
                         help="a report.json whose ring8/grid25 mode counts are resampled")
@@ -270,7 +283,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the report's own counts: each class pooled (no effect) and "
                              "its baseline against each variant; no seeds-to-decide table")
     args = parser.parse_args(argv)
-    design = Design.sequential(args.seeds_min, args.seeds_step, args.seeds_max)
+    if not args.records.is_file():
+        parser.error(f"--records {args.records}: no such file (a report.json of "
+                     "python -m ganlab.compare)")
+    given = (args.seeds_min, args.seeds_step, args.seeds_max)
+    design = records_design(args.records) if args.records_only and given == (None,) * 3 else None
+    design = design or Design.sequential(args.seeds_min or 3, args.seeds_step or 2,
+                                         args.seeds_max or 15)
     print(f"{design.describe()}; {args.studies} studies per scenario; a baseline and two "
           f"variants each; alpha {ALPHA}, {POWER:.0%} power", flush=True)
     for s in (records_scenarios(args.records) if args.records_only
