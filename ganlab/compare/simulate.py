@@ -21,8 +21,7 @@ mode counts resampled from committed ring8/grid25 records (discrete and bounded,
 ring's ceiling of 8). `--records-only --records REPORT` resamples only that report's own mode
 counts (each class pooled, and its baseline against each variant), at the design its tables
 record unless --seeds-* say otherwise: the check for the counts a committed verdict came
-from. Records are plain dicts: no training,
-no torch.
+from. Records are plain dicts: no training, no torch.
 """
 
 from __future__ import annotations
@@ -183,15 +182,19 @@ def _fid_like(name: str, ratio: float) -> Scenario:
                     {"v1": mean * (ratio - 1), "v2": 0.0})
 
 
+def modes_tables(path: Path) -> list[tuple[dict, dict]]:
+    """(class, its eval/modes_covered table) for each class of a report.json that has one."""
+    doc = json.loads(Path(path).read_text())
+    found = [(c, next((t for t in c["tables"] if t["metric"] == "eval/modes_covered"), None))
+             for c in doc["classes"]]
+    return [(c, t) for c, t in found if t is not None]
+
+
 def committed_modes(path: Path = RECORDS) -> dict[str, dict[str, list[float]]]:
     """Mode counts per variant of the committed smoothing study: {data: {variant: values}}."""
-    doc = json.loads(Path(path).read_text())
-    out: dict[str, dict[str, list[float]]] = {}
-    for c in doc["classes"]:
-        table = next(t for t in c["tables"] if t["metric"] == "eval/modes_covered")
-        out[c["comparability"]["data.name"]] = {r["variant"]: list(r["values"].values())
-                                                for r in table["rows"]}
-    return out
+    return {c["comparability"]["data.name"]: {r["variant"]: list(r["values"].values())
+                                              for r in table["rows"]}
+            for c, table in modes_tables(path)}
 
 
 def _resampled(name: str, classes: int, base: list[float], other: list[float]) -> Scenario:
@@ -207,12 +210,8 @@ def records_scenarios(path: Path) -> list[Scenario]:
     """Every 2-D class of a study's report.json, resampled: its mode counts pooled over the
     variants (no effect), and its baseline against each variant (the truth: their means'
     difference). Checks the intervals on the very counts a committed verdict came from."""
-    doc = json.loads(Path(path).read_text())
     out = []
-    for c in doc["classes"]:
-        table = next((t for t in c["tables"] if t["metric"] == "eval/modes_covered"), None)
-        if table is None:
-            continue
+    for c, table in modes_tables(path):
         data = c["comparability"]["data.name"]
         classes = int(c["comparability"]["data.num_classes"])
         values = {r["variant"]: list(r["values"].values()) for r in table["rows"]}
@@ -229,12 +228,8 @@ def records_scenarios(path: Path) -> list[Scenario]:
 def records_design(path: Path) -> Design | None:
     """The design a report's mode counts were analysed under (its tables' recorded looks),
     or None where the report records none."""
-    doc = json.loads(Path(path).read_text())
-    for c in doc["classes"]:
-        for t in c["tables"]:
-            if t["metric"] == "eval/modes_covered" and t.get("design"):
-                return Design(tuple(int(n) for n in t["design"]))
-    return None
+    looks = next((t["design"] for _, t in modes_tables(path) if t.get("design")), None)
+    return Design(tuple(int(n) for n in looks)) if looks else None
 
 
 def scenarios(records: Path = RECORDS) -> list[Scenario]:
