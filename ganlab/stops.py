@@ -142,7 +142,7 @@ class ProgressLines:
         rate = (step - self.start_step) / max(now - self.started, 1e-9)
         left = (self.total - step) / rate if rate > 0 else float("inf")
         log.info("%s %d/%d (%.0f %%), %.3g %s/s, about %s left", self.what, step, self.total,
-                 100 * step / self.total, rate, self.unit, _duration(left))
+                 100 * step / self.total, rate, self.unit, duration(left))
 
 
 def terminal_usable(stream=None) -> bool:
@@ -183,7 +183,8 @@ class Progress:
         self.bar.close()
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """`seconds` for a reader: '1 h 05 min', '3 min 07 s', '42 s'."""
     if seconds == float("inf"):
         return "an unknown time"
     minutes, s = divmod(int(round(seconds)), 60)

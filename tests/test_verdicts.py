@@ -412,6 +412,51 @@ def test_the_next_stage_runs_its_slowest_cells_first(tmp_path):
         "python -m ganlab.train -m k=1,5 w=0.5,2.0 ")
 
 
+def test_the_plan_says_how_long_its_stage_takes_and_what_more_runs_at_once_would_take(tmp_path):
+    from ganlab.compare.plan import makespan, pace_lines
+
+    # runs handed to the first free slot in the order given
+    assert makespan([2090, 2090, 650, 650], 1) == 5480
+    assert makespan([2090, 2090, 650, 650], 2) == 2740
+    assert makespan([2090, 2090, 650, 650], 8) == 2090
+    assert makespan([5, 3, 3, 3], 2) == 8  # 5 then 3 on one slot, 3 + 3 on the other
+    cells = [{"overrides": ["k=5"], "seeds": [5, 6], "seconds": 2090.0},
+             {"overrides": ["k=1"], "seeds": [5, 6], "seconds": 650.0}]
+    one = ["python -m ganlab.train -m k=5,1 launcher=joblib fanout.n_jobs=1 seed=5,6 "
+           "hydra.sweep.dir=s"]
+    assert pace_lines(cells, one, cores=2) == [
+        "  (4 run(s), 1 at a time, about 1 h 31 min, from each cell's mean run time so far)",
+        "  this machine has 2 cores: fanout.n_jobs=2 runs 2 at a time, about 45 min 40 s "
+        "(each run then gets 1 thread(s))"]
+    two = [one[0].replace("n_jobs=1", "n_jobs=2")]
+    assert pace_lines(cells, two, cores=2) == [
+        "  (4 run(s), 2 at a time, about 45 min 40 s, from each cell's mean run time so far)"]
+    assert pace_lines(cells, one, cores=1) == [  # no more cores: nothing to suggest
+        "  (4 run(s), 1 at a time, about 1 h 31 min, from each cell's mean run time so far)"]
+    unknown = [{**c, "seconds": None} for c in cells]
+    assert pace_lines(unknown, one, cores=16) == [
+        "  (4 run(s), 1 at a time)",
+        "  this machine has 16 cores: fanout.n_jobs=4 runs 4 at a time (each run then gets 4 "
+        "thread(s))"]
+    # not one joblib command with its n_jobs given: nothing claimed
+    assert pace_lines(cells, [one[0].replace("joblib", "slurm")], cores=2) == []
+    assert pace_lines(cells, [one[0].replace(" fanout.n_jobs=1", "")], cores=2) == []
+    assert pace_lines(cells, one * 2, cores=2) == []
+    # in a plan: the stage's line follows its command
+    _stage1(tmp_path)
+    for variant in ("base", "same", "up"):
+        for seed in range(3):
+            path = tmp_path / variant / f"seed={seed}" / "result.json"
+            record = json.loads(path.read_text())
+            record["overrides"] += ["launcher=joblib", "fanout.n_jobs=1"]
+            record["host"] = {"launches": [{"started": 0, "ended": 600}]}
+            path.write_text(json.dumps(record))
+    lines = plan(load_results([tmp_path]))["lines"]
+    at = next(i for i, line in enumerate(lines) if "ganlab.train" in line)
+    assert lines[at + 1] == ("  (6 run(s), 1 at a time, about 1 h 00 min, from each cell's "
+                             "mean run time so far)")
+
+
 def test_at_the_maximum_nothing_more_is_planned(tmp_path):
     _stage1(tmp_path, design={"min": 3, "step": 2, "max": 3})
     found = plan(load_results([tmp_path]))

@@ -17,7 +17,9 @@ stops at `seeds_max` runs, whatever became of them.
 
 from __future__ import annotations
 
+import heapq
 import math
+import re
 from pathlib import Path
 
 from ganlab.compare.rows import duplicate_lines, duplicate_records
@@ -29,8 +31,10 @@ from ganlab.compare.tables import (
     default_metric,
     study_design,
 )
+from ganlab.cores import available_cores
 from ganlab.metrics import Effect, metric_key
 from ganlab.result import launches_of
+from ganlab.stops import duration
 
 # the defaults of fanout.seeds_min / seeds_step / seeds_max (ganlab.config.FanoutConfig)
 DEFAULT_DESIGN = (3, 2, 15)
@@ -262,5 +266,45 @@ def plan_lines(p: dict) -> list[str]:
     else:
         runs = sum(len(e["seeds"]) for e in p["add_seeds"])
         lines.append(f"next stage: {runs} run(s)")
-        lines += [f"  {c}" for c in commands(p["add_seeds"])]
+        cmds = commands(p["add_seeds"])
+        lines += [f"  {c}" for c in cmds] + pace_lines(p["add_seeds"], cmds)
     return lines
+
+
+def makespan(seconds: list[float], at_once: int) -> float:
+    """How long runs of these `seconds` take, `at_once` at a time, started in this order
+    (each on the first free slot, as joblib hands out a sweep's jobs)."""
+    slots = [0.0] * max(1, min(at_once, len(seconds)))
+    for s in seconds:
+        heapq.heapreplace(slots, slots[0] + s)
+    return max(slots)
+
+
+def pace_lines(entries: list[dict], cmds: list[str], cores: int | None = None) -> list[str]:
+    """For a stage that is one joblib command with `fanout.n_jobs` given: about how long it
+    takes (each cell's mean run time so far; omitted where a cell has none), and, where it
+    would run fewer at a time than it has runs and this machine has cores, what a larger
+    `fanout.n_jobs` would take. Those run times were measured at whatever else shared the
+    cores then: an estimate, not a promise."""
+    if len(cmds) != 1 or not re.search(r"(^|\s)launcher=joblib(\s|$)", cmds[0]):
+        return []
+    given = re.search(r"(^|\s)fanout\.n_jobs=(\d+)(\s|$)", cmds[0])
+    if not given:
+        return []
+    at_once = max(1, int(given.group(2)))
+    seconds = [e.get("seconds") for e in entries if e.get("overrides") is not None
+               for _ in e["seeds"]]
+    known = bool(seconds) and all(s is not None for s in seconds)
+
+    def took(n: int) -> str:
+        return f", about {duration(makespan(seconds, n))}" if known else ""
+
+    out = [f"  ({len(seconds)} run(s), {at_once} at a time{took(at_once)}, from each cell's "
+           "mean run time so far)" if known else
+           f"  ({len(seconds)} run(s), {at_once} at a time)"]
+    cores = available_cores() if cores is None else cores
+    best = min(len(seconds), cores)
+    if at_once < best:
+        out.append(f"  this machine has {cores} cores: fanout.n_jobs={best} runs {best} at a "
+                   f"time{took(best)} (each run then gets {cores // best} thread(s))")
+    return out
