@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import re
 from pathlib import Path
 
 from ganlab.compare.rows import duplicate_lines, duplicate_records
@@ -286,12 +285,11 @@ def pace_lines(entries: list[dict], cmds: list[str], cores: int | None = None) -
     would run fewer at a time than it has runs and this machine has cores, what a larger
     `fanout.n_jobs` would take. Those run times were measured at whatever else shared the
     cores then: an estimate, not a promise."""
-    if len(cmds) != 1 or not re.search(r"(^|\s)launcher=joblib(\s|$)", cmds[0]):
+    words = cmds[0].split() if len(cmds) == 1 else []
+    n_jobs = next((w.split("=", 1)[1] for w in words if w.startswith("fanout.n_jobs=")), "")
+    if "launcher=joblib" not in words or not n_jobs.isdigit():
         return []
-    given = re.search(r"(^|\s)fanout\.n_jobs=(\d+)(\s|$)", cmds[0])
-    if not given:
-        return []
-    at_once = max(1, int(given.group(2)))
+    at_once = max(1, int(n_jobs))
     seconds = [e.get("seconds") for e in entries if e.get("overrides") is not None
                for _ in e["seeds"]]
     known = bool(seconds) and all(s is not None for s in seconds)
@@ -299,9 +297,8 @@ def pace_lines(entries: list[dict], cmds: list[str], cores: int | None = None) -
     def took(n: int) -> str:
         return f", about {duration(makespan(seconds, n))}" if known else ""
 
-    out = [f"  ({len(seconds)} run(s), {at_once} at a time{took(at_once)}, from each cell's "
-           "mean run time so far)" if known else
-           f"  ({len(seconds)} run(s), {at_once} at a time)"]
+    source = ", from each cell's mean run time so far" if known else ""
+    out = [f"  ({len(seconds)} run(s), {at_once} at a time{took(at_once)}{source})"]
     cores = available_cores() if cores is None else cores
     best = min(len(seconds), cores)
     if at_once < best:
