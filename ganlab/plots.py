@@ -13,7 +13,9 @@ from PIL import Image
 from ganlab.mixture import mode_counts
 from ganlab.storage import atomic_write, save_figure
 
-__all__ = ["image_grid", "save_figure", "save_png"]
+__all__ = ["image_grid", "save_figure", "save_png", "scatter_frame"]
+
+_MARGIN, _TOP = 30, 24  # a scatter's side margins, and the two title lines above its box
 
 
 def save_png(image: Image.Image, path: Path) -> None:
@@ -55,7 +57,7 @@ def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: 
     high-quality sample by the scorer's own test (ganlab.mixture.mode_counts)."""
     from PIL import ImageDraw
 
-    margin, top = 30, 24
+    margin, top = _MARGIN, _TOP
     span = float(modes.abs().max()) * 1.5 + 0.5  # the axes show [-span, span]^2
     inner = size - 2 * margin
     scale = inner / (2 * span)  # pixels per data unit
@@ -72,8 +74,7 @@ def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: 
         held = [True] * len(centres)
     image = Image.new("RGBA", (size, size), "white")
     draw = ImageDraw.Draw(image)
-    y0, y1 = to_px(np.array([[-span, -span], [span, span]]))[:, 1]
-    draw.rectangle((margin, y1, size - margin, y0), outline="black")
+    draw.rectangle(scatter_frame(size), outline="black")
     ring = max(5.0, hq_std * std * scale) if std is not None else 6.0
     for (x, y), ok in zip(to_px(centres.numpy()), held, strict=True):
         colour = (150, 150, 150) if ok else (214, 39, 40)
@@ -94,6 +95,14 @@ def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: 
                             f"{', red: none there' if std is not None else ''}", fill="black")
     save_png(image, path)
     return held
+
+
+def scatter_frame(size: int = 450) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) pixels of the box `save_scatter` draws at `size`: its axes
+    [-span, span]^2 without the title lines, which is what a picture of many runs shows of
+    each (`python -m ganlab.compare.seeds`)."""
+    shift = _TOP // 2  # the box sits half the title lines' height below the centre
+    return _MARGIN, _MARGIN + shift, size - _MARGIN, size - _MARGIN + shift
 
 
 def save_samples(samples: torch.Tensor, data, path: Path, title: str, grid_size: int,

@@ -129,13 +129,8 @@ def test_save_samples_grid_for_images(tmp_path, channels, mode):
 
 
 def test_seed_pictures_label_rows_by_what_their_cells_differ_in():
-    import importlib.util
-    from pathlib import Path
+    from ganlab.compare import seeds as mod
 
-    path = Path(__file__).resolve().parents[1] / "experiments/smoothing/seed_pictures.py"
-    spec = importlib.util.spec_from_file_location("seed_pictures", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     one = ["data=grid25,smoothing=none,train.steps=9",
            "data=grid25,smoothing=one_sided,train.steps=9"]
     assert mod.row_labels(one) == ("smoothing", {one[0]: "none", one[1]: "one_sided"})
@@ -150,3 +145,57 @@ def test_seed_pictures_label_rows_by_what_their_cells_differ_in():
     assert mod.row_labels(two, "train.d_steps")[1][two[2]] == "5"
     with pytest.raises(SystemExit, match="differ in nothing"):
         mod.row_labels([two[0], two[0]])
+
+
+def test_seed_pictures_cut_each_scatter_to_its_whole_box(tmp_path):
+    """The cut keeps the box's four frame lines and nothing of the title lines above it, at
+    any size: a sample at the axes' edge is in the picture."""
+    from ganlab.compare.seeds import frame
+    from ganlab.plots import scatter_frame
+
+    modes = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    span = float(modes.abs().max()) * 1.5 + 0.5
+    for size in (450, 300):
+        path = tmp_path / f"s{size}.png"
+        save_scatter(torch.tensor([[0.0, -span]]), modes, path, "title", None, size=size)
+        cut = frame(path)
+        left, top, right, bottom = scatter_frame(size)
+        assert cut.shape == (bottom - top + 1, right - left + 1, 3)
+        black = (cut < 60).all(axis=2)
+        for edge in (black[0], black[-1], black[:, 0], black[:, -1]):
+            assert edge.mean() > 0.95  # a frame line, not cut off
+        assert not black[1:-1, 1:-1].any()  # the title's text lies outside
+        # the sample at y = -span sits on the bottom line, blue over the black frame
+        blue = (cut[..., 2] > 150) & (cut[..., 0] < 120)
+        assert blue[-4:].any()
+
+
+def test_seed_pictures_refuse_what_they_cannot_draw(tmp_path, capsys):
+    """A missing dir, or image runs (no modes), is refused by name before anything is
+    re-scored; a damaged record is named and skipped, as the comparer skips it."""
+    import json
+
+    from ganlab.compare import seeds
+
+    def record(cell, seed, metrics, status="completed"):
+        run = tmp_path / "sweep" / cell / f"seed={seed}"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps(
+            {"status": status, "seed": seed, "trick": {}, "comparability": {},
+             "metrics": metrics, "history": []}))
+        return run
+
+    with pytest.raises(SystemExit):
+        seeds.main([str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])
+    assert "nope is not a directory" in capsys.readouterr().err
+    record("data=mnist,smoothing=none", 0, {"eval/fid": 30.0})
+    record("data=mnist,smoothing=none", 1, {}, status="failed")
+    (tmp_path / "sweep" / "data=mnist,smoothing=none" / "seed=2").mkdir()
+    (tmp_path / "sweep" / "data=mnist,smoothing=none" / "seed=2" / "result.json").write_text("{")
+    assert [r.name for r in seeds.completed_runs(tmp_path / "sweep")] == ["seed=0"]
+    assert "skipped:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        seeds.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert "has no eval/modes_covered" in err and "2-D data" in err
+    assert not (tmp_path / "x.png").exists()

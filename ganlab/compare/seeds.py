@@ -1,8 +1,7 @@
 """Every seed's final samples of a 2-D sweep side by side: one row per variant, one column
 per seed, so that which seeds dropped modes, and which modes, can be seen at once.
 
-    python experiments/smoothing/seed_pictures.py SWEEP_DIR --out FILE.png [--key KEY]
-        [--order A,B,...]
+    python -m ganlab.compare.seeds SWEEP_DIR --out FILE.png [--key KEY] [--order A,B,...]
 
 Each completed run is re-scored (`ganlab.evaluate`) in a scratch copy of its dir, so the
 sweep is left as it is: the picture is of the generator its record scored (the average of
@@ -30,7 +29,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ganlab.evaluate.__main__ import rescore  # noqa: E402
-from ganlab.result import read_result  # noqa: E402
+from ganlab.plots import scatter_frame  # noqa: E402
+from ganlab.result import RecordError, read_result  # noqa: E402
 
 SHOWN = ("eval/modes_covered", "eval/hq_pct")
 
@@ -70,8 +70,30 @@ def picture(run_dir: Path, scratch: Path) -> tuple[Path, dict]:
     return copy / "samples" / f"evaluate_step_{scores['step']:07d}.png", record
 
 
+def completed_runs(sweep: Path) -> list[Path]:
+    """The completed runs' dirs under a sweep; a damaged record is named and skipped, as the
+    comparer skips it."""
+    runs = []
+    for path in sorted(sweep.glob("*/seed=*/result.json")):
+        try:
+            record = read_result(path.parent)
+        except RecordError as e:
+            print(f"skipped: {e}")
+            continue
+        if record["status"] == "completed":
+            runs.append(path.parent)
+    return runs
+
+
+def frame(png: Path) -> np.ndarray:
+    """A run's scatter (ganlab.plots.save_scatter) cut to its box, frame lines included."""
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    left, top, right, bottom = scatter_frame(pixels.shape[1])
+    return pixels[top:bottom + 1, left:right + 1]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ganlab.compare.seeds", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--out", type=Path, required=True)
@@ -80,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="row labels, comma- (or, where labels hold commas, semicolon-) "
                              "separated")
     args = parser.parse_args(argv)
-    runs = [p.parent for p in sorted(args.sweep.glob("*/seed=*/result.json"))
-            if (read_result(p.parent) or {}).get("status") == "completed"]
+    if not args.sweep.is_dir():
+        parser.error(f"{args.sweep} is not a directory (a sweep dir, as hydra.sweep.dir named it)")
+    runs = completed_runs(args.sweep)
     if not runs:
         parser.error(f"no completed run in {args.sweep}")
+    flat = [r for r in runs if SHOWN[0] not in read_result(r)["metrics"]]
+    if flat:
+        parser.error(f"{flat[0]} has no {SHOWN[0]}: the picture is of 2-D data's modes "
+                     f"(data=ring8, grid25, ...); for images, each run's samples/ holds its grids")
     cells = sorted({r.parent.name for r in runs})
     rows, label = row_labels(cells, args.key) if len(cells) > 1 else (cells[0], {cells[0]: ""})
     if args.order:
@@ -102,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, run in enumerate(runs, 1):
             png, record = picture(run, Path(scratch))
             ax = axes[cells.index(run.parent.name), seeds.index(record["seed"])]
-            # the scatter's box without its two title lines (ganlab.plots.save_scatter)
-            ax.imshow(np.asarray(Image.open(png).convert("RGB"))[38:425, 26:424])
+            ax.imshow(frame(png))
             m = record["metrics"]
             ax.set_title(f"seed {record['seed']}: {m[SHOWN[0]]:g} modes, {m[SHOWN[1]]:.0f} % HQ",
                          fontsize=7)
