@@ -544,15 +544,27 @@ def test_a_committed_reports_own_counts_keep_the_intervals_coverage():
         assert r["false_better_worse"] <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / studies), r
 
 
-def test_records_only_reads_the_design_the_report_ran_and_refuses_a_missing_file(capsys):
+def test_records_only_reads_the_design_the_report_ran_and_refuses_a_missing_file(
+        capsys, monkeypatch):
     from ganlab.compare.simulate import REPO, main, records_design
 
     smoothing = REPO / "experiments/smoothing/report_grid25_160k.json"
     assert records_design(smoothing).looks == (3, 5, 7)
     assert records_design(REPO / "experiments/balance/report_g_steps.json") is None  # fixed
+    from ganlab.compare import simulate
+
+    reads = []
+    monkeypatch.setattr(simulate, "modes_tables",
+                        lambda path, read=simulate.modes_tables: reads.append(path) or read(path))
     assert main(["--records-only", "--records", str(smoothing), "--studies", "2"]) == 0
     assert "analyses at 3, 5, 7 paired seeds" in capsys.readouterr().out
+    assert reads == [smoothing]  # the report is read once, for its design and its counts
     with pytest.raises(SystemExit) as exit_:
         main(["--records-only", "--records", str(REPO / "no-such-report.json")])
     assert exit_.value.code == 2
     assert "--records" in capsys.readouterr().err
+    fid_only = REPO / "experiments/salimans2016-mnist/report_tiny.json"  # MNIST: no modes
+    with pytest.raises(SystemExit) as exit_:
+        main(["--records-only", "--records", str(fid_only)])
+    assert exit_.value.code == 2
+    assert "no eval/modes_covered table" in capsys.readouterr().err

@@ -190,6 +190,14 @@ def modes_tables(path: Path) -> list[tuple[dict, dict]]:
     return [(c, t) for c, t in found if t is not None]
 
 
+Tables = list[tuple[dict, dict]]
+
+
+def _tables(source: Path | Tables) -> Tables:
+    """A report's mode tables, from its path or as `modes_tables` already read them."""
+    return modes_tables(source) if isinstance(source, (str, Path)) else source
+
+
 def committed_modes(path: Path = RECORDS) -> dict[str, dict[str, list[float]]]:
     """Mode counts per variant of the committed smoothing study: {data: {variant: values}}."""
     return {c["comparability"]["data.name"]: {r["variant"]: list(r["values"].values())
@@ -206,12 +214,12 @@ def _resampled(name: str, classes: int, base: list[float], other: list[float]) -
                     {"v1": float(np.mean(other) - np.mean(base)), "v2": 0.0})
 
 
-def records_scenarios(path: Path) -> list[Scenario]:
+def records_scenarios(source: Path | Tables) -> list[Scenario]:
     """Every 2-D class of a study's report.json, resampled: its mode counts pooled over the
     variants (no effect), and its baseline against each variant (the truth: their means'
     difference). Checks the intervals on the very counts a committed verdict came from."""
     out = []
-    for c, table in modes_tables(path):
+    for c, table in _tables(source):
         data = c["comparability"]["data.name"]
         classes = int(c["comparability"]["data.num_classes"])
         values = {r["variant"]: list(r["values"].values()) for r in table["rows"]}
@@ -221,14 +229,15 @@ def records_scenarios(path: Path) -> list[Scenario]:
         out += [_resampled(f"{data} mode counts: {base} vs {v}", classes, values[base], vs)
                 for v, vs in values.items() if v != base]
     if not out:
-        raise SystemExit(f"{path}: no eval/modes_covered table to resample")
+        where = source if isinstance(source, (str, Path)) else "the report"
+        raise SystemExit(f"{where}: no eval/modes_covered table to resample")
     return out
 
 
-def records_design(path: Path) -> Design | None:
+def records_design(source: Path | Tables) -> Design | None:
     """The design a report's mode counts were analysed under (its tables' recorded looks),
     or None where the report records none."""
-    looks = next((t["design"] for _, t in modes_tables(path) if t.get("design")), None)
+    looks = next((t["design"] for _, t in _tables(source) if t.get("design")), None)
     return Design(tuple(int(n) for n in looks)) if looks else None
 
 
@@ -282,12 +291,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--records {args.records}: no such file (a report.json of "
                      "python -m ganlab.compare)")
     given = (args.seeds_min, args.seeds_step, args.seeds_max)
-    design = records_design(args.records) if args.records_only and given == (None,) * 3 else None
+    tables = modes_tables(args.records) if args.records_only else None  # read once
+    if tables == []:
+        parser.error(f"--records {args.records}: no eval/modes_covered table to resample")
+    design = records_design(tables) if tables and given == (None,) * 3 else None
     design = design or Design.sequential(args.seeds_min or 3, args.seeds_step or 2,
                                          args.seeds_max or 15)
     print(f"{design.describe()}; {args.studies} studies per scenario; a baseline and two "
           f"variants each; alpha {ALPHA}, {POWER:.0%} power", flush=True)
-    for s in (records_scenarios(args.records) if args.records_only
+    for s in (records_scenarios(tables) if args.records_only
               else scenarios(args.records)):
         rng, start = np.random.default_rng(args.seed), time.time()
         outcomes = []
