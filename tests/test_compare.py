@@ -267,3 +267,39 @@ def test_a_change_in_percent_reads_as_a_number_at_any_size():
     # a row 18 times its baseline is +1,737 %, not +1.74e+03 %
     assert [percent(v) for v in (1737.4, -4.25, 36.2, 102.4, 12345.6)] == [
         "+1,737", "-4.25", "+36.2", "+102", "+12,346"]
+
+
+def test_every_report_chart_keeps_its_words_inside_the_picture(tmp_path, monkeypatch):
+    """Long variant names (an ablation's, with its verdict) push the axes right; no title,
+    axis label or tick label may then run off the picture's edge."""
+    from ganlab.compare import report
+
+    checked = []
+
+    def check(fig, path):
+        fig.canvas.draw()
+        drawn = fig.get_tightbbox()  # every artist drawn, in inches
+        w, h = fig.get_size_inches()
+        tol = 1 / fig.dpi
+        assert (drawn.x0 >= -tol and drawn.y0 >= -tol and drawn.x1 <= w + tol
+                and drawn.y1 <= h + tol), (path.name, drawn, (w, h))
+        checked.append(path.name)
+        save(fig, path)
+
+    save = report.save_figure
+    monkeypatch.setattr(report, "save_figure", check)
+    long = "ablation_with_a_rather_long_name"
+    for s, (base, other) in enumerate([(14.0, 17.0), (13.0, 16.5), (15.5, 18.0)]):
+        for name, fid in (("all", base), (long, other)):
+            run = tmp_path / name / f"seed={s}"
+            run.mkdir(parents=True)
+            atomic_write_json(run / "result.json", {
+                "status": "completed", "error": None, "seed": s,
+                "trick": {"study.variant": name}, "comparability": CLASS, "hparams": {},
+                "metrics": {"eval/fid": fid}, "step": 100, "study": {}, "host": {},
+                "history": [{"step": k, "g_updates": k, "images_seen": 64 * k,
+                             "wall_s": k / 10, "metrics": {"eval/fid": fid + 100 / k}}
+                            for k in (50, 100)]})
+    assert main([str(tmp_path), "--baseline", "study.variant=all", "--no-wandb"]) == 0
+    assert {"c0_eval_fid_delta.png", "c0_eval_fid_points.png",
+            "c0_eval_fid_curves.png"} <= set(checked)

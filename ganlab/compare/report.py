@@ -111,8 +111,8 @@ def _delta_chart(t: Table, path: Path) -> bool:
         ax.set_xscale("log")
     ax.set_title(f"{m.label}: change against the baseline ({m.better} is better)")
     ax.set_xlabel(("ratio to the baseline" if m.scale == "log" else "Δ") +
-                  "; interval at the level each row was held to; blue band: ±δ "
-                  "(equivalence)")
+                  "; interval at the level each row was held to\nblue band: ±δ "
+                  "(equivalence)")  # two lines: long variant names leave the axes narrow
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
