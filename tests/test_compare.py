@@ -272,6 +272,8 @@ def test_a_change_in_percent_reads_as_a_number_at_any_size():
 def test_every_report_chart_keeps_its_words_inside_the_picture(tmp_path, monkeypatch):
     """Long variant names (an ablation's, with its verdict) push the axes right; no title,
     axis label or tick label may then run off the picture's edge."""
+    from PIL import Image
+
     from ganlab.compare import report
 
     checked = []
@@ -300,6 +302,8 @@ def test_every_report_chart_keeps_its_words_inside_the_picture(tmp_path, monkeyp
                 "history": [{"step": k, "g_updates": k, "images_seen": 64 * k,
                              "wall_s": k / 10, "metrics": {"eval/fid": fid + 100 / k}}
                             for k in (50, 100)]})
+            (run / "samples").mkdir()
+            Image.new("L", (30, 30), 128).save(run / "samples" / "step_0000100.png")
     assert main([str(tmp_path), "--baseline", "study.variant=all", "--no-wandb"]) == 0
-    assert {"c0_eval_fid_delta.png", "c0_eval_fid_points.png",
-            "c0_eval_fid_curves.png"} <= set(checked)
+    assert {"c0_eval_fid_delta.png", "c0_eval_fid_points.png", "c0_eval_fid_curves.png",
+            "c0_samples.png"} <= set(checked), checked
