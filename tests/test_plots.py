@@ -143,6 +143,8 @@ def test_seed_pictures_label_rows_by_what_their_cells_differ_in():
                                         "width_ratio=2.0, d_steps=1",
                                         "width_ratio=1.0, d_steps=5"]
     assert mod.row_labels(two, "train.d_steps")[1][two[2]] == "5"
+    with pytest.raises(SystemExit, match=r"--key train.d_step: .*train.d_steps"):
+        mod.row_labels(two, "train.d_step")  # a typo is named with the keys there are
     with pytest.raises(SystemExit, match="differ in nothing"):
         mod.row_labels([two[0], two[0]])
 

@@ -46,6 +46,10 @@ def row_labels(cells: list[str], key: str | None = None) -> tuple[str, dict[str,
     width_ratio=1.0`)."""
     settings = {c: cell_settings(c) for c in cells}
     if key:
+        if not any(key in s for s in settings.values()):
+            known = sorted({k for s in settings.values() for k in s})
+            raise SystemExit(f"--key {key}: no cell's folder name sets it (they set: "
+                             f"{', '.join(known)})")
         return key, {c: s.get(key, c) for c, s in settings.items()}
     varying = [k for k in settings[cells[0]] if len({s.get(k) for s in settings.values()}) > 1]
     if not varying:
