@@ -194,7 +194,9 @@ def test_seed_pictures_refuse_what_they_cannot_draw(tmp_path, capsys):
     record("data=mnist,smoothing=none", 1, {}, status="failed")
     (tmp_path / "sweep" / "data=mnist,smoothing=none" / "seed=2").mkdir()
     (tmp_path / "sweep" / "data=mnist,smoothing=none" / "seed=2" / "result.json").write_text("{")
-    assert [r.name for r in seeds.completed_runs(tmp_path / "sweep")] == ["seed=0"]
+    found = seeds.completed_runs(tmp_path / "sweep")
+    assert [(r.name, rec["metrics"]) for r, rec in found.items()] == [
+        ("seed=0", {"eval/fid": 30.0})]
     assert "skipped:" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         seeds.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "x.png")])

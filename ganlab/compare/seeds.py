@@ -61,9 +61,8 @@ def row_labels(cells: list[str], key: str | None = None) -> tuple[str, dict[str,
                                        for c, s in settings.items()}
 
 
-def picture(run_dir: Path, scratch: Path) -> tuple[Path, dict]:
-    """The re-scored picture of a run and its record, after checking the scores agree."""
-    record = read_result(run_dir)
+def picture(run_dir: Path, record: dict, scratch: Path) -> Path:
+    """The re-scored picture of a run, after checking its scores agree with its record."""
     copy = scratch / f"{run_dir.parent.name}-{run_dir.name}"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("samples", "wandb"))
     scores = rescore(copy, [])
@@ -71,13 +70,13 @@ def picture(run_dir: Path, scratch: Path) -> tuple[Path, dict]:
         if key in scores and scores[key] != record["metrics"][key]:
             raise SystemExit(f"{run_dir}: re-scored {key} = {scores[key]} but the record holds "
                              f"{record['metrics'][key]}; not the run the table reports")
-    return copy / "samples" / f"evaluate_step_{scores['step']:07d}.png", record
+    return copy / "samples" / f"evaluate_step_{scores['step']:07d}.png"
 
 
-def completed_runs(sweep: Path) -> list[Path]:
-    """The completed runs' dirs under a sweep; a damaged record is named and skipped, as the
-    comparer skips it."""
-    runs = []
+def completed_runs(sweep: Path) -> dict[Path, dict]:
+    """The completed runs under a sweep, each dir with its record; a damaged record is named
+    and skipped, as the comparer skips it."""
+    runs = {}
     for path in sorted(sweep.glob("*/seed=*/result.json")):
         try:
             record = read_result(path.parent)
@@ -85,7 +84,7 @@ def completed_runs(sweep: Path) -> list[Path]:
             print(f"skipped: {e}")
             continue
         if record["status"] == "completed":
-            runs.append(path.parent)
+            runs[path.parent] = record
     return runs
 
 
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = completed_runs(args.sweep)
     if not runs:
         parser.error(f"no completed run in {args.sweep}")
-    flat = [r for r in runs if SHOWN[0] not in read_result(r)["metrics"]]
+    flat = [r for r, record in runs.items() if SHOWN[0] not in record["metrics"]]
     if flat:
         parser.error(f"{flat[0]} has no {SHOWN[0]}: the picture is of 2-D data's modes "
                      f"(data=ring8, grid25, ...); for images, each run's samples/ holds its grids")
@@ -130,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     for ax in axes.flat:
         ax.axis("off")
     with tempfile.TemporaryDirectory() as scratch:
-        for i, run in enumerate(runs, 1):
-            png, record = picture(run, Path(scratch))
+        for i, (run, record) in enumerate(runs.items(), 1):
+            png = picture(run, record, Path(scratch))
             ax = axes[cells.index(run.parent.name), seeds.index(record["seed"])]
             ax.imshow(frame(png))
             m = record["metrics"]
