@@ -57,14 +57,13 @@ def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: 
     high-quality sample by the scorer's own test (ganlab.mixture.mode_counts)."""
     from PIL import ImageDraw
 
-    margin, top = _MARGIN, _TOP
+    left, _, right, bottom = scatter_frame(size)
     span = float(modes.abs().max()) * 1.5 + 0.5  # the axes show [-span, span]^2
-    inner = size - 2 * margin
-    scale = inner / (2 * span)  # pixels per data unit
+    scale = (right - left) / (2 * span)  # pixels per data unit
 
     def to_px(xy: np.ndarray) -> np.ndarray:
         px = (xy + span) * scale
-        return np.stack([margin + px[:, 0], size - margin - px[:, 1] + top / 2], axis=1)
+        return np.stack([left + px[:, 0], bottom - px[:, 1]], axis=1)
 
     pts = samples[torch.isfinite(samples).all(dim=1)].double()
     centres = modes.double()
@@ -90,8 +89,8 @@ def save_scatter(samples: torch.Tensor, modes: torch.Tensor, path: Path, title: 
     image = Image.alpha_composite(image, layer)
     draw = ImageDraw.Draw(image)
     count = f"{sum(held)}/{len(held)} modes hold a sample; " if std is not None else ""
-    draw.text((margin, 2), f"{title}   (axes [-{span:.3g}, {span:.3g}])", fill="black")
-    draw.text((margin, 13), f"{count}blue: generated, ring: a true mode's {hq_std:g} std"
+    draw.text((left, 2), f"{title}   (axes [-{span:.3g}, {span:.3g}])", fill="black")
+    draw.text((left, 13), f"{count}blue: generated, ring: a true mode's {hq_std:g} std"
                             f"{', red: none there' if std is not None else ''}", fill="black")
     save_png(image, path)
     return held
