@@ -527,9 +527,15 @@ def test_an_interrupted_run_at_the_maximum_is_resumed_not_counted_spent(tmp_path
 def test_a_committed_reports_own_counts_keep_the_intervals_coverage():
     """grid25 at 160,000 rounds: most seeds at the ceiling of 25, a few 5-11 below; the 3-5-7
     design's intervals must still cover the resampled truth."""
-    from ganlab.compare.simulate import REPO, records_scenarios, run_study, summarise
+    from ganlab.compare.simulate import (
+        REPO,
+        modes_tables,
+        records_scenarios,
+        run_study,
+        summarise,
+    )
 
-    found = records_scenarios(REPO / "experiments/smoothing/report_grid25_160k.json")
+    found = records_scenarios(modes_tables(REPO / "experiments/smoothing/report_grid25_160k.json"))
     assert [s.name for s in found] == [
         "grid25 mode counts (pooled), no effect", "grid25 mode counts: none vs one_sided",
         "grid25 mode counts: none vs two_sided", "grid25 mode counts: none vs beta_only"]
@@ -546,11 +552,12 @@ def test_a_committed_reports_own_counts_keep_the_intervals_coverage():
 
 def test_records_only_reads_the_design_the_report_ran_and_refuses_a_missing_file(
         capsys, monkeypatch):
-    from ganlab.compare.simulate import REPO, main, records_design
+    from ganlab.compare.simulate import REPO, main, modes_tables, records_design
 
     smoothing = REPO / "experiments/smoothing/report_grid25_160k.json"
-    assert records_design(smoothing).looks == (3, 5, 7)
-    assert records_design(REPO / "experiments/balance/report_g_steps.json") is None  # fixed
+    assert records_design(modes_tables(smoothing)).looks == (3, 5, 7)
+    fixed = REPO / "experiments/balance/report_g_steps.json"
+    assert records_design(modes_tables(fixed)) is None  # a fixed design
     from ganlab.compare import simulate
 
     reads = []

@@ -190,14 +190,6 @@ def modes_tables(path: Path) -> list[tuple[dict, dict]]:
     return [(c, t) for c, t in found if t is not None]
 
 
-Tables = list[tuple[dict, dict]]
-
-
-def _tables(source: Path | Tables) -> Tables:
-    """A report's mode tables, from its path or as `modes_tables` already read them."""
-    return modes_tables(source) if isinstance(source, (str, Path)) else source
-
-
 def committed_modes(path: Path = RECORDS) -> dict[str, dict[str, list[float]]]:
     """Mode counts per variant of the committed smoothing study: {data: {variant: values}}."""
     return {c["comparability"]["data.name"]: {r["variant"]: list(r["values"].values())
@@ -214,12 +206,13 @@ def _resampled(name: str, classes: int, base: list[float], other: list[float]) -
                     {"v1": float(np.mean(other) - np.mean(base)), "v2": 0.0})
 
 
-def records_scenarios(source: Path | Tables) -> list[Scenario]:
-    """Every 2-D class of a study's report.json, resampled: its mode counts pooled over the
-    variants (no effect), and its baseline against each variant (the truth: their means'
-    difference). Checks the intervals on the very counts a committed verdict came from."""
+def records_scenarios(tables: list[tuple[dict, dict]]) -> list[Scenario]:
+    """Every 2-D class of a study's report.json (its `modes_tables`), resampled: its mode
+    counts pooled over the variants (no effect), and its baseline against each variant (the
+    truth: their means' difference). Checks the intervals on the very counts a committed
+    verdict came from."""
     out = []
-    for c, table in _tables(source):
+    for c, table in tables:
         data = c["comparability"]["data.name"]
         classes = int(c["comparability"]["data.num_classes"])
         values = {r["variant"]: list(r["values"].values()) for r in table["rows"]}
@@ -229,15 +222,14 @@ def records_scenarios(source: Path | Tables) -> list[Scenario]:
         out += [_resampled(f"{data} mode counts: {base} vs {v}", classes, values[base], vs)
                 for v, vs in values.items() if v != base]
     if not out:
-        where = source if isinstance(source, (str, Path)) else "the report"
-        raise SystemExit(f"{where}: no eval/modes_covered table to resample")
+        raise SystemExit("the report has no eval/modes_covered table to resample")
     return out
 
 
-def records_design(source: Path | Tables) -> Design | None:
-    """The design a report's mode counts were analysed under (its tables' recorded looks),
-    or None where the report records none."""
-    looks = next((t["design"] for _, t in _tables(source) if t.get("design")), None)
+def records_design(tables: list[tuple[dict, dict]]) -> Design | None:
+    """The design a report's mode counts were analysed under (its `modes_tables`' recorded
+    looks), or None where the report records none."""
+    looks = next((t["design"] for _, t in tables if t.get("design")), None)
     return Design(tuple(int(n) for n in looks)) if looks else None
 
 
