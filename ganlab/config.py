@@ -323,6 +323,12 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# a run dir under a sweep: its cell, then its seed (a stacked member's is its leader's with its
+# own seed, ganlab.train.member_runs)
+SEED_SUBDIR_END = "seed=${seed}"
+DEFAULT_SUBDIR = "${ganlab.cell:${hydra.overrides.task}}/" + SEED_SUBDIR_END  # conf/config.yaml
+
+
 def sweep_cell(overrides: list[str] | ListConfig) -> str:
     """A sweep cell's folder name: the job's overrides, sorted, without the seed, the preset
     and infrastructure (so a relaunch with another launcher or device finds its runs)."""

@@ -26,3 +26,4 @@ def sweep_axes(sweep_dir: Path) -> dict[str, list[str]]:
             axes[k.lstrip("+~")] = [x.strip() for x in v.split(",")]
     axes.pop("seed", None)
     return axes
+

@@ -22,14 +22,10 @@ from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
 from ganlab import stops
+from ganlab.config import DEFAULT_SUBDIR, SEED_SUBDIR_END
 from ganlab.result import TERMINAL
 
 log = logging.getLogger("ganlab.sweep")
-
-
-# a member's run dir is its leader's with its own seed (ganlab.train.member_runs)
-SEED_SUBDIR_END = "seed=${seed}"
-DEFAULT_SUBDIR = "${ganlab.cell:${hydra.overrides.task}}/" + SEED_SUBDIR_END  # conf/config.yaml
 
 
 def _key(override: str) -> str:

@@ -198,3 +198,87 @@ def test_a_lone_unlabelled_variant_is_named_by_its_option_in_every_table(tmp_pat
     for table in unlabelled["tables"]:
         assert [r["variant"] for r in table["rows"]] == ["none"]
         assert table["rows"][0]["answer"].startswith("none: the baseline")
+
+
+# -- a look mid-sweep: cells the sweep planned that have no record yet ------------------------
+BASE_HQ = [50.0, 52.0, 49.0, 51.0, 50.0]
+GAIN_HQ = [9.0, 3.0, 12.0, 1.5, 7.5]  # paired t-test: p = 0.027 over 5 seeds
+
+
+def planned_sweep(root: Path, subdir: str | None = None) -> Path:
+    """A sweep whose launch planned three cells (loss.name=minimax,non_saturating,hinge), as
+    Hydra's multirun.yaml records it; only the first two have ended runs."""
+    from ganlab.config import DEFAULT_SUBDIR
+
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text(
+        "hydra:\n  sweep:\n    dir: elsewhere\n"
+        f"    subdir: {subdir or DEFAULT_SUBDIR}\n"
+        "  sweeper:\n    params:\n      seed: 0,1,2,3,4\n"
+        "  overrides:\n    task:\n    - loss.name=minimax,non_saturating,hinge\n"
+        "    - train.steps=2000\n    - launcher=joblib\n")
+    for loss, gain in (("minimax", 0.0), ("non_saturating", 1.0)):
+        for seed in range(5):
+            write_run(root / f"loss.name={loss},train.steps=2000" / f"seed={seed}",
+                      "completed", seed, dict(TRICK, **{"loss.name": loss}), UNLABELLED,
+                      {"eval/hq_pct": BASE_HQ[seed] + gain * GAIN_HQ[seed]})
+    return root
+
+
+def test_a_planned_cell_without_a_record_is_counted_in_the_family(tmp_path):
+    from scipy import stats
+
+    from ganlab.compare.tables import build_tables
+
+    sweep = planned_sweep(tmp_path / "sweep")
+    runs = load_results([sweep])
+    hinge = sweep / "loss.name=hinge,train.steps=2000"
+    assert runs.pending == [str(hinge)]  # the launcher is not part of a cell's name
+    p = stats.ttest_rel([b + g for b, g in zip(BASE_HQ, GAIN_HQ)], BASE_HQ).pvalue
+    assert 0.025 < p < 0.05
+    (alone,) = build_tables(runs, "eval/hq_pct", pending=[])
+    (mid,) = build_tables(runs, "eval/hq_pct")
+    row_alone, row_mid = alone.rows[1], mid.rows[1]
+    assert alone.rows[0].is_baseline and row_alone.label == "loss=minimax"  # the default is off
+    assert (alone.tests, mid.tests) == (1, 2)
+    assert row_alone.p_holm == pytest.approx(p)
+    assert row_mid.p_holm == pytest.approx(2 * p)
+    # over the family the sweep planned, p = 0.027 is no longer a verdict
+    assert row_alone.verdict == "worse" and row_alone.decided
+    assert row_mid.verdict == "no clear difference" and not row_mid.decided
+    # once the cell's first run has a record (even one still running), it is a row, not pending
+    write_run(hinge / "seed=0", "running", 0, dict(TRICK, **{"loss.name": "hinge"}),
+              UNLABELLED, {})
+    assert load_results([sweep]).pending == []
+
+
+def test_a_look_mid_sweep_says_which_cells_it_waits_for(tmp_path, capsys):
+    import json
+
+    from ganlab.compare.plan import plan
+
+    sweep = planned_sweep(tmp_path / "sweep")
+    assert main([str(sweep), "--metric", "hq_pct", "--no-wandb"]) == 0
+    out = capsys.readouterr().out
+    hinge = str(sweep / "loss.name=hinge,train.steps=2000")
+    assert f"1 cell(s) the sweep planned have no record yet: {hinge}" in out
+    assert "Holm over the study's 2 comparison(s) in every class (1 of them for cells" in out
+    doc = json.loads((sweep / "report.json").read_text())
+    assert doc["pending"] == [hinge] and not doc["decided"]
+    assert doc["classes"][0]["tables"][0]["pending"] == 1
+    assert "have no record yet" in (sweep / "report.html").read_text()
+    found = plan(load_results([sweep]), metric="hq_pct")
+    assert found["pending"] == [hinge] and not found["decided"]
+    assert any(line.startswith("1 cell(s) the sweep planned") for line in found["lines"])
+
+
+def test_no_cells_are_pending_where_the_sweep_cannot_say(tmp_path):
+    # another hydra.sweep.subdir names run dirs some other way: nothing can be matched
+    assert load_results([planned_sweep(tmp_path / "a", subdir="x/seed=${seed}")]).pending == []
+    sweep = planned_sweep(tmp_path / "b")
+    (sweep / "multirun.yaml").write_text("hydra: {unclosed")  # damaged
+    assert load_results([sweep]).pending == []
+    sweep = planned_sweep(tmp_path / "c")  # every planned cell has records
+    text = (sweep / "multirun.yaml").read_text()
+    (sweep / "multirun.yaml").write_text(text.replace(",hinge", ""))
+    assert load_results([sweep]).pending == []

@@ -7,15 +7,15 @@ The document (schema version 5; README "report.json" lists every key):
      "settings": {"match", "alpha", "ci_level", "power", "interval", "min_pairs",
                   "primary_metric", "scales", "design", "spending", "smallest_effects",
                   "sd_bound_level"},
-     "decided", "unreadable": [message, ...],
+     "decided", "unreadable": [message, ...], "pending": [cell dir, ...],
      "classes": [{"label", "comparability", "status_counts", "seeds", "thin", "budget",
                   "unfinished_runs": [{"variant", "seed", "status", "run_dir"}, ...],
                   "duplicate_seeds": [{"variant", "seed", "run_dirs", "used"}, ...],
                   "tables": [table, ...]}]}      # the primary metric's table first
 
     table: {"metric", "label", "better", "scale", "scale_note", "range", "all_zero", "match",
-            "budget", "baseline", "family", "tests", "alpha", "strictest_alpha", "design",
-            "smallest_effect", "interval", "ci_level", "rows": [row, ...],
+            "budget", "baseline", "family", "tests", "pending", "alpha", "strictest_alpha",
+            "design", "smallest_effect", "interval", "ci_level", "rows": [row, ...],
             "curves": [{"variant", "points": [{"step", "n", "mean", "ci"}, ...],
                         "num_samples", "last_quarter"}, ...]}   # ganlab.compare.curves
     row:   {"variant", "detail", "is_baseline", "settings", "n", "diverged", "failed",
@@ -48,6 +48,7 @@ from ganlab.compare.rows import (
     duplicate_lines,
     duplicate_records,
     fmt,
+    pending_words,
     unfinished_lines,
     unfinished_records,
 )
@@ -56,18 +57,19 @@ from ganlab.compare.tables import aligned
 from ganlab.metrics import metric_info
 from ganlab.result import STATUSES, count_statuses
 
-# 3: classes name their unfinished runs and duplicated seeds; 4: `wandb`; 5: tables' `curves`
-SCHEMA_VERSION = 5
+# 3: classes name their unfinished runs and duplicated seeds; 4: `wandb`; 5: tables' `curves`;
+# 6: `pending` (cells the sweep planned with no record yet, counted in the family)
+SCHEMA_VERSION = 6
 TOP_KEYS = ("schema_version", "generated", "dirs", "study", "settings", "decided",
-            "unreadable", "wandb", "classes")
+            "unreadable", "pending", "wandb", "classes")
 SETTINGS_KEYS = ("match", "alpha", "ci_level", "power", "interval", "min_pairs",
                  "primary_metric", "scales", "design", "spending", "smallest_effects",
                  "sd_bound_level")
 CLASS_KEYS = ("label", "comparability", "status_counts", "seeds", "thin", "budget",
               "unfinished_runs", "duplicate_seeds", "tables")
 TABLE_KEYS = ("metric", "label", "better", "scale", "scale_note", "range", "all_zero", "match",
-              "budget", "baseline", "family", "tests", "alpha", "strictest_alpha", "design",
-              "smallest_effect", "interval", "ci_level", "rows", "curves")
+              "budget", "baseline", "family", "tests", "pending", "alpha", "strictest_alpha",
+              "design", "smallest_effect", "interval", "ci_level", "rows", "curves")
 ROW_KEYS = ("variant", "detail", "is_baseline", "settings", "n", "diverged", "failed",
             "unfinished", "values", "mean", "ci", "median", "at_bound", "pairs", "look",
             "stage", "delta", "delta_ci", "delta_pct", "delta_pct_ci", "diff_sd", "d_z",
@@ -92,7 +94,8 @@ def table_record(t: Table) -> dict:
         "metric": m.name, "label": m.label, "better": m.better, "scale": m.scale,
         "scale_note": t.scale_note, "range": [_finite(b) for b in t.bounds],
         "all_zero": t.all_zero, "match": t.match, "budget": t.budget,
-        "baseline": t.baseline, "family": t.family, "tests": t.tests, "alpha": t.alpha,
+        "baseline": t.baseline, "family": t.family, "tests": t.tests,
+        "pending": len(t.pending), "alpha": t.alpha,
         "strictest_alpha": t.strictest_alpha,
         "design": None if t.design is None else list(t.design.looks),
         "smallest_effect": None if t.effect is None else str(t.effect),
@@ -179,6 +182,7 @@ def build_document(results, classes: list[list[Table]], *, dirs, match: str,
     """`classes`: per comparison class, its tables with the primary metric's first."""
     study = next((r.get("study") or {} for r in results if r.get("study")), {})
     main_tables = [tables[0] for tables in classes]
+    pending = main_tables[0].pending if main_tables else []
     design = next((t.design for t in main_tables if t.design is not None), None)
     doc = {"schema_version": SCHEMA_VERSION,
            "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -192,8 +196,10 @@ def build_document(results, classes: list[list[Table]], *, dirs, match: str,
                         "smallest_effects": {t.metric.name: str(t.effect) for tables in classes
                                              for t in tables if t.effect is not None},
                         "sd_bound_level": SD_BOUND_LEVEL},
-           "decided": all(r.decided for t in main_tables for r in t.rows),
+           # a planned cell with no record yet is a verdict still to come
+           "decided": all(r.decided for t in main_tables for r in t.rows) and not pending,
            "unreadable": list(getattr(results, "unreadable", [])),
+           "pending": pending,
            "wandb": wandb_target(results),
            "classes": []}
     for tables in classes:
@@ -301,8 +307,11 @@ def describe(table: dict) -> str:
     if table["scale_note"]:
         scale = f"; {table['scale_note']}"
     baseline = ", ".join(f"{k}={v}" for k, v in table["baseline"].items())
+    planned = (f" ({table['pending']} of them for cells the sweep planned that have no "
+               "record yet)" if table["pending"] else "")
     family = ("the primary metric: Holm over the study's "
-              f"{table['tests']} comparison(s) in every class" if table["family"] == "primary"
+              f"{table['tests']} comparison(s) in every class{planned}"
+              if table["family"] == "primary"
               else f"exploratory: Holm over this table's {table['tests']} comparison(s) only")
     design = table["design"]
     looks = ("" if not design or len(design) == 1 else
@@ -367,6 +376,8 @@ def format_text(doc: dict) -> str:
     if doc["study"]["question"]:
         out += [f"Question: {doc['study']['question']}"]
     out += ["Answer:", *(f"  {line}" for line in answers(doc)), ""]
+    if doc["pending"]:
+        out += [pending_words(doc["pending"]), ""]
     for c in doc["classes"]:
         table = c["tables"][0]
         details = variant_details(table)

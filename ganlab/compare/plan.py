@@ -21,7 +21,7 @@ import heapq
 import math
 from pathlib import Path
 
-from ganlab.compare.rows import duplicate_lines, duplicate_records
+from ganlab.compare.rows import duplicate_lines, duplicate_records, pending_words
 from ganlab.compare.stats import Design
 from ganlab.compare.tables import (
     Row,
@@ -60,7 +60,9 @@ def plan(results, *, metric: str | None = None, baselines: list[dict] | None = N
          scales: dict[str, str] | None = None, match: str = "final") -> dict:
     """The next stage of a staged study (module docstring), as a JSON-able dict:
     `decided` (nothing more to run anywhere), `add_seeds` ([{class, variant, seeds, ...}]),
-    `variants` (each one's verdict and seeds), `design` and `lines` (for a reader)."""
+    `variants` (each one's verdict and seeds), `design`, `pending` (cells the sweep planned
+    that have no record yet: counted in Holm's family, planned for once they have) and
+    `lines` (for a reader)."""
     design, source = resolve_design(results, design)
     metric = metric_key(metric) if metric else default_metric(results)
     tables = build_tables(results, metric, match, baselines, scales, design=design,
@@ -82,10 +84,11 @@ def plan(results, *, metric: str | None = None, baselines: list[dict] | None = N
     # slowest cells first: a launcher that packs jobs onto slots in order then ends the stage
     # with short runs, not with one long run alone (cells with no finished run go last)
     add.sort(key=lambda e: -e["seconds"] if e["seconds"] is not None else math.inf)
-    out = {"decided": not add, "metric": metric,
+    pending = list(getattr(results, "pending", []))
+    out = {"decided": not add and not pending, "metric": metric,
            "design": {"looks": list(design.looks), "min": design.looks[0],
                       "max": design.seeds_max, "source": source},
-           "variants": variants, "add_seeds": add}
+           "variants": variants, "add_seeds": add, "pending": pending}
     # a seed two runs of a variant trained pairs once, by its first run: say so
     out["lines"] = plan_lines(out) + duplicate_lines(
         [e for t in tables for r in t.rows for e in duplicate_records(r.label, r.duplicates)])
@@ -257,11 +260,15 @@ def plan_lines(p: dict) -> list[str]:
                          "seeds: it stays open)")
         else:
             lines.append(f"  {where}{v['answer']}{nxt}")
+    if p.get("pending"):
+        lines.append(pending_words(p["pending"]))
     if p["decided"]:
         still = sum(v["at_maximum"] for v in p["variants"])
         lines.append("decided: nothing more to run" if not still else
                      f"nothing more to run: {still} verdict(s) stay open at the design's "
                      f"maximum of {d['max']} seeds")
+    elif not p["add_seeds"]:
+        lines.append("nothing to add until the planned cells' runs have ended")
     else:
         runs = sum(len(e["seeds"]) for e in p["add_seeds"])
         lines.append(f"next stage: {runs} run(s)")

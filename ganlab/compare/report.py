@@ -37,7 +37,7 @@ from ganlab.compare.document import (
     wandb_rows,
     zero_tables,
 )
-from ganlab.compare.rows import Table
+from ganlab.compare.rows import Table, pending_words
 from ganlab.metrics import Metric
 from ganlab.storage import atomic_write, atomic_write_json, save_figure
 
@@ -339,6 +339,8 @@ def write_report(doc: dict, classes: list[list[Table]], out: Path,
     if doc["unreadable"]:
         page.para(f"Skipped {len(doc['unreadable'])} unreadable result.json: "
                   + "; ".join(doc["unreadable"]), strong=True)
+    if doc["pending"]:
+        page.para(pending_words(doc["pending"]) + ".", strong=True)
     for ci, (record, tables) in enumerate(zip(doc["classes"], classes, strict=True)):
         left = sum(len(e["run_dirs"]) - 1 for e in record["duplicate_seeds"])
         counts = ", ".join([*(f"{v} {k}" for k, v in record["status_counts"].items()),

@@ -67,7 +67,8 @@ class Table:
     rows: list[Row]
     varying: list[str]
     study: dict
-    tests: int = 0  # comparisons in the row's family (Holm's m)
+    tests: int = 0  # comparisons in the row's family (Holm's m), `pending` included
+    pending: list[str] = field(default_factory=list)  # planned cells with no record yet
     class_label: str = ""  # the comparison class's label (ganlab.compare.runs)
     alpha: float = ALPHA
     level: float = CI_LEVEL
@@ -93,6 +94,14 @@ class Table:
 
 
 # -- words -------------------------------------------------------------------------------------
+def pending_words(pending: list[str]) -> str:
+    """What a look mid-sweep says about the cells that have not ended a run yet."""
+    return (f"{len(pending)} cell(s) the sweep planned have no record yet: "
+            f"{'; '.join(pending)}. Each is counted as a comparison in the primary metric's "
+            "Holm family, so the verdicts here are held to the level of the family the sweep "
+            "planned; look again once their runs have ended")
+
+
 def fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.4g}"
 

@@ -18,26 +18,36 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from ganlab.config import DEFAULT_SUBDIR, sweep_cell
 from ganlab.result import RecordError, read_result
 from ganlab.sweepdir import sweep_axes
 
 
 class Runs(list):
-    """The records read, with the files that could not be read (`unreadable`: messages) and
-    the swept keys of the sweeps they came from (`sweep_axes`, in the command's order)."""
+    """The records read, with the files that could not be read (`unreadable`: messages), the
+    swept keys of the sweeps they came from (`sweep_axes`, in the command's order) and the
+    cells their sweeps' latest launches planned that have no readable record yet (`pending`:
+    cell dirs; a look mid-sweep, before a row's first run has ended)."""
 
-    def __init__(self, records=(), unreadable=(), sweep_axes=None):
+    def __init__(self, records=(), unreadable=(), sweep_axes=None, pending=()):
         super().__init__(records)
         self.unreadable = list(unreadable)
         self.sweep_axes: dict[str, list[str]] = dict(sweep_axes or {})
+        self.pending: list[str] = list(pending)
 
 
 def load_results(dirs: list[Path]) -> Runs:
-    runs, seen = Runs(), set()
+    runs, seen, planned = Runs(), set(), {}
     for d in dirs:
         for path in sorted(Path(d).rglob("multirun.yaml")):
             for k, values in sweep_axes(path.parent).items():
                 runs.sweep_axes.setdefault(k, values)
+            for cell in planned_cells(path.parent) or []:
+                planned.setdefault((path.parent / cell).resolve(), path.parent / cell)
         for path in sorted(Path(d).rglob("result.json")):
             run_dir = path.parent.resolve()
             if run_dir in seen:  # overlapping dirs: count each run once
@@ -51,7 +61,31 @@ def load_results(dirs: list[Path]) -> Runs:
             if result is not None:
                 result["run_dir"] = str(run_dir)
                 runs.append(result)
+    read = {Path(r["run_dir"]) for r in runs}
+    runs.pending = [str(shown) for cell, shown in planned.items()
+                    if not any(cell in run_dir.parents for run_dir in read)]
     return runs
+
+
+def planned_cells(sweep_dir: Path) -> list[str] | None:
+    """The cell folders (ganlab.config.sweep_cell) the sweep's latest launch planned: its
+    sweeper params and command-line overrides expanded as Hydra's basic sweeper expands them
+    (conf/config.yaml's subdir names a job's folder `<cell>/seed=N`). None where that cannot
+    be known: no readable multirun.yaml, another `hydra.sweep.subdir`, or a sweep only a
+    config loader expands (`glob(...)`)."""
+    try:
+        hydra = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra,
+                                       resolve=False)  # the subdir, as written, unresolved
+        if hydra["sweep"]["subdir"] != DEFAULT_SUBDIR:
+            return None
+        params = hydra.get("sweeper", {}).get("params") or {}
+        task = hydra["overrides"]["task"] or []
+        lines = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
+        (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines),
+                                               None)
+    except Exception:  # no file, not one of Hydra's, or a sweep this parser cannot expand
+        return None
+    return list(dict.fromkeys(sweep_cell(job) for job in jobs))
 
 
 def key(d: dict) -> str:

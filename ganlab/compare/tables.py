@@ -151,13 +151,19 @@ def build_tables(results: list[dict], metric: str, match: str = "final",
                  scales: dict[str, str] | None = None,
                  classes: list[ComparisonClass] | None = None,
                  design: Design | None = None, effects: dict[str, Effect] | None = None,
-                 family: str = "primary", details: bool = True) -> list[Table]:
+                 family: str = "primary", details: bool = True,
+                 pending: list[str] | None = None) -> list[Table]:
     """One table per comparison class for `metric`, in the order of `classes` (by default
     `group_runs(results)`), with their verdicts decided as one family (Holm across all of
     them). `scales` overrides ganlab.metrics' scale per metric key (`{"eval/fid": "log"}`);
     `design` the sequential design the records carry (default: `study_design(results)`);
     `effects` override the smallest effects of interest the study and the registry give;
-    `details=False` leaves out d_z's interval (the one slow number, which no verdict uses)."""
+    `details=False` leaves out d_z's interval (the one slow number, which no verdict uses).
+    `pending`: cells the sweep planned that have no record yet (default: `results.pending`
+    for a primary family read by load_results). Each counts as one more comparison in Holm's
+    family, so a look mid-sweep is held to the level of the family the sweep planned, not
+    of the rows that happen to have ended runs (a pending baseline is over-counted:
+    conservative)."""
     if match not in MATCHES:
         raise CompareError(f"--match {match!r} is not allowed; choose one of: "
                            f"{', '.join(MATCHES)}")
@@ -179,8 +185,10 @@ def build_tables(results: list[dict], metric: str, match: str = "final",
     effect = {**study_effects(results), **(effects or {})}.get(metric, info.effect())
     design = design or study_design(results)
     tables = [_table(c, classes, info, match, baselines) for c in classes]
+    if pending is None:
+        pending = list(getattr(results, "pending", [])) if family == "primary" else []
     for t in tables:
-        t.design, t.effect, t.family = design, effect, family
+        t.design, t.effect, t.family, t.pending = design, effect, family, list(pending)
     decide(tables, details)
     return tables
 

@@ -163,7 +163,8 @@ def decide(tables: list[Table], details: bool = True) -> None:
                 comparisons.append(c)
             if c.looks:
                 c.p_seq = c.design.repeated_p([look.p for look in c.looks])
-    m = len(comparisons)
+    # cells the sweep planned that have not ended a run yet are comparisons still to come
+    m = len(comparisons) + (len(tables[0].pending) if tables else 0)
     for t in tables:
         t.tests = m
     alpha = tables[0].alpha if tables else 0.05
