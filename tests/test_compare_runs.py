@@ -234,7 +234,7 @@ def test_a_planned_cell_without_a_record_is_counted_in_the_family(tmp_path):
     runs = load_results([sweep])
     hinge = sweep / "loss.name=hinge,train.steps=2000"
     assert runs.pending == [str(hinge)]  # the launcher is not part of a cell's name
-    p = stats.ttest_rel([b + g for b, g in zip(BASE_HQ, GAIN_HQ)], BASE_HQ).pvalue
+    p = stats.ttest_rel([b + g for b, g in zip(BASE_HQ, GAIN_HQ, strict=True)], BASE_HQ).pvalue
     assert 0.025 < p < 0.05
     (alone,) = build_tables(runs, "eval/hq_pct", pending=[])
     (mid,) = build_tables(runs, "eval/hq_pct")
