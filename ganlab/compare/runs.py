@@ -18,8 +18,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from ganlab.config import DEFAULT_SUBDIR, sweep_cell
@@ -73,6 +71,10 @@ def planned_cells(sweep_dir: Path) -> list[str] | None:
     (conf/config.yaml's subdir names a job's folder `<cell>/seed=N`). None where that cannot
     be known: no readable multirun.yaml, another `hydra.sweep.subdir`, or a sweep only a
     config loader expands (`glob(...)`)."""
+    # Hydra's parser only here: reading records needs no Hydra (nor does `--help`)
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     try:
         hydra = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra,
                                        resolve=False)  # the subdir, as written, unresolved
