@@ -84,7 +84,7 @@ def plan(results, *, metric: str | None = None, baselines: list[dict] | None = N
     # slowest cells first: a launcher that packs jobs onto slots in order then ends the stage
     # with short runs, not with one long run alone (cells with no finished run go last)
     add.sort(key=lambda e: -e["seconds"] if e["seconds"] is not None else math.inf)
-    pending = list(getattr(results, "pending", []))
+    pending = tables[0].pending if tables else []  # as build_tables counted them
     out = {"decided": not add and not pending, "metric": metric,
            "design": {"looks": list(design.looks), "min": design.looks[0],
                       "max": design.seeds_max, "source": source},
