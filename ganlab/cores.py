@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,21 @@ def available_cores() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cores)
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, as the kernel reports it ("AMD EPYC 7B13", "Intel(R) Xeon(R) CPU
+    @ 2.20GHz"); the platform's processor string where there is no /proc/cpuinfo. Runs with
+    the same settings on two CPU models need not agree bit for bit (their arithmetic kernels
+    differ), so a record names the one it trained on."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() in ("model name", "Processor", "cpu model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _number(value: Any) -> float | None:

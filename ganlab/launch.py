@@ -32,7 +32,7 @@ from ganlab.config import (
 from ganlab.configure import (
     load_config,
 )
-from ganlab.cores import thread_budget
+from ganlab.cores import cpu_model, thread_budget
 from ganlab.loop import (
     Resume,
     Trainer,
@@ -162,8 +162,10 @@ def apply_thread_budget(requested: int, launcher: dict | None) -> int:
 def _host_record() -> dict:
     """Where and when the run ran (a launcher's device assignment shows up here), and the
     CPU threads it had, at what scheduling priority (`niceness`: 0 unless something lowered
-    it; a niced run on shared cores is a slow run)."""
+    it; a niced run on shared cores is a slow run), and the CPU model and torch version it
+    computed with (the same settings on another CPU or torch need not give the same bits)."""
     return {"hostname": socket.gethostname(), "pid": os.getpid(),
+            "cpu": cpu_model(), "torch": torch.__version__,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "threads": torch.get_num_threads(), "threads_from": _THREADS_FROM,
             "niceness": os.nice(0),

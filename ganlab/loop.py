@@ -102,6 +102,8 @@ class Trainer:
         self.data = self.gan.data
         # fused, foreach and loop Adam differ in the last bits: the record says which ran
         result.update(host={**result.data["host"], "device": str(self.device),
+                            "gpu": (torch.cuda.get_device_name(self.device)
+                                    if self.device.type == "cuda" else None),
                             "optimizer_impl": resolve_optimizer_impl(
                                 cfg.train.optimizer_impl, self.device),
                             "cuda_graphs": bool(cfg.train.cuda_graphs)})

@@ -2,7 +2,9 @@
 
 The run's composed config (`RUN_DIR/.hydra/config.yaml`) is the starting point, so the
 re-run does not depend on today's `conf/` files: with no overrides it repeats the run, and
-on CPU its weights and metrics equal the original's bit for bit. Overrides are `key=value`
+on CPU its weights and metrics equal the original's bit for bit on the CPU model and torch
+version the record names (on others the re-run says so: other kernels round differently, and
+training amplifies that). Overrides are `key=value`
 (e.g. `train.steps=5000`, `seed=7`) or a group choice (e.g. `smoothing=two_sided`). The new
 run goes to `--out` (default: outputs/reruns/<sweep cell>_<run>, numbered if taken; never
 inside the sweep, whose comparison it would otherwise join). Re-running into an existing
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                               "new directory")
         record = _record(args.run_dir)
         _same_threads(record)
+        if note := machine_change(record):
+            print(f"ganlab.rerun: {note}", file=sys.stderr)
         stack = _stack_of(record)
         identity = _identity(record, args.overrides)
         if stack and not args.alone and "seed" not in {o.split("=", 1)[0] for o in
@@ -119,6 +123,29 @@ def _same_threads(record: dict) -> None:
     threads = (record.get("host") or {}).get("threads")
     if isinstance(threads, int) and 0 < threads <= available_cores():
         torch.set_num_threads(threads)
+
+
+def machine_change(record: dict) -> str | None:
+    """What differs between where the run trained and this machine that changes a re-run's
+    last bits: the CPU model or torch version of any of its launches (records written before
+    they were kept name neither; None where nothing differs or nothing is known)."""
+    import torch
+
+    from ganlab.cores import cpu_model
+
+    here = {"cpu": cpu_model(), "torch": torch.__version__}
+    launches = launches_of(record)
+    changed = []
+    for key, label in (("cpu", "CPU"), ("torch", "torch")):
+        then = list(dict.fromkeys(str(launch[key]) for launch in launches if launch.get(key)))
+        if then and then != [here[key]]:
+            changed.append(f"{label} {' then '.join(repr(t) for t in then)} "
+                           f"(here: {here[key]!r})")
+    if not changed:
+        return None
+    return ("the run trained with " + "; ".join(changed) + ": the re-run repeats its settings, "
+            "not necessarily its last bits (other kernels round differently, and training "
+            "amplifies that), so expect scores from the same distribution, not the same numbers")
 
 
 def _stack_of(record: dict) -> list[int] | None:

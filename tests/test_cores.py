@@ -10,7 +10,7 @@ import pytest
 
 import ganlab.configure as configure
 from ganlab.config import ConfigError
-from ganlab.cores import available_cores, thread_budget
+from ganlab.cores import available_cores, cpu_model, thread_budget
 from tests.helpers import run_here
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
@@ -72,7 +72,22 @@ def test_a_run_applies_and_records_the_omp_cap(tmp_path, monkeypatch):
     assert out.returncode == 0, out.stderr[-2000:]
     host = json.loads((tmp_path / "result.json").read_text())["host"]
     assert host["threads"] == 1
+    # what it computed with: another CPU model or torch version need not give the same bits
+    import torch
+
+    assert (host["cpu"], host["torch"], host["gpu"]) == (cpu_model(), torch.__version__, None)
     assert host["threads_from"] == "OMP_NUM_THREADS=1 (below 4 cores, one run at a time: 4)"
+
+
+def test_the_cpu_model_is_read_from_the_kernel_and_never_missing(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                    "model name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\nflags\t\t: fpu\n\n"
+                    "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n")
+    assert cpu_model(info) == "Intel(R) Xeon(R) CPU @ 2.20GHz"
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nmodel name\t:\n")  # blank name
+    fallback = cpu_model(tmp_path / "missing")
+    assert cpu_model(info) == fallback and fallback.strip()
 
 
 def test_available_cores_respects_the_affinity():

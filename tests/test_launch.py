@@ -188,6 +188,8 @@ def test_rerun_repeats_a_run_bit_for_bit_and_takes_overrides(tmp_path, caplog, c
     b = json.loads((tmp_path / "again" / "result.json").read_text())
     assert a["metrics"] == b["metrics"] and a["trick"] == b["trick"]
     assert_same_tensors(load_weights(original), load_weights(tmp_path / "again"))
+    # the same machine: nothing to warn of
+    assert b["host"]["cpu"] == a["host"]["cpu"] and "last bits" not in out.stderr
     changed = run_here(str(original), "smoothing=two_sided", "seed=5", "train.steps=40",
                        "--out", str(tmp_path / "changed"), module="ganlab.rerun")
     assert changed.returncode == 0, changed.stderr
@@ -211,6 +213,16 @@ def test_rerun_repeats_a_run_bit_for_bit_and_takes_overrides(tmp_path, caplog, c
     (tmp_path / "junk" / "notes.txt").write_text("mine")
     assert rerun_main([str(original), "--out", str(tmp_path / "junk")]) == 2
     assert "holds no run" in capsys.readouterr().err
+    # a record begun on another CPU and resumed here: the re-run says what to expect
+    record = json.loads((original / "result.json").read_text())
+    (last,) = record["host"]["launches"]
+    here = last["cpu"]
+    record["host"]["launches"] = [{**last, "cpu": "Other CPU 9000", "to_step": 10}, last]
+    (original / "result.json").write_text(json.dumps(record))
+    assert rerun_main([str(original), "--out", again]) == 0
+    err = capsys.readouterr().err
+    assert f"CPU 'Other CPU 9000' then {here!r} (here: {here!r})" in err
+    assert "not necessarily its last bits" in err and "torch " not in err.split("last bits")[0]
 
 
 def test_an_ablation_row_chosen_on_rerun_resets_what_it_resets(tmp_path):
