@@ -267,6 +267,9 @@ def test_a_look_mid_sweep_says_which_cells_it_waits_for(tmp_path, capsys):
     assert doc["pending"] == [hinge] and not doc["decided"]
     assert doc["classes"][0]["tables"][0]["pending"] == 1
     assert "have no record yet" in (sweep / "report.html").read_text()
+    # the answer's heading counts what the look waits for, not only the open rows
+    assert "## Answer (1 verdict still open; 1 planned cell with no record yet)" in (
+        sweep / "report.md").read_text()
     found = plan(load_results([sweep]), metric="hq_pct")
     assert found["pending"] == [hinge] and not found["decided"]
     assert any(line.startswith("1 cell(s) the sweep planned") for line in found["lines"])

@@ -317,8 +317,10 @@ def write_report(doc: dict, classes: list[list[Table]], out: Path,
     if study["question"]:
         page.para(f"Question: {study['question']}", strong=True)
     still = sum(not r["decided"] for c in doc["classes"] for r in c["tables"][0]["rows"])
-    page.heading(2, "Answer" + (f" ({still} verdict{'s' * (still > 1)} still open)"
-                                if still else ""))
+    waits = len(doc["pending"])
+    open_ = [f"{still} verdict{'s' * (still > 1)} still open"] if still else []
+    open_ += [f"{waits} planned cell{'s' * (waits > 1)} with no record yet"] if waits else []
+    page.heading(2, "Answer" + (f" ({'; '.join(open_)})" if open_ else ""))
     page.bullets(answers(doc))
     s = doc["settings"]
     design = s["design"]
