@@ -168,3 +168,21 @@ def test_a_curve_title_gives_the_sample_count_only_for_metrics_scored_on_samples
     coupling = curve_title(METRICS.choose("eval/coupling"), 0.95, {10000})
     assert coupling == "batch coupling during training (mean over seeds, band: 95% t interval)"
     assert curve_title(METRICS.choose("eval/fid"), 0.95, set()).endswith("t interval)")
+
+
+def test_curves_far_apart_are_drawn_on_a_log_axis():
+    from ganlab.compare.report import curves_on_log_axis
+    from ganlab.metrics import METRICS
+
+    def record(*finals):
+        return {"curves": [{"points": [{"mean": 300.0}, {"mean": f}]} for f in finals]}
+
+    fid, kid = METRICS.choose("eval/fid"), METRICS.choose("eval/kid")
+    # -MBF stuck at 240 beside rows at 13: the rows at 13 would be a flat line
+    assert curves_on_log_axis(record(13.0, 16.0, 240.0), fid)
+    assert not curves_on_log_axis(record(13.0, 16.0, 30.0), fid)  # a linear axis shows them
+    assert curves_on_log_axis(record(13.0, 16.0), kid)  # a log-scale metric always is
+    # nothing to compare, or a mean a log axis cannot show: linear
+    assert not curves_on_log_axis(record(13.0), fid)
+    assert not curves_on_log_axis(record(0.0, 240.0), fid)
+    assert not curves_on_log_axis({"curves": []}, fid)

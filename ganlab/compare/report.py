@@ -136,6 +136,21 @@ def curve_title(m: Metric, level: float, samples: set[int]) -> str:
     return f"{m.label} during training (mean over seeds, band: {level:.0%} t interval{scored})"
 
 
+SPREAD_FOR_LOG = 10.0  # final means this many times apart: a linear axis flattens the lower
+
+
+def curves_on_log_axis(record: dict, m: Metric) -> bool:
+    """Whether the curves need a log axis: the metric is on one already, or its variants end
+    at least SPREAD_FOR_LOG times apart (an ablation row stuck at FID 240 beside rows at 13
+    leaves the rows at 13 a flat line on a linear axis) and every mean is positive."""
+    if m.scale == "log":
+        return True
+    means = [p["mean"] for e in record["curves"] for p in e["points"]]
+    finals = [e["points"][-1]["mean"] for e in record["curves"] if e["points"]]
+    return (len(finals) > 1 and all(v is not None and v > 0 for v in means)
+            and max(finals) >= SPREAD_FOR_LOG * min(finals))
+
+
 def _curves(record: dict, t: Table, path: Path) -> bool:
     """The metric over training: each variant's mean over seeds with its t interval (from
     report.json's `curves`: points scored on the final sample count only)."""
@@ -159,8 +174,10 @@ def _curves(record: dict, t: Table, path: Path) -> bool:
     ax.set_title("\n".join(textwrap.wrap(curve_title(m, t.level, samples), 95)), fontsize=10)
     ax.set_xlabel("rounds (train.steps); shaded: the last quarter the knee rule reads")
     ax.set_ylabel(m.label)
-    if m.scale == "log":
+    if curves_on_log_axis(record, m):
         ax.set_yscale("log")
+        if m.scale != "log":
+            ax.set_ylabel(f"{m.label} (log axis)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
