@@ -149,6 +149,29 @@ def test_the_budget_line_names_rounds_images_wall_time_threads_and_widths():
         "model.d_width 16–64")
 
 
+def test_the_budget_line_names_the_processors_the_runs_trained_on():
+    from ganlab.compare.document import budget_words, class_budget
+
+    def record(*launches, status="completed"):
+        host = {"threads": 1, "launches": [dict(h, threads=1) for h in launches]}
+        return {"status": status, "step": 10, "host": host, "trick": {},
+                "history": [{"step": 10, "wall_s": 5.0, "metrics": {}}]}
+
+    xeon, epyc = {"cpu": "Intel Xeon"}, {"cpu": "AMD EPYC"}
+    budget = class_budget([record(xeon), record(xeon), record(epyc), record(xeon, epyc),
+                           record({"cpu": "AMD EPYC", "gpu": "NVIDIA H100"}), record({}),
+                           record(epyc, status="failed")])
+    # most runs first; a resumed run names both; a GPU run its GPU; an old record says so
+    assert budget["machines"] == {"Intel Xeon": 2, "AMD EPYC": 1, "Intel Xeon then AMD EPYC": 1,
+                                  "NVIDIA H100": 1, "not recorded": 1}
+    assert budget_words(budget).endswith(
+        "; trained on Intel Xeon (2 runs), AMD EPYC (1 run), Intel Xeon then AMD EPYC (1 run), "
+        "NVIDIA H100 (1 run), not recorded (1 run)")
+    # records that name nothing (written before they did): nothing said
+    assert class_budget([record({}), record({})])["machines"] is None
+    assert "trained on" not in budget_words(class_budget([record({})]))
+
+
 def test_a_curve_band_stops_at_the_metric_range():
     from ganlab.compare.report import curve_band
 

@@ -55,7 +55,7 @@ from ganlab.compare.rows import (
 from ganlab.compare.stats import CI_LEVEL, INTERVAL, POWER, SD_BOUND_LEVEL, SPENDING
 from ganlab.compare.tables import aligned
 from ganlab.metrics import metric_info
-from ganlab.result import STATUSES, count_statuses
+from ganlab.result import STATUSES, count_statuses, launches_of
 
 # 3: classes name their unfinished runs and duplicated seeds; 4: `wandb`; 5: tables' `curves`;
 # 6: `pending` (cells the sweep planned with no record yet, counted in the family)
@@ -137,7 +137,25 @@ def class_budget(runs: list[dict]) -> dict:
     for key in WIDTH_KEYS:
         widths = [w for r in done if isinstance(w := (r.get("trick") or {}).get(key), int)]
         out[key] = [min(widths), max(widths)] if widths else None
+    out["machines"] = machines(done)
     return out
+
+
+UNNAMED = "not recorded"
+
+
+def machines(runs: list[dict]) -> dict[str, int] | None:
+    """How many runs trained on each processor (the GPU's name on a GPU, else the CPU model;
+    "A then B" for a run resumed on another): the same seed on another CPU model gives other
+    bits, so a reader should know when a table mixes them. None where no record names one
+    (records written before they did)."""
+    names = []
+    for r in runs:
+        seen = [str(h.get("gpu") or h.get("cpu")) for h in launches_of(r)
+                if h.get("gpu") or h.get("cpu")]
+        names.append(" then ".join(dict.fromkeys(seen)) or UNNAMED)
+    counts = Counter(names)
+    return None if set(counts) <= {UNNAMED} else dict(counts.most_common())
 
 
 def wandb_target(results) -> dict | None:
@@ -345,7 +363,11 @@ def budget_words(budget: dict) -> str:
             name = "CPU thread per run"
         value = lo if lo == hi else f"{lo}–{hi}"
         parts.append(f"{name} {value}" if k in WIDTH_KEYS else f"{value} {name}")
-    return "budget: " + (", ".join(parts) if parts else "no completed run")
+    line = "budget: " + (", ".join(parts) if parts else "no completed run")
+    if budget.get("machines"):
+        line += "; trained on " + ", ".join(f"{name} ({n} run{'s' * (n > 1)})"
+                                             for name, n in budget["machines"].items())
+    return line
 
 
 def answers(doc: dict) -> list[str]:
