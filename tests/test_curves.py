@@ -209,3 +209,44 @@ def test_curves_far_apart_are_drawn_on_a_log_axis():
     assert not curves_on_log_axis(record(13.0), fid)
     assert not curves_on_log_axis(record(0.0, 240.0), fid)
     assert not curves_on_log_axis({"curves": []}, fid)
+
+
+def test_a_far_delta_puts_the_chart_on_a_symmetric_log_axis_that_keeps_the_near_ones(
+        tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ganlab.compare import report
+    from ganlab.compare.runs import load_results
+    from ganlab.compare.tables import build_tables
+
+    def row(lo, hi, effect=0.69):
+        return SimpleNamespace(delta_ci=(lo, hi), effect=effect)
+
+    # salimans' labelled class at stage 2: -VBN+BN and -LS within +-5 FID, -MBF at +179..+272
+    vbn, ls, mbf = row(-4.57, 3.50), row(1.73, 4.46), row(178.94, 272.42)
+    assert report.delta_linear_span([vbn, ls, mbf]) == pytest.approx(4.57)
+    assert report.delta_linear_span([vbn, ls]) is None  # a linear axis shows both
+    assert report.delta_linear_span([mbf]) is None
+    # the +-delta band counts as a row's reach: a wide band keeps the axis linear
+    assert report.delta_linear_span([row(-1, 1, effect=30.0), mbf]) is None
+    assert report.delta_linear_span([row(-1, 2, effect=None), mbf]) == pytest.approx(2.0)
+
+    # the chart itself: three variants paired with a baseline, one of them far off
+    shifts = {"base": 0.0, "near": 1.0, "close": -0.5, "far": 200.0}
+    for name, shift in shifts.items():
+        for seed in range(3):
+            atomic_write_json(tmp_path / name / f"seed={seed}" / "result.json", {
+                "status": "completed", "seed": seed, "step": 100, "host": {}, "study": {},
+                "trick": {"study.variant": name}, "hparams": {}, "history": [],
+                "comparability": {"data.name": "mnist"},
+                "metrics": {"eval/fid": 20.0 + shift + 0.3 * seed * (shift != 0)}})
+    (t,) = build_tables(load_results([tmp_path]), "fid",
+                        baselines=[{"study.variant": "base"}])
+    drawn = {}
+    monkeypatch.setattr(report, "save_figure",
+                        lambda fig, path: drawn.update(scale=fig.axes[0].get_xscale(),
+                                                       label=fig.axes[0].get_xlabel()))
+    assert report._delta_chart(t, tmp_path / "delta.png")
+    assert drawn["scale"] == "symlog"
+    span = report.delta_linear_span([r for r in t.rows if not r.is_baseline])
+    assert 0 < span < 5 and f"axis linear within ±{span:.3g}" in drawn["label"]

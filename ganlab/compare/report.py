@@ -19,6 +19,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import os
 import textwrap
 from pathlib import Path
@@ -88,6 +89,38 @@ def _point_chart(t: Table, path: Path) -> None:
 _VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
 
 
+def delta_linear_span(rows: list) -> float | None:
+    """Where a Δ chart on a linear axis would squeeze some rows to dots: the half-width of
+    the linear part of a symmetric-log axis that keeps those rows readable, else None.
+
+    A row's reach is the larger end of its interval (or its ±δ band) from 0; when the
+    widest reach is at least SPREAD_FOR_LOG times a row's, that row would be a dot (an
+    ablation at +226 FID beside rows within ±5). The span is the largest such small reach,
+    so every small row lies on the linear part and the wide one on the log part."""
+    reaches = [max(abs(r.delta_ci[0]), abs(r.delta_ci[1]), r.effect or 0.0) for r in rows]
+    widest = max(reaches, default=0.0)
+    small = [x for x in reaches if 0 < x and x * SPREAD_FOR_LOG <= widest]
+    return max(small) if small else None
+
+
+def _symlog_axis(ax, span: float) -> None:
+    """x on a symmetric-log axis, linear within ±span (shaded, wide enough to read the near
+    rows), with plain-number ticks: a few inside the span, the decades beyond it."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+    ax.set_xscale("symlog", linthresh=span, linscale=2.0)
+    ax.axvspan(-span, span, color="grey", alpha=0.06, zorder=0)
+    lo, hi = ax.get_xlim()
+    inner = [x for x in MaxNLocator(5).tick_values(-span, span) if abs(x) <= span]
+    decades = [10.0 ** k for k in range(math.ceil(math.log10(span)), 20)]
+    outer = ([d for d in decades if d < hi and d > span]
+             + [-d for d in decades if -d > lo and d > span])
+    ax.set_xticks(sorted(inner + outer))
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def _delta_chart(t: Table, path: Path) -> bool:
     """Each variant's Δ against the baseline with its interval, 0 and the ±δ band."""
     rows = [r for r in t.rows if not r.is_baseline and r.delta_ci is not None]
@@ -96,7 +129,8 @@ def _delta_chart(t: Table, path: Path) -> bool:
     plt = _plt()
     m = t.metric
     centre = 1.0 if m.scale == "log" else 0.0
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.8), dpi=100)
+    span = None if m.scale == "log" else delta_linear_span(rows)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + (2.1 if span else 1.8)), dpi=100)
     for i, r in enumerate(rows):
         lo, hi = r.delta_ci
         ax.errorbar(r.delta, i, xerr=[[r.delta - lo], [hi - r.delta]], fmt="o", capsize=5,
@@ -109,10 +143,14 @@ def _delta_chart(t: Table, path: Path) -> bool:
     ax.invert_yaxis()  # the variants top to bottom, as in the table
     if m.scale == "log":
         ax.set_xscale("log")
+    elif span is not None:
+        _symlog_axis(ax, span)
+    axis = (f"\naxis linear within ±{span:.3g} (shaded), logarithmic beyond"
+            if span is not None else "")
     ax.set_title(f"{m.label}: change against the baseline ({m.better} is better)")
     ax.set_xlabel(("ratio to the baseline" if m.scale == "log" else "Δ") +
                   "; interval at the level each row was held to\nblue band: ±δ "
-                  "(equivalence)")  # two lines: long variant names leave the axes narrow
+                  f"(equivalence){axis}")  # two lines: long variant names leave the axes narrow
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
