@@ -20,7 +20,14 @@ from pathlib import Path
 
 from ganlab.config import ConfigError
 from ganlab.configure import load_config, repeated_keys
-from ganlab.result import TERMINAL, RecordError, launches_of, read_result, seedless
+from ganlab.result import (
+    TERMINAL,
+    RecordError,
+    launch_values,
+    launches_of,
+    read_result,
+    seedless,
+)
 from ganlab.train import USER_ERRORS, Interrupted, run
 
 
@@ -134,10 +141,9 @@ def machine_change(record: dict) -> str | None:
     from ganlab.cores import cpu_model
 
     here = {"cpu": cpu_model(), "torch": torch.__version__}
-    launches = launches_of(record)
     changed = []
     for key, label in (("cpu", "CPU"), ("torch", "torch")):
-        then = list(dict.fromkeys(str(launch[key]) for launch in launches if launch.get(key)))
+        then = launch_values(record, key)
         if then and then != [here[key]]:
             changed.append(f"{label} {' then '.join(repr(t) for t in then)} "
                            f"(here: {here[key]!r})")

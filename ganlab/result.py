@@ -174,9 +174,20 @@ def launches_of(record: dict | None) -> list[dict]:
     if not record:
         return []
     host = record.get("host") or {}
-    if "launches" in host:
-        return list(host["launches"])
+    if not isinstance(host, dict):
+        return []
+    if "launches" in host:  # a hand-damaged entry (not a mapping) names nothing
+        launches = host["launches"]
+        return [e for e in launches if isinstance(e, dict)] if isinstance(launches, list) else []
     return [_launch(host, record)] if host else []
+
+
+def launch_values(record: dict | None, *keys: str) -> list[str]:
+    """The distinct values a record's launches name, oldest first, each launch read at the
+    first of `keys` it has (("gpu", "cpu"): the GPU's name, else the CPU model): one value
+    for a run trained in one place, ["A", "B"] for one begun on A and resumed on B."""
+    seen = (next((str(e[k]) for k in keys if e.get(k)), None) for e in launches_of(record))
+    return list(dict.fromkeys(v for v in seen if v is not None))
 
 
 def _launch(host: dict, record: dict) -> dict:

@@ -170,6 +170,29 @@ def test_the_budget_line_names_the_processors_the_runs_trained_on():
     # records that name nothing (written before they did): nothing said
     assert class_budget([record({}), record({})])["machines"] is None
     assert "trained on" not in budget_words(class_budget([record({})]))
+    # a hand-damaged record (launches not mappings, or not a list) names nothing, and raises
+    # nothing
+    damaged = record(xeon)
+    damaged["host"]["launches"] = ["Intel Xeon", 3, None, {"cpu": "AMD EPYC"}]
+    bad_list = record(xeon)
+    bad_list["host"]["launches"] = "AMD EPYC"
+    assert class_budget([damaged, bad_list])["machines"] == {"AMD EPYC": 1, "not recorded": 1}
+
+
+def test_launch_values_are_distinct_oldest_first_at_the_first_key_a_launch_has():
+    from ganlab.result import launch_values
+
+    def record(*launches):
+        return {"host": {"launches": list(launches)}}
+
+    xeon, epyc, gpu = {"cpu": "Xeon"}, {"cpu": "EPYC"}, {"cpu": "EPYC", "gpu": "H100"}
+    assert launch_values(record(xeon, xeon, epyc, xeon), "cpu") == ["Xeon", "EPYC"]
+    assert launch_values(record(xeon, gpu), "gpu", "cpu") == ["Xeon", "H100"]
+    assert launch_values(record(xeon, gpu), "cpu") == ["Xeon", "EPYC"]
+    assert launch_values(record({}, {"cpu": None}), "cpu") == []
+    assert launch_values(None, "cpu") == [] and launch_values({}, "cpu") == []
+    # a record written before launches were kept: its one host
+    assert launch_values({"host": {"cpu": "Xeon", "torch": "2.13.0"}}, "torch") == ["2.13.0"]
 
 
 def test_a_curve_band_stops_at_the_metric_range():

@@ -55,7 +55,7 @@ from ganlab.compare.rows import (
 from ganlab.compare.stats import CI_LEVEL, INTERVAL, POWER, SD_BOUND_LEVEL, SPENDING
 from ganlab.compare.tables import aligned
 from ganlab.metrics import metric_info
-from ganlab.result import STATUSES, count_statuses, launches_of
+from ganlab.result import STATUSES, count_statuses, launch_values
 
 # 3: classes name their unfinished runs and duplicated seeds; 4: `wandb`; 5: tables' `curves`;
 # 6: `pending` (cells the sweep planned with no record yet, counted in the family)
@@ -149,12 +149,7 @@ def machines(runs: list[dict]) -> dict[str, int] | None:
     "A then B" for a run resumed on another): the same seed on another CPU model gives other
     bits, so a reader should know when a table mixes them. None where no record names one
     (records written before they did)."""
-    names = []
-    for r in runs:
-        seen = [str(h.get("gpu") or h.get("cpu")) for h in launches_of(r)
-                if h.get("gpu") or h.get("cpu")]
-        names.append(" then ".join(dict.fromkeys(seen)) or UNNAMED)
-    counts = Counter(names)
+    counts = Counter(" then ".join(launch_values(r, "gpu", "cpu")) or UNNAMED for r in runs)
     return None if set(counts) <= {UNNAMED} else dict(counts.most_common())
 
 
