@@ -273,3 +273,20 @@ def test_a_far_delta_puts_the_chart_on_a_symmetric_log_axis_that_keeps_the_near_
     assert drawn["scale"] == "symlog"
     span = report.delta_linear_span([r for r in t.rows if not r.is_baseline])
     assert 0 < span < 5 and f"axis linear within ±{span:.3g}" in drawn["label"]
+
+
+def test_means_far_apart_put_the_seeds_chart_on_a_log_axis():
+    from types import SimpleNamespace
+
+    from ganlab.compare.report import points_on_log_axis
+
+    def row(*values):
+        return SimpleNamespace(mean=sum(values) / len(values),
+                               values=dict(enumerate(values)))
+
+    # -MBF's 240 beside rows at 13-17: the rows at 13 would sit on one spot
+    assert points_on_log_axis([row(13.4, 13.1), row(16.5, 16.4), row(239.1, 243.6)])
+    assert not points_on_log_axis([row(13.4, 13.1), row(16.5, 16.4), row(30.0, 31.0)])
+    assert not points_on_log_axis([row(13.4, 13.1)])
+    # a seed at 0 or below has no place on a log axis: linear
+    assert not points_on_log_axis([row(0.0, 2.0), row(239.1, 243.6)])

@@ -61,6 +61,9 @@ def report_metrics(results: list[dict]) -> list[str]:
     return sorted(n for n in names if not any(s in n for s in SKIP_METRICS))
 
 
+SPREAD_FOR_LOG = 10.0  # values this many times apart: a linear axis flattens the lower ones
+
+
 # -- pictures ----------------------------------------------------------------------------------
 def _point_chart(t: Table, path: Path) -> None:
     plt = _plt()
@@ -75,15 +78,25 @@ def _point_chart(t: Table, path: Path) -> None:
         ax.scatter(seeds, [i] * len(seeds), s=18, color="grey", alpha=0.7, zorder=3)
     ax.set_yticks(range(len(rows)), [r.label + (" (baseline)" if r.is_baseline else "")
                                      for r in rows])
-    if m.scale == "log":
+    far = m.scale != "log" and points_on_log_axis(rows)
+    if m.scale == "log" or far:
         ax.set_xscale("log")
     ax.set_title(f"{m.label}: {m.better} is better")
-    ax.set_xlabel(f"mean and {t.level:.0%} {t.interval} interval"
-                  f"{' (geometric, log axis)' if m.scale == 'log' else ''}; seeds in grey")
+    axis = " (geometric, log axis)" if m.scale == "log" else " (log axis)" if far else ""
+    ax.set_xlabel(f"mean and {t.level:.0%} {t.interval} interval{axis}; seeds in grey")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+def points_on_log_axis(rows: list) -> bool:
+    """Whether a chart of the variants' means and seeds needs a log axis on a linear metric:
+    the means lie at least SPREAD_FOR_LOG times apart (as `curves_on_log_axis` reads the
+    curves' ends) and every seed's value is positive."""
+    means = [r.mean for r in rows]
+    return (len(means) > 1 and all(v > 0 for r in rows for v in r.values.values())
+            and min(means) > 0 and max(means) >= SPREAD_FOR_LOG * min(means))
 
 
 _VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
@@ -172,9 +185,6 @@ def curve_title(m: Metric, level: float, samples: set[int]) -> str:
     scored = (f", {'/'.join(map(str, sorted(samples)))} samples a point"
               if samples and m.from_samples else "")
     return f"{m.label} during training (mean over seeds, band: {level:.0%} t interval{scored})"
-
-
-SPREAD_FOR_LOG = 10.0  # final means this many times apart: a linear axis flattens the lower
 
 
 def curves_on_log_axis(record: dict, m: Metric) -> bool:
