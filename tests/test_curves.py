@@ -253,6 +253,8 @@ def test_a_far_delta_puts_the_chart_on_a_symmetric_log_axis_that_keeps_the_near_
     # the +-delta band counts as a row's reach: a wide band keeps the axis linear
     assert report.delta_linear_span([row(-1, 1, effect=30.0), mbf]) is None
     assert report.delta_linear_span([row(-1, 2, effect=None), mbf]) == pytest.approx(2.0)
+    # an unbounded interval (no spread among the pairs): the axis stays linear
+    assert report.delta_linear_span([row(-math.inf, math.inf), row(-1, 1), mbf]) is None
 
     # the chart itself: three variants paired with a baseline, one of them far off
     shifts = {"base": 0.0, "near": 1.0, "close": -0.5, "far": 200.0}

@@ -111,6 +111,8 @@ def delta_linear_span(rows: list) -> float | None:
     ablation at +226 FID beside rows within ±5). The span is the largest such small reach,
     so every small row lies on the linear part and the wide one on the log part."""
     reaches = [max(abs(r.delta_ci[0]), abs(r.delta_ci[1]), r.effect or 0.0) for r in rows]
+    if not all(math.isfinite(x) for x in reaches):  # an unbounded interval: no scale fits it
+        return None
     widest = max(reaches, default=0.0)
     small = [x for x in reaches if 0 < x and x * SPREAD_FOR_LOG <= widest]
     return max(small) if small else None
