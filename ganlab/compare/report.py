@@ -90,13 +90,17 @@ def _point_chart(t: Table, path: Path) -> None:
     plt.close(fig)
 
 
+def far_apart(ends: list, drawn: list) -> bool:
+    """Whether a linear axis would flatten the lower of these `ends` (at least SPREAD_FOR_LOG
+    times apart) and a log axis can show every value `drawn` (all positive)."""
+    return (len(ends) > 1 and all(v is not None and v > 0 for v in drawn)
+            and max(ends) >= SPREAD_FOR_LOG * min(ends))
+
+
 def points_on_log_axis(rows: list) -> bool:
     """Whether a chart of the variants' means and seeds needs a log axis on a linear metric:
-    the means lie at least SPREAD_FOR_LOG times apart (as `curves_on_log_axis` reads the
-    curves' ends) and every seed's value is positive."""
-    means = [r.mean for r in rows]
-    return (len(means) > 1 and all(v > 0 for r in rows for v in r.values.values())
-            and min(means) > 0 and max(means) >= SPREAD_FOR_LOG * min(means))
+    the means lie far apart and every seed's value (so every mean) is positive."""
+    return far_apart([r.mean for r in rows], [v for r in rows for v in r.values.values()])
 
 
 _VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
@@ -165,7 +169,7 @@ def _delta_chart(t: Table, path: Path) -> bool:
     ax.set_title(f"{m.label}: change against the baseline ({m.better} is better)")
     ax.set_xlabel(("ratio to the baseline" if m.scale == "log" else "Δ") +
                   "; interval at the level each row was held to\nblue band: ±δ "
-                  f"(equivalence){axis}")  # two lines: long variant names leave the axes narrow
+                  f"(equivalence){axis}")  # lines, not one: long variant names leave the axes narrow
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
@@ -196,9 +200,7 @@ def curves_on_log_axis(record: dict, m: Metric) -> bool:
     if m.scale == "log":
         return True
     means = [p["mean"] for e in record["curves"] for p in e["points"]]
-    finals = [e["points"][-1]["mean"] for e in record["curves"] if e["points"]]
-    return (len(finals) > 1 and all(v is not None and v > 0 for v in means)
-            and max(finals) >= SPREAD_FOR_LOG * min(finals))
+    return far_apart([e["points"][-1]["mean"] for e in record["curves"] if e["points"]], means)
 
 
 def _curves(record: dict, t: Table, path: Path) -> bool:
